@@ -1,0 +1,490 @@
+"""Streaming training and validation data from raygan shard sets (local or S3).
+
+* :class:`ShardSet` finds the shards of a split from ``manifest.json`` (at the URI or its
+  parent, so ``dst`` + split and ``dst/train`` both work), else by listing ``*.tar``.
+* :func:`iter_shard` streams the samples of one shard (local file or the S3 streaming
+  body, through ``tarfile`` in stream mode) with bounded retries on S3/network errors;
+  a corrupt tar ends that shard and the records it lost are counted as skipped (exactly,
+  when the manifest gives the shard's count).
+* :class:`TrainStream` is an infinite ``IterableDataset`` split over (Ray Train rank,
+  DataLoader worker); every yielded sample carries ``n_skipped``, the number of records
+  skipped (corrupt, undecodable, too small) in that worker since its previous sample, so
+  the collated batch sum is exact.
+* :func:`make_val_loader` is deterministic: val shards in order, the first
+  ``val_max_images`` records, ``i % world == rank``, masks seeded from the sample key.
+
+Because the training stream is infinite, the trainer takes a fixed number of steps per
+epoch (:func:`steps_per_epoch`): every rank runs the same number of batches, which DDP
+needs (unequal counts hang the all-reduce). Create the iterator once and ``next()`` it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from raygan.datasets.degradations import SkipRecord, Task, get_task, key_rng
+from raygan.datasets.shards import MANIFEST_NAME, ShardError, read_manifest
+from raygan.platform import storage
+
+__all__ = [
+    "ShardSet", "Skipped", "iter_shard", "decode_record", "TrainStream", "ValStream",
+    "steps_per_epoch", "make_train_loader", "make_val_loader", "resolve_train_uri",
+    "resolve_val_uri",
+]
+
+_IMAGE_EXTS = ("png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff", "ppm", "pgm")
+
+
+# ----------------------------------------------------------------------------- shard sets
+
+
+def _parent(uri: str) -> Tuple[Optional[str], str]:
+    """``(parent URI, last component)``; no parent for a bare bucket."""
+    stripped = uri.rstrip("/")
+    if storage.is_s3(stripped):
+        rest = stripped.split("://", 1)[1]
+        if "/" not in rest:
+            return None, ""
+        parent, name = stripped.rsplit("/", 1)
+        return parent, name
+    if storage.local_path(stripped).startswith("/") or "/" in stripped:
+        parent, name = stripped.rsplit("/", 1)
+        return (parent or "/"), name
+    return ".", stripped
+
+
+class ShardSet:
+    """The shards of one split: ``.shards`` (URIs in order), ``.shard_counts``, ``.count``.
+
+    ``ShardSet(uri)``: ``uri`` is a split folder (``dst/train``, found through the parent's
+    manifest) or a shard-set root (its manifest's ``split``, default train), else a folder
+    of ``*.tar`` files. ``ShardSet.open(dst, "val")`` is the same with an explicit split.
+    """
+
+    def __init__(self, uri: str, storage_cfg: Any = None, split: Optional[str] = None):
+        self.uri = uri
+        self.storage_cfg = storage_cfg
+        self.manifest: Optional[Dict[str, Any]] = None
+        shards: List[str] = []
+        counts: List[Optional[int]] = []
+        manifest = read_manifest(uri, storage_cfg)
+        parent, name = (None, "")
+        if manifest is None:
+            parent, name = _parent(uri)
+        if manifest is not None:
+            split = split or "train"
+            if split not in manifest["splits"]:
+                raise ShardError(f"{storage.join(uri, MANIFEST_NAME)} has no split {split!r} "
+                                 f"(it has {', '.join(sorted(manifest['splits']))})")
+            base = storage.join(uri, split)
+            self.manifest = manifest
+        else:
+            pm = read_manifest(parent, storage_cfg) if parent is not None else None
+            if pm is not None and name in pm["splits"]:
+                if split not in (None, name):
+                    raise ShardError(f"{uri} is the {name!r} split of the shard set {parent}, "
+                                     f"not split {split!r}: open {parent} instead")
+                split, base, manifest, self.manifest = name, uri, pm, pm
+        if manifest is not None:
+            for entry in manifest["splits"][split]["shards"]:
+                shards.append(storage.join(base, entry["name"]))
+                counts.append(int(entry["count"]))
+        else:
+            candidates = ([storage.join(uri, split)] if split else []) + [uri]
+            for cand in candidates:
+                prefix = cand.rstrip("/") + "/"
+                found = [u for u in storage.list_files(cand, ".tar", storage_cfg=storage_cfg)
+                         if "/" not in u[len(prefix):]]
+                if found:
+                    shards, counts = found, [None] * len(found)
+                    break
+        if not shards:
+            where = f"{uri} (split {split})" if split else uri
+            raise ShardError(f"no shards found at {where}: expected manifest.json or *.tar files")
+        self.split = split
+        self.shards = shards
+        self.shard_counts = counts
+
+    @classmethod
+    def open(cls, uri: str, split: str = "train", storage_cfg: Any = None) -> "ShardSet":
+        return cls(uri, storage_cfg=storage_cfg, split=split)
+
+    @property
+    def count(self) -> int:
+        """Number of samples (from the manifest; counted by streaming when there is none)."""
+        if any(c is None for c in self.shard_counts):
+            counted = []
+            for uri, c in zip(self.shards, self.shard_counts):
+                if c is None:
+                    c = sum(1 for item in iter_shard(uri, self.storage_cfg) if not isinstance(item, Skipped))
+                counted.append(c)
+            self.shard_counts = counted
+        return int(sum(self.shard_counts))
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __repr__(self) -> str:
+        return f"ShardSet({self.uri!r}, split={self.split!r}, shards={len(self.shards)})"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Skipped:
+    """Marker yielded by :func:`iter_shard` for ``count`` records that could not be read."""
+
+    count: int
+    reason: str
+
+
+def _transient_errors() -> Tuple[type, ...]:
+    from botocore import exceptions as bce
+
+    errs: List[type] = [bce.BotoCoreError, ConnectionError, TimeoutError, storage.StorageError]
+    try:
+        import urllib3.exceptions as u3
+
+        errs.append(u3.HTTPError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+def _tar_samples(stream) -> Iterator[Dict[str, Any]]:
+    """Group consecutive ``<key>.<field>`` tar members into samples (webdataset rule)."""
+    current: Optional[Dict[str, Any]] = None
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            dirname, _, base = member.name.rpartition("/")
+            if "." not in base:
+                continue
+            stem, field = base.split(".", 1)
+            key = f"{dirname}/{stem}" if dirname else stem
+            f = tar.extractfile(member)
+            data = f.read() if f is not None else b""
+            if current is not None and current["__key__"] != key:
+                yield current
+                current = None
+            if current is None:
+                current = {"__key__": key}
+            current[field] = data
+    if current is not None:
+        yield current
+
+
+def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None,
+               max_attempts: Optional[int] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
+    """Raw samples (``{"__key__": ..., "png": bytes, ...}``) of one shard, or Skipped markers.
+
+    S3/network errors re-open the shard (at most ``max_attempts`` times, default the
+    storage config's) and skip the samples already yielded. A corrupt tar ends the shard;
+    with ``expected`` (the manifest count) the missing records are reported exactly.
+    """
+    attempts = int(max_attempts or getattr(storage_cfg, "max_attempts", 3) or 3)
+    transient = _transient_errors()
+    done = 0
+    failures = 0
+    while True:
+        stream = None
+        try:
+            stream = storage.open_stream(uri, storage_cfg=storage_cfg)
+            seen = 0
+            for sample in _tar_samples(stream):
+                seen += 1
+                if seen <= done:
+                    continue  # already yielded before a retry
+                done += 1
+                yield sample
+            break
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            if expected is None:
+                yield Skipped(1, f"corrupt shard {uri}: {exc}")
+            break
+        except transient as exc:
+            failures += 1
+            if failures >= attempts:
+                if expected is None:
+                    yield Skipped(1, f"cannot read {uri} after {failures} attempts: {exc}")
+                break
+            time.sleep(min(5.0, 0.2 * 2 ** failures))
+        finally:
+            if stream is not None:
+                try:
+                    stream.close()
+                except Exception:
+                    pass
+    if expected is not None and done < expected:
+        yield Skipped(expected - done, f"{uri}: {expected - done} of {expected} records unreadable")
+
+
+def _decode_image(data: bytes, rgb: bool) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if rgb or im.mode not in ("L", "RGB"):
+            im = im.convert("RGB")
+        return np.asarray(im)
+
+
+def decode_record(raw: Dict[str, Any]) -> Dict[str, Any]:
+    """Decode a raw sample into ``{"key", "target": uint8 HxWx3, "meta", <extras>}``.
+
+    ``png`` (or ``jpg``...) is the target (always RGB); ``json`` is ``meta``; extra fields
+    ``<name>.<ext>`` become ``record[name]``: images as uint8 arrays (L stays HxW), ``npy``
+    through ``np.load(allow_pickle=False)``, ``json`` parsed, ``txt`` as str, others raw
+    bytes. Raises :class:`SkipRecord` when the target is missing or anything is undecodable.
+    """
+    key = raw.get("__key__", "?")
+    rec: Dict[str, Any] = {"key": key}
+    try:
+        for name, data in raw.items():
+            if name.startswith("__"):
+                continue
+            stem, _, ext = name.rpartition(".")
+            ext = ext.lower()
+            if not stem:
+                if ext in _IMAGE_EXTS:
+                    if "target" not in rec:
+                        rec["target"] = _decode_image(data, rgb=True)
+                elif ext == "json":
+                    rec["meta"] = json.loads(data)
+                continue
+            if ext in _IMAGE_EXTS:
+                rec[stem] = _decode_image(data, rgb=False)
+            elif ext == "npy":
+                rec[stem] = np.load(io.BytesIO(data), allow_pickle=False)
+            elif ext == "json":
+                rec[stem] = json.loads(data)
+            elif ext == "txt":
+                rec[stem] = data.decode("utf-8")
+            else:
+                rec[stem] = data
+    except SkipRecord:
+        raise
+    except Exception as exc:  # PIL/numpy/json raise many types for broken data
+        raise SkipRecord(f"record {key}: cannot decode ({type(exc).__name__}: {exc})") from None
+    if "target" not in rec:
+        raise SkipRecord(f"record {key} has no image field")
+    return rec
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def steps_per_epoch(n_train: int, batch: int, world: int) -> int:
+    """Optimizer steps per epoch, the same on every rank: ``max(1, n // (batch * world))``."""
+    return max(1, int(n_train) // (int(batch) * int(world)))
+
+
+class TrainStream(IterableDataset):
+    """Infinite, shuffled, augmented and degraded training samples for one Ray Train rank.
+
+    The DataLoader worker ``w`` of rank ``r`` is global worker ``r * W + w`` of
+    ``world * W``. With at least that many shards, worker ``id`` owns shards
+    ``id, id + total, ...`` (its own order reshuffled every pass with ``seed + pass``);
+    otherwise every worker reads every shard and keeps record ``i`` iff
+    ``i % total == id``. Either way the workers' samples are disjoint for the whole run.
+    Only a set with fewer records than workers is shared out differently: the counter
+    ``i`` then runs on across passes, so every worker still gets records. Processed
+    samples go through a shuffle buffer of ``data_cfg.shuffle_buffer`` (capped at the
+    worker's share of one pass, so a tiny set starts yielding within its first pass);
+    the buffer carries over between passes.
+    """
+
+    def __init__(self, shardset: ShardSet, data_cfg: Any, storage_cfg: Any = None,
+                 rank: int = 0, world: int = 1, seed: int = 0, task: Optional[Task] = None):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        self.shardset = shardset
+        self.data_cfg = data_cfg
+        self.storage_cfg = storage_cfg
+        self.rank, self.world, self.seed = int(rank), int(world), int(seed)
+        self.task = task if task is not None else get_task(data_cfg.task)
+
+    def _worker(self) -> Tuple[int, int]:
+        info = get_worker_info()
+        nw, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * nw + wid, self.world * nw
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        gid, total = self._worker()
+        cfg = self.data_cfg
+        shards = list(zip(self.shardset.shards, self.shardset.shard_counts))
+        shard_mode = len(shards) >= total
+        mine = shards[gid::total] if shard_mode else shards
+        known = all(c is not None for _, c in shards)
+        per_pass = sum(c for _, c in shards) if known else None
+        # Tiny sets (fewer records than workers) keep the record counter running across
+        # passes so that every worker still gets records; otherwise it restarts each pass
+        # and the assignment is fixed (disjoint across workers for the whole run).
+        continuous = not shard_mode and (per_pass is None or per_pass < total)
+        if not known:
+            share = None
+        elif shard_mode:
+            share = sum(c for _, c in mine)
+        else:
+            share = -(-per_pass // total)
+        bufsize = max(1, int(cfg.shuffle_buffer))
+        if share is not None:
+            bufsize = max(1, min(bufsize, share))
+        rng = np.random.default_rng([self.seed, gid, 7919])
+        buffer: List[Dict[str, Any]] = []
+        skipped = 0
+        index = 0  # record counter of the sample-level split
+        passes_since_progress = 0
+        pass_no = 0
+        while True:
+            if shard_mode:  # own shards, reshuffled each pass
+                order = np.random.default_rng([self.seed + pass_no, gid]).permutation(len(mine))
+                sequence = [mine[i] for i in order]
+            else:  # every worker reads the same sequence: the counter must agree
+                sequence = mine
+            if not continuous:
+                index = 0
+            progressed = False
+            for uri, expected in sequence:
+                for item in iter_shard(uri, self.storage_cfg, expected):
+                    if isinstance(item, Skipped):
+                        if shard_mode:
+                            skipped += item.count
+                        else:  # only this worker's share of the lost records
+                            skipped += sum(1 for j in range(index, index + item.count) if j % total == gid)
+                            index += item.count
+                        continue
+                    if not shard_mode:
+                        j, index = index, index + 1
+                        if j % total != gid:
+                            continue
+                    try:
+                        sample = self.task(decode_record(item), cfg, rng, True)
+                    except SkipRecord:
+                        skipped += 1
+                        continue
+                    progressed = True
+                    sample["key"] = item["__key__"]
+                    if len(buffer) < bufsize:
+                        buffer.append(sample)
+                        continue
+                    k = int(rng.integers(len(buffer)))
+                    out, buffer[k] = buffer[k], sample
+                    out["n_skipped"], skipped = skipped, 0
+                    yield out
+            # A sample-level split of a set smaller than the worker count gives some passes
+            # nothing; more than `total` empty passes in a row means nothing is usable.
+            passes_since_progress = 0 if progressed else passes_since_progress + 1
+            if passes_since_progress > total + 2:
+                raise RuntimeError(
+                    f"no usable training samples from {self.shardset.uri} in worker {gid} of {total} "
+                    f"after {passes_since_progress} passes ({skipped} records skipped: corrupt, "
+                    f"undecodable, or smaller than {self.task.min_size(cfg, True)} px)"
+                )
+            pass_no += 1
+
+
+def resolve_train_uri(data_cfg: Any, workdir: str = ".raygan") -> str:
+    """``data_cfg.train``, or the embedded demo shards (built on first use) when unset."""
+    if data_cfg.train:
+        return data_cfg.train
+    from raygan.datasets.samples import ensure_demo_shards
+
+    return ensure_demo_shards(workdir)
+
+
+def make_train_loader(data_cfg: Any, storage_cfg: Any = None, rank: int = 0, world: int = 1,
+                      seed: int = 0, workdir: str = ".raygan") -> DataLoader:
+    """An infinite DataLoader of ``data_cfg.batch`` samples (drop_last) for one rank.
+
+    The shard set is ``loader.dataset.shardset`` (its ``.count`` feeds steps_per_epoch).
+    """
+    shardset = ShardSet.open(resolve_train_uri(data_cfg, workdir), "train", storage_cfg)
+    ds = TrainStream(shardset, data_cfg, storage_cfg, rank=rank, world=world, seed=seed)
+    nw = int(data_cfg.loader_workers)
+    return DataLoader(ds, batch_size=int(data_cfg.batch), num_workers=nw, drop_last=True,
+                      persistent_workers=nw > 0, prefetch_factor=2 if nw > 0 else None)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+class ValStream:
+    """Deterministic validation batches of size 1: ``{"input", "target", ["mask"], "key"}``.
+
+    Reads the val shards in order, takes the first ``val_max_images`` records (by position,
+    the same on every rank) and keeps record ``i`` iff ``i % world == rank``. Images are
+    centre-cropped to ``val_crop`` (rounded down to the task's alignment, the SR scale),
+    or used whole (cropped to a multiple of the scale for SR). Re-iterable; after a pass
+    ``n_skipped`` holds the records of this rank that could not be used.
+    """
+
+    def __init__(self, shardset: ShardSet, data_cfg: Any, storage_cfg: Any = None,
+                 rank: int = 0, world: int = 1, task: Optional[Task] = None):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        self.shardset = shardset
+        self.data_cfg = data_cfg
+        self.storage_cfg = storage_cfg
+        self.rank, self.world = int(rank), int(world)
+        self.task = task if task is not None else get_task(data_cfg.task)
+        self.n_skipped = 0
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        cap = self.data_cfg.val_max_images
+        index = 0
+        self.n_skipped = 0
+        for uri, expected in zip(self.shardset.shards, self.shardset.shard_counts):
+            for item in iter_shard(uri, self.storage_cfg, expected):
+                if cap is not None and index >= cap:
+                    return
+                if isinstance(item, Skipped):
+                    n = item.count if cap is None else min(item.count, cap - index)
+                    self.n_skipped += sum(1 for j in range(index, index + n) if j % self.world == self.rank)
+                    index += item.count
+                    continue
+                j, index = index, index + 1
+                if j % self.world != self.rank:
+                    continue
+                try:
+                    key = item["__key__"]
+                    sample = self.task(decode_record(item), self.data_cfg, key_rng(key), False)
+                except SkipRecord:
+                    self.n_skipped += 1
+                    continue
+                batch: Dict[str, Any] = {k: v.unsqueeze(0) for k, v in sample.items()}
+                batch["key"] = [key]
+                yield batch
+
+
+def resolve_val_uri(data_cfg: Any, storage_cfg: Any = None, workdir: str = ".raygan") -> Tuple[str, Optional[str]]:
+    """``(uri, split)`` of the validation set: ``data_cfg.val`` (its val split when it is a
+    shard-set root), else the val split next to the training set (``dst`` for ``dst/train``)."""
+    if data_cfg.val:
+        uri = data_cfg.val
+        return uri, ("val" if read_manifest(uri, storage_cfg) is not None else None)
+    uri = resolve_train_uri(data_cfg, workdir)
+    if read_manifest(uri, storage_cfg) is None:
+        parent, name = _parent(uri)
+        pm = read_manifest(parent, storage_cfg) if parent is not None else None
+        if pm is not None and name in pm["splits"]:
+            return parent, "val"
+    return uri, "val"
+
+
+def make_val_loader(data_cfg: Any, storage_cfg: Any = None, rank: int = 0, world: int = 1,
+                    workdir: str = ".raygan") -> ValStream:
+    """Validation batches for one rank: ``data_cfg.val``, else the val split next to train."""
+    uri, split = resolve_val_uri(data_cfg, storage_cfg, workdir)
+    return ValStream(ShardSet(uri, storage_cfg, split), data_cfg, storage_cfg, rank, world)

@@ -1,0 +1,1 @@
+"""Loading trained generators (checkpoints, MLflow runs and registered models) and serving them."""

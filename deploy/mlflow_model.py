@@ -1,0 +1,24 @@
+"""MLflow "model from code" for raygan generators (no pickled Python objects).
+
+Artifacts: ``weights`` (safetensors) and ``config`` (the run config as JSON). ``predict``
+takes a float array (N, H, W, C) in [0, 1] or uint8 and returns the restored float array.
+"""
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class RayganGenerator(PythonModel):
+    def load_context(self, context):
+        from raygan.deploy.loading import generator_from_files
+
+        self.model, self.config = generator_from_files(context.artifacts["config"],
+                                                       context.artifacts["weights"])
+
+    def predict(self, context, model_input, params=None):
+        from raygan.deploy.loading import restore_array
+
+        return restore_array(self.model, model_input)
+
+
+mlflow.models.set_model(RayganGenerator())

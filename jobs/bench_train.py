@@ -1,0 +1,256 @@
+"""Side-by-side throughput benchmark of the data pipeline and the GAN step.
+
+    python jobs/bench_train.py [--config jobs/configs/wcdgan_cpu_demo.yaml] [--steps 6] [key=value ...]
+
+Measures, in one run on this machine (ratios are what matter; the machine is shared):
+  1. images/s of the S3-shard pipeline (moto S3 server over HTTP, JPEG degradation on the
+     fly) vs decoding the same PNG images from local disk with the same crop + degradation;
+  2. step time of the plain GAN step vs the same step under Ray Train with 1 worker;
+  3. training throughput with 1 vs 2 Ray Train workers (DDP over gloo);
+  4. achieved conv FLOP/s of the GAN step vs a measured conv peak (a large 3x3 conv).
+Every timed section uses one thread per worker, so 1 vs 2 workers compares like with like.
+Prints a table and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"pipeline_vs_local": (">=", 0.95), "ray_vs_plain_step": ("<=", 1.05),
+         "two_vs_one_worker": (">=", 1.8)}
+
+
+def synthetic_batch(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c, p, b = cfg.data.channels, cfg.data.patch, cfg.data.batch
+    target = torch.rand(b, c, p, p, generator=g)
+    return {"input": (target + 0.05 * torch.randn(b, c, p, p, generator=g)).clamp(0, 1), "target": target}
+
+
+def time_steps(engine, batch, steps, warmup=2):
+    for _ in range(warmup):
+        engine.train_step(batch)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        engine.train_step(batch)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def gan_phase(cfg):
+    cfg.train.pretrain_steps = 0
+    return cfg
+
+
+# ------------------------------------------------------------------------- 1. pipeline
+
+
+def bench_pipeline(cfg, images: int):
+    from moto.server import ThreadedMotoServer
+    from PIL import Image
+
+    from raygan.datasets.degradations import get_task
+    from raygan.datasets.pipeline import TrainStream, ShardSet
+    from raygan.datasets.samples import sample_image_paths
+    from raygan.datasets.shards import write_shards
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        cfg.storage.endpoint_url = endpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "src"
+            src.mkdir()
+            # The local-disk baseline reads the very PNGs the shards hold.
+            paths = sample_image_paths()
+            for i in range(images):
+                im = Image.open(paths[i % len(paths)]).convert("RGB")
+                im.save(src / f"img{i:04d}.png")
+            write_shards([str(src)], "s3://bench/shards", shard_size=max(1, images // 4),
+                         val_fraction=0.0, parallel="none", storage_cfg=cfg.storage, progress=False)
+            cfg.data.train = "s3://bench/shards"
+            task = get_task(cfg.data.task)
+            files = sorted(src.glob("*.png"))
+
+            def local_decode():
+                rng = np.random.default_rng(0)
+                n = 0
+                for f in files:
+                    arr = np.asarray(Image.open(io.BytesIO(f.read_bytes())).convert("RGB"))
+                    task({"target": arr, "key": f.stem}, cfg.data, rng, train=True)
+                    n += 1
+                return n
+
+            shardset = ShardSet.open(cfg.data.train, "train", cfg.storage)
+            stream = TrainStream(shardset, cfg.data, cfg.storage, rank=0, world=1, seed=0)
+
+            def s3_pipeline():
+                it = iter(stream)
+                for _ in range(len(files)):
+                    next(it)
+                return len(files)
+
+            rates = {"local": [], "s3": []}
+            for _ in range(3):  # interleaved rounds, best of each (noisy shared machine)
+                for name, fn in (("local", local_decode), ("s3", s3_pipeline)):
+                    t0 = time.perf_counter()
+                    n = fn()
+                    rates[name].append(n / (time.perf_counter() - t0))
+            return max(rates["local"]), max(rates["s3"])
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------- 2-3. steps under Ray
+
+
+def _ray_bench_loop(config):
+    import ray.train
+    import ray.train.torch
+
+    from raygan.platform.config import config_from_dict
+    from raygan.platform.engine import GANEngine
+
+    torch.set_num_threads(1)
+    cfg = gan_phase(config_from_dict(config["cfg"]))
+    engine = GANEngine(cfg, device=ray.train.torch.get_device(), wrap_model=ray.train.torch.prepare_model)
+    rank = ray.train.get_context().get_world_rank()
+    times = time_steps(engine, synthetic_batch(cfg, seed=rank), config["steps"])
+    ray.train.report({"median_step_s": statistics.median(times)})
+
+
+def bench_ray(cfg, workers: int, steps: int) -> float:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raygan.platform.config import to_dict
+
+    trainer = TorchTrainer(
+        _ray_bench_loop, train_loop_config={"cfg": to_dict(cfg), "steps": steps},
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(backend="gloo"),
+        run_config=RunConfig(name=f"bench-{workers}w-{int(time.time())}",
+                             storage_path=tempfile.mkdtemp(prefix="raygan-bench-")))
+    return trainer.fit().metrics["median_step_s"]
+
+
+# ------------------------------------------------------------------------- 4. FLOP/s
+
+
+def conv_peak_flops(threads=1) -> float:
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(4, 64, 96, 96)
+    flops = 2 * 64 * 64 * 9 * 4 * 96 * 96
+    with torch.no_grad():
+        for _ in range(2):
+            conv(x)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best
+
+
+def step_flops(engine, batch) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        engine.train_step(batch)
+    return counter.get_total_flops()
+
+
+def main(argv=None) -> int:
+    from raygan.platform.config import load_config
+    from raygan.platform.engine import GANEngine
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "jobs/configs/wcdgan_cpu_demo.yaml"))
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    ap.add_argument("--images", type=int, default=48, help="images for the pipeline benchmark")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    cfg = gan_phase(load_config(args.config, ["train.perceptual_weights=random", *args.overrides]))
+    torch.set_num_threads(1)
+
+    local_rate, s3_rate = bench_pipeline(load_config(args.config, ["train.perceptual_weights=random", *args.overrides]), args.images)
+
+    engine = GANEngine(cfg)
+    batch = synthetic_batch(cfg)
+    plain = statistics.median(time_steps(engine, batch, args.steps))
+    flops = step_flops(engine, batch)
+    peak = conv_peak_flops(1)
+
+    import ray
+
+    ray.init(address="local", include_dashboard=False, num_cpus=max(2, os.cpu_count() or 2))
+    try:
+        ray1 = bench_ray(cfg, 1, args.steps)
+        ray2 = bench_ray(cfg, 2, args.steps)
+        plain_again = statistics.median(time_steps(engine, batch, args.steps))
+    finally:
+        ray.shutdown()
+    plain = min(plain, plain_again)
+
+    b = cfg.data.batch
+    results = {
+        "pipeline_local_images_per_s": local_rate,
+        "pipeline_s3_images_per_s": s3_rate,
+        "pipeline_vs_local": s3_rate / local_rate,
+        "plain_step_s": plain,
+        "ray1_step_s": ray1,
+        "ray_vs_plain_step": ray1 / plain,
+        "ray1_images_per_s": b / ray1,
+        "ray2_images_per_s": 2 * b / ray2,
+        "two_vs_one_worker": (2 * b / ray2) / (b / ray1),
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": flops / plain / 1e9,
+        "conv_peak_gflops": peak / 1e9,
+        "achieved_vs_peak": (flops / plain) / peak,
+        "config": args.config,
+        "patch": cfg.data.patch,
+        "batch": b,
+        "threads_per_worker": 1,
+    }
+    print(f"{'measurement':<36}{'value':>14}  goal")
+    for k, v in results.items():
+        if isinstance(v, float):
+            goal = GOALS.get(k)
+            mark = ""
+            if goal:
+                ok = v >= goal[1] if goal[0] == ">=" else v <= goal[1]
+                mark = f"{goal[0]} {goal[1]}  {'met' if ok else 'NOT met'}"
+            print(f"{k:<36}{v:>14.3f}  {mark}")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

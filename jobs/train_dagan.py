@@ -1,0 +1,6 @@
+"""Train dagan (Zhang, Hu, Lu: Deep Attentive GAN for Photo-Realistic Image De-Quantization). Usage: python jobs/train_dagan.py [--config ...] [key=value ...]"""
+import sys
+from raygan.platform.cli import train_main
+
+if __name__ == "__main__":
+    sys.exit(train_main(family="dagan"))

@@ -1,0 +1,6 @@
+"""Train facesr (Prior-guided face super-resolution x8 (Yun Liu, Waseda master's thesis, 2023)). Usage: python jobs/train_facesr.py [--config ...] [key=value ...]"""
+import sys
+from raygan.platform.cli import train_main
+
+if __name__ == "__main__":
+    sys.exit(train_main(family="facesr"))

@@ -1,0 +1,331 @@
+"""DAGAN: deep attentive GAN for photo-realistic image de-quantization (bit-depth recovery).
+
+Zhang, Hu, Lu, "Deep Attentive Generative Adversarial Network for Photo-Realistic Image
+De-Quantization", arXiv:2004.03150, 2020. Task ``bitdepth``: 8-bit targets, inputs quantized
+to k bits (the paper: k = 4 and 6) and re-expanded to 8 bits (ZP / MIG / BR).
+
+Generator (``features`` = C = 64)::
+
+    F_up  = upscale(I)                       3 conv blocks, channels in -> C/4 -> C/2 -> C
+    F_b   = DRA_M(...DRA_1(F_up))            M = ``modules`` (4) DenseResAtt modules in series
+    F     = F_b + F_up                       long skip around the whole chain
+    R     = recon(downscale(F))              4 conv blocks C -> C -> C/2 -> C/4 -> C/4, then
+                                             conv, sub-pixel conv (x2), 2x2 max pooling
+    out   = I + R                            long skip from the input image
+
+DenseResAtt module (input X, G = ``groups`` = 4 ResAtt groups)::
+
+    I_1 = X,   I_2 = H_1,   I_i = conv1x1([H_1, ..., H_{i-1}])  (i >= 3; iC -> C channels)
+    H_i = delta_i(phi_i(I_i) + I_i)          phi: residual branch conv3x3-ReLU-conv3x3,
+                                             delta: self-attention block
+    Y   = conv1x1([H_1, ..., H_G]) + X       local fusion + long skip around the module
+
+Self-attention (SAGAN / non-local): 1x1 convs to C/8 for query and key and a 1x1 value conv
+(C -> C); attention = softmax over positions of q.k (unscaled, as in SAGAN); y = sigma*o + x
+with the learned scalar sigma initialised to 0. It runs through
+``F.scaled_dot_product_attention`` so that flash / memory-efficient kernels avoid
+materialising the N x N attention matrix (N = H*W: 4096 on a 64x64 patch).
+
+Choices the paper leaves open, and what this file does:
+
+* **"Upscale" / "downscale" modules** are read as raising / lowering the *channel* width (the
+  spatial size is untouched until the reconstruction): upscale in -> C/4 -> C/2 -> C,
+  downscale C -> C -> C/2 -> C/4 -> C/4 (3x3 convs, ReLU after each, widths floored at 4).
+* **Reconstruction**: conv3x3 (C/4 -> C/4) + ReLU, sub-pixel conv (conv3x3 to 4*out channels,
+  PixelShuffle(2): 2H x 2W), MaxPool2d(2) back to H x W. No activation at the end.
+* **Long skips** (our reading of the figure): one around each DenseResAtt module, one from
+  the upscale output to the end of the DenseResAtt chain, and one from the input image to the
+  output (the network predicts the residual of the expanded k-bit input).
+* **Dense connectivity**: the brief's I_i = [H_1..H_{i-1}] (the module input X reaches the
+  groups through H_1 and the module skip); the concatenation is brought back to C channels
+  with a 1x1 conv (none needed for i = 2, whose input is H_1 alone); the module output
+  fuses all G group outputs with a 1x1 conv (RDN-style local feature fusion).
+* **No batch norm in G** (EDSR/ESRGAN practice for restoration); ReLU activations.
+* **Output range**: in training mode G returns ``I + R`` unclamped (so the content loss keeps
+  its gradients everywhere); in eval mode it clamps to [0, 1].
+* Any H x W works (odd sizes too): all convs are stride 1, "same" padding, and the x2
+  sub-pixel conv is undone exactly by the 2x2 max pooling.
+
+Discriminator (VGG-like, SRGAN's layout, width doubling 64 -> 512)::
+
+    conv3x3(in, 64) LReLU, conv3x3 s2 (64) BN LReLU,
+    [conv3x3 (w) BN LReLU, conv3x3 s2 (w) BN LReLU] for w = 128, 256, 512
+    self-attention after the 128 and 256 stages (SAGAN places it on mid-level maps)
+    AdaptiveAvgPool2d(patch/16) -> flatten -> dense 1024 -> LReLU(0.2) -> dense 1 (raw logit)
+
+The adaptive pool is the identity at the training patch (64 -> 4x4), so the head is SRGAN's
+dense layer on flattened features, yet D still accepts other sizes.
+
+Loss: G = beta*MSE + (1-beta)*MSE(VGG19 relu5_4 features) + 1e-2*adversarial, beta = 0.5.
+The paper writes the log loss (Eq. 16-17) but trains with the hinge version: ``gan_kind``
+"hinge" (default) or "vanilla" (BCE on logits, non-saturating for G). Generator-only
+pretraining (if configured) uses the same content term.
+
+Ablations: ``model.self_attention: false`` (DAGAN*, no attention in G or D),
+``model.discriminator: false`` or ``loss.adversarial: 0`` (DA-net: no D at all),
+``loss.content`` mse | vgg | both, ``model.modules`` (number of DenseResAtt modules).
+
+Parameter counts (RGB, defaults C = 64, 4 modules x 4 groups; see tests/test_dagan.py):
+generator 1,503,116 (1,419,900 without self-attention: 16 attention blocks of 5,201 each);
+discriminator at a 64x64 patch 13,182,627 (13,079,745 without attention; 8,389,632 of it is
+the SRGAN dense layer 8192 -> 1024). The paper gives no count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raygan.platform.losses import PerceptualLoss, gan_loss
+from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+
+CONTENT_KINDS = ("mse", "vgg", "both")
+DAGAN_GAN_KINDS = ("hinge", "vanilla")
+
+
+@dataclass
+class ModelConfig:
+    features: int = 64            # C: channels inside the DenseResAtt modules
+    modules: int = 4              # DenseResAtt modules in series (paper: 4)
+    groups: int = 4               # ResAtt groups per module (paper: 4)
+    self_attention: bool = True   # false: DAGAN* (no self-attention in G nor D)
+    attention_reduction: int = 8  # query/key width C/8
+    discriminator: bool = True    # false: DA-net (no discriminator)
+    d_features: int = 64          # width of the first D layer (doubles to 8x)
+    d_pool: int = 0               # pooled map size before the dense head (0: data.patch // 16)
+    d_fc: int = 1024              # SRGAN dense layer width
+    d_slope: float = 0.2          # LeakyReLU slope in D
+
+    def validate(self) -> None:
+        for name in ("features", "groups", "attention_reduction", "d_features", "d_fc"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name}: must be > 0, got {getattr(self, name)}")
+        if self.modules < 0:
+            raise ValueError(f"model.modules: must be >= 0, got {self.modules}")
+        if self.d_pool < 0:
+            raise ValueError(f"model.d_pool: must be >= 0 (0: patch // 16), got {self.d_pool}")
+
+
+@dataclass
+class LossConfig:
+    content: str = "both"         # mse | vgg | both (beta*MSE + (1-beta)*VGG)
+    beta: float = 0.5             # weight of the pixel MSE in "both"
+    adversarial: float = 1e-2     # weight of the adversarial term (0: DA-net, no D)
+    gan_kind: str = "hinge"       # hinge (used by the paper) | vanilla (its Eq. 16-17)
+    vgg_layer: int = 35           # torchvision VGG19 features index: relu5_4 (SRGAN "VGG54")
+
+    def validate(self) -> None:
+        if self.content not in CONTENT_KINDS:
+            raise ValueError(f"loss.content: {self.content!r} is not one of {', '.join(CONTENT_KINDS)}")
+        if self.gan_kind not in DAGAN_GAN_KINDS:
+            raise ValueError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
+                             f"{', '.join(DAGAN_GAN_KINDS)}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"loss.beta: must be in [0, 1], got {self.beta}")
+        if self.adversarial < 0:
+            raise ValueError(f"loss.adversarial: weight must be >= 0, got {self.adversarial}")
+
+    @property
+    def uses_vgg(self) -> bool:
+        return self.content == "vgg" or (self.content == "both" and self.beta < 1.0)
+
+
+# ------------------------------------------------------------------------- building blocks
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: y = sigma * softmax(q k^T) v + x, sigma learned, starts at 0."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        inner = max(1, channels // reduction)
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.sigma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C/8)
+        k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1)
+        v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (B, 1, N, C)
+        # scale=1: SAGAN's unscaled dot products; SDPA never builds the N x N matrix on GPU
+        o = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        o = o.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.sigma.to(o.dtype) * o
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+class ResAttGroup(nn.Module):
+    """H = delta(phi(I) + I): a residual block followed by a self-attention block."""
+
+    def __init__(self, channels: int, attention: bool, reduction: int):
+        super().__init__()
+        self.phi = nn.Sequential(_conv(channels, channels), nn.ReLU(inplace=True),
+                                 _conv(channels, channels))
+        self.delta = SelfAttention(channels, reduction) if attention else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.delta(self.phi(x) + x)
+
+
+class DenseResAtt(nn.Module):
+    """Dense residual self-attention module: densely connected ResAtt groups + long skip."""
+
+    def __init__(self, channels: int, groups: int = 4, attention: bool = True, reduction: int = 8):
+        super().__init__()
+        self.groups = nn.ModuleList(ResAttGroup(channels, attention, reduction) for _ in range(groups))
+        # group i (0-based) >= 2 sees [H_1..H_i] (i*C channels): 1x1 conv back to C
+        self.reduce = nn.ModuleList(
+            nn.Conv2d(i * channels, channels, 1) if i >= 2 else nn.Identity() for i in range(groups)
+        )
+        self.fuse = nn.Conv2d(groups * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i, (group, reduce) in enumerate(zip(self.groups, self.reduce)):
+            inp = x if i == 0 else (outs[0] if i == 1 else reduce(torch.cat(outs, 1)))
+            outs.append(group(inp))
+        return self.fuse(torch.cat(outs, 1)) + x
+
+
+def _width(c: int) -> int:
+    return max(4, c)
+
+
+class DAGANGenerator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        c = cfg.features
+        up = [channels, _width(c // 4), _width(c // 2), c]
+        self.upscale = nn.Sequential(*[m for a, b in zip(up, up[1:])
+                                       for m in (_conv(a, b), nn.ReLU(inplace=True))])
+        self.body = nn.Sequential(*[
+            DenseResAtt(c, cfg.groups, cfg.self_attention, cfg.attention_reduction)
+            for _ in range(cfg.modules)
+        ])
+        down = [c, c, _width(c // 2), _width(c // 4), _width(c // 4)]
+        self.downscale = nn.Sequential(*[m for a, b in zip(down, down[1:])
+                                         for m in (_conv(a, b), nn.ReLU(inplace=True))])
+        r = down[-1]
+        self.reconstruct = nn.Sequential(
+            _conv(r, r), nn.ReLU(inplace=True),
+            _conv(r, channels * 4), nn.PixelShuffle(2),  # sub-pixel conv: 2H x 2W
+            nn.MaxPool2d(2),                            # back to H x W
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.upscale(x)
+        if len(self.body):
+            f = self.body(f) + f
+        out = x + self.reconstruct(self.downscale(f))
+        return out if self.training else out.clamp(0, 1)
+
+
+class DAGANDiscriminator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None, patch: int = 64):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        base, slope = cfg.d_features, cfg.d_slope
+        act = lambda: nn.LeakyReLU(slope, inplace=True)  # noqa: E731
+        layers = [nn.Conv2d(channels, base, 3, padding=1), act(),
+                  nn.Conv2d(base, base, 3, stride=2, padding=1), nn.BatchNorm2d(base), act()]
+        width = base
+        for stage in range(1, 4):
+            nxt = base * 2 ** stage
+            layers += [nn.Conv2d(width, nxt, 3, padding=1), nn.BatchNorm2d(nxt), act(),
+                       nn.Conv2d(nxt, nxt, 3, stride=2, padding=1), nn.BatchNorm2d(nxt), act()]
+            if cfg.self_attention and stage in (1, 2):
+                layers.append(SelfAttention(nxt, cfg.attention_reduction))
+            width = nxt
+        self.features = nn.Sequential(*layers)
+        pool = cfg.d_pool or max(1, patch // 16)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * pool * pool, cfg.d_fc), act(),
+                                  nn.Linear(cfg.d_fc, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+# --------------------------------------------------------------------------------- family
+
+
+@register_family
+class DAGANFamily(GANFamily):
+    name = "dagan"
+    task = "bitdepth"
+    ModelConfig = ModelConfig
+    LossConfig = LossConfig
+    default_config = "dagan.yaml"
+
+    def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None,
+                 perceptual_weights: str = "auto"):
+        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
+        #: VGG19 weights spec; the engine sets it from train.perceptual_weights before setup
+        self.perceptual_weights = perceptual_weights
+        self.perceptual: Optional[PerceptualLoss] = None
+
+    @property
+    def adversarial_enabled(self) -> bool:
+        return bool(self.model_cfg.discriminator) and self.loss_cfg.adversarial > 0
+
+    def build_generator(self) -> nn.Module:
+        return DAGANGenerator(self.channels, self.model_cfg)
+
+    def build_discriminator(self) -> Optional[nn.Module]:
+        if not self.adversarial_enabled:
+            return None  # DA-net
+        patch = getattr(self.data_cfg, "patch", 64) if self.data_cfg is not None else 64
+        return DAGANDiscriminator(self.channels, self.model_cfg, patch)
+
+    def setup(self, device: torch.device) -> None:
+        if self.loss_cfg.uses_vgg:
+            self.perceptual = PerceptualLoss(
+                self.loss_cfg.vgg_layer, getattr(self, "perceptual_weights", "auto"), "mse"
+            ).to(device)
+
+    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+        lc, target = self.loss_cfg, batch["target"]
+        logs: Dict[str, float] = {}
+        total = out.new_zeros((), dtype=torch.float32)
+        if lc.content in ("mse", "both"):
+            mse = F.mse_loss(out.float(), target.float())
+            total = total + (lc.beta if lc.content == "both" else 1.0) * mse
+            logs["g_mse"] = mse.item()
+        if lc.uses_vgg:
+            if self.perceptual is None:
+                self.setup(out.device)
+            vgg = self.perceptual(out, target)
+            total = total + ((1.0 - lc.beta) if lc.content == "both" else 1.0) * vgg
+            logs["g_vgg"] = vgg.item()
+        logs["g_content"] = total.item()
+        return total, logs
+
+    def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
+        total, logs = self.content_loss(out, batch)
+        if D is not None and self.loss_cfg.adversarial > 0:
+            adv = gan_loss(self.loss_cfg.gan_kind, D(out), real=True, for_discriminator=False)
+            total = total + self.loss_cfg.adversarial * adv
+            logs["g_adv"] = adv.item()
+        logs["g_total"] = total.item()
+        return total, logs
+
+    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
+        kind = self.loss_cfg.gan_kind
+        d_real = gan_loss(kind, D(batch["target"]), real=True)
+        d_fake = gan_loss(kind, D(fake.detach()), real=False)
+        total = d_real + d_fake
+        return total, {"d_real": d_real.item(), "d_fake": d_fake.item(), "d_total": total.item()}
+
+
+__all__ = ["DAGANDiscriminator", "DAGANFamily", "DAGANGenerator", "DenseResAtt", "LossConfig",
+           "ModelConfig", "ResAttGroup", "SelfAttention"]

@@ -1,0 +1,238 @@
+"""DequantizerNet: GAN-based JPEG quality restoration (SRGAN-style generator at 1x).
+
+Geleta, Martin Redondo, "DequantizerNet" (JPEG quality restoration; public reference code
+github.com/margaritageleta/dequantizerNet). Task ``jpeg`` at quality 1 and 50 (any q) on
+96x96 images.
+
+Generator (``features`` = 64)::
+
+    h   = PReLU(conv9x9(I))                                  first conv, its own PReLU
+    y   = RB_R(...RB_1(h)),  RB(x) = x + BN(conv3x3(PReLU_b(BN(conv3x3(x)))))
+    y   = BN(conv3x3(y)) + h                                 joined with the first conv
+    y   = UP_U(...UP_1(y)),  UP(x) = PReLU_u(PixelShuffle2(conv3x3(x, 4C)))
+    out = (tanh(conv9x9(y)) + 1) / 2                         in [0, 1]
+
+R = ``res_blocks`` (5 or 10 in the paper's runs), U = ``upsample_blocks`` (0 for the JPEG task;
+U > 0 multiplies the output size by 2**U and works for any input size, so nothing needs
+padding to a multiple of 2**U).
+
+Discriminator (SRGAN's, with a global average pool)::
+
+    conv3x3(in, 64) LReLU(0.2)
+    [conv3x3 (stride 2 on every second layer) BN LReLU(0.2)] x 7, widths 64,128,128,256,256,512,512
+    AdaptiveAvgPool2d(1) -> conv1x1 1024 -> LReLU(0.2) -> conv1x1 1 -> (B, 1) raw logit
+
+Loss: ``alpha`` * BCE-with-logits adversarial (non-saturating G) + ``beta`` * MSE between
+VGG19 ``features`` index 35 (relu5_4) maps of output and target (ImageNet-normalised inputs),
+plus an optional pixel MSE (``pixel``, default 0 = the paper). alpha = 1e-3, beta = 1 (the
+reference ``params.yaml``). Generator-only pretraining (if configured) uses the content term.
+
+Defects of the public reference code that this file does NOT reproduce (tests guard the
+model-level ones, see tests/test_dequantizer.py):
+
+* one ``nn.PReLU`` instance shared by every block (a module-level dict of activations):
+  here each residual / upsampling block and the first conv own a separate PReLU;
+* the upsampling block calls a non-existent ``self.prelu`` (crashes for U > 0): fixed;
+* a sigmoid applied to D's output before ``BCEWithLogitsLoss`` (double sigmoid): D here
+  returns raw logits and the loss is ``gan_kind: vanilla`` (BCE on logits);
+* G's optimizer built over the wrong parameters / saved as D's, overlapping train/test
+  splits, and a validation PSNR averaged over the wrong count: engine / data concerns,
+  handled there (separate optimizers and checkpoints per network, disjoint shard splits,
+  per-image PSNR averaged over images).
+
+Choices left open: PReLU has one learned slope per layer (``num_parameters=1``, PyTorch's
+default, as in SRGAN); BN everywhere SRGAN has it; PyTorch default initialisation.
+
+Parameter counts (RGB, C = 64, U = 0): generator R = 5: 438,793; R = 10: 809,358
+(each residual block 74,113; each upsampling block 147,713). Discriminator: 5,215,425.
+The paper gives no counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raygan.platform.losses import PerceptualLoss, gan_loss
+from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+
+DEQUANTIZER_GAN_KINDS = ("vanilla", "bce", "lsgan", "hinge")
+
+
+@dataclass
+class ModelConfig:
+    features: int = 64          # channels of the generator's feature maps
+    res_blocks: int = 10        # R (the paper's runs: 5 or 10)
+    upsample_blocks: int = 0    # U: x2 sub-pixel blocks (0 for JPEG restoration)
+    first_kernel: int = 9       # kernel of the first and last convs (SRGAN: 9)
+    d_features: int = 64        # width of the first discriminator layer (doubles to 8x)
+    d_fc: int = 1024            # width of the 1x1 "dense" layer of D
+    d_slope: float = 0.2
+
+    def validate(self) -> None:
+        for name in ("features", "first_kernel", "d_features", "d_fc"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("res_blocks", "upsample_blocks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.first_kernel % 2 == 0:
+            raise ValueError(f"model.first_kernel: must be odd, got {self.first_kernel}")
+
+
+@dataclass
+class LossConfig:
+    adversarial: float = 1e-3   # alpha
+    content: float = 1.0        # beta: VGG feature MSE
+    pixel: float = 0.0          # optional pixel MSE (not in the paper)
+    gan_kind: str = "vanilla"   # BCE on logits, as the paper
+    vgg_layer: int = 35         # torchvision VGG19 features index (relu5_4)
+
+    def validate(self) -> None:
+        if self.gan_kind not in DEQUANTIZER_GAN_KINDS:
+            raise ValueError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
+                             f"{', '.join(DEQUANTIZER_GAN_KINDS)}")
+        for name in ("adversarial", "content", "pixel"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
+        if self.content == 0 and self.pixel == 0:
+            raise ValueError("loss.content and loss.pixel are both 0: the generator has no "
+                             "content loss")
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-PReLU-conv-BN + x, with its own PReLU (not shared across blocks)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.PReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+class UpsampleBlock(nn.Module):
+    """x2 sub-pixel upsampling: conv to 4C, PixelShuffle(2), its own PReLU."""
+
+    def __init__(self, channels: int, scale: int = 2):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * scale ** 2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.act = nn.PReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class DequantizerGenerator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        c, k = cfg.features, cfg.first_kernel
+        self.head = nn.Sequential(nn.Conv2d(channels, c, k, padding=k // 2), nn.PReLU())
+        self.res_blocks = nn.Sequential(*[ResidualBlock(c) for _ in range(cfg.res_blocks)])
+        self.join = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+        self.upsample = nn.Sequential(*[UpsampleBlock(c) for _ in range(cfg.upsample_blocks)])
+        self.tail = nn.Conv2d(c, channels, k, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        y = self.join(self.res_blocks(h)) + h
+        return (torch.tanh(self.tail(self.upsample(y))) + 1) / 2
+
+
+class DequantizerDiscriminator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        base, slope = cfg.d_features, cfg.d_slope
+        layers = [nn.Conv2d(channels, base, 3, padding=1), nn.LeakyReLU(slope, inplace=True)]
+        width = base
+        # (width multiplier, stride) of the 7 conv-BN-LReLU blocks after the first conv
+        for mult, stride in ((1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2)):
+            out = base * mult
+            layers += [nn.Conv2d(width, out, 3, stride=stride, padding=1), nn.BatchNorm2d(out),
+                       nn.LeakyReLU(slope, inplace=True)]
+            width = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(width, cfg.d_fc, 1), nn.LeakyReLU(slope, inplace=True),
+            nn.Conv2d(cfg.d_fc, 1, 1),  # raw logit: no sigmoid (BCE-with-logits applies it)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).flatten(1)  # (B, 1)
+
+
+@register_family
+class DequantizerFamily(GANFamily):
+    name = "dequantizer"
+    task = "jpeg"
+    ModelConfig = ModelConfig
+    LossConfig = LossConfig
+    default_config = "dequantizer.yaml"
+
+    def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None,
+                 perceptual_weights: str = "auto"):
+        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
+        #: VGG19 weights spec; the engine sets it from train.perceptual_weights before setup
+        self.perceptual_weights = perceptual_weights
+        self.perceptual: Optional[PerceptualLoss] = None
+
+    def build_generator(self) -> nn.Module:
+        return DequantizerGenerator(self.channels, self.model_cfg)
+
+    def build_discriminator(self) -> nn.Module:
+        return DequantizerDiscriminator(self.channels, self.model_cfg)
+
+    def setup(self, device: torch.device) -> None:
+        if self.loss_cfg.content > 0:
+            self.perceptual = PerceptualLoss(
+                self.loss_cfg.vgg_layer, getattr(self, "perceptual_weights", "auto"), "mse"
+            ).to(device)
+
+    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+        lc, target = self.loss_cfg, batch["target"]
+        total = out.new_zeros((), dtype=torch.float32)
+        logs: Dict[str, float] = {}
+        if lc.content > 0:
+            if self.perceptual is None:
+                self.setup(out.device)
+            vgg = self.perceptual(out, target)
+            total = total + lc.content * vgg
+            logs["g_vgg"] = vgg.item()
+        if lc.pixel > 0:
+            mse = F.mse_loss(out.float(), target.float())
+            total = total + lc.pixel * mse
+            logs["g_mse"] = mse.item()
+        logs["g_content"] = total.item()
+        return total, logs
+
+    def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
+        total, logs = self.content_loss(out, batch)
+        if D is not None and self.loss_cfg.adversarial > 0:
+            adv = gan_loss(self.loss_cfg.gan_kind, D(out), real=True, for_discriminator=False)
+            total = total + self.loss_cfg.adversarial * adv
+            logs["g_adv"] = adv.item()
+        logs["g_total"] = total.item()
+        return total, logs
+
+    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
+        kind = self.loss_cfg.gan_kind
+        d_real = gan_loss(kind, D(batch["target"]), real=True)
+        d_fake = gan_loss(kind, D(fake.detach()), real=False)
+        total = d_real + d_fake
+        return total, {"d_real": d_real.item(), "d_fake": d_fake.item(), "d_total": total.item()}
+
+
+__all__ = ["DequantizerDiscriminator", "DequantizerFamily", "DequantizerGenerator", "LossConfig",
+           "ModelConfig", "ResidualBlock", "UpsampleBlock"]

@@ -1,0 +1,305 @@
+"""WCDGAN: weakly connected dense GAN for artifact removal of highly compressed JPEGs.
+
+Xie, Zhang, Jung, "WCDGAN: Weakly Connected Dense Generative Adversarial Network for
+Artifact Removal of Highly Compressed Images", IEEE Access, 2021.
+
+Generator (``features`` = 64 channels throughout)::
+
+    F0  = LReLU(conv5x5(conv5x5(I)))              shallow features (activation after the 2nd only)
+    F1  = WCDB_8(...WCDB_1(F0)) + F0             deep features, residual around all blocks
+    out = conv3x3(LReLU(conv3x3(F1)))            reconstruction (activation after the 1st only)
+    out = out + I                                only if ``global_residual`` (default: off)
+
+WCDB (weakly connected dense block), input X'::
+
+    X'_k = MC_k(X'_{k-1}), k = 1..4, dilations 1, 2, 4, 8   (a chain, not all-to-all: "weakly")
+    Y    = MA(conv1x1([X', X'_1, X'_2, X'_3, X'_4]) + X')
+
+Mixed convolution MC(x) = conv1x1([LReLU(conv3x3(x)), LReLU(conv3x3_dilated(x))]), slope 0.02.
+Mixed attention MA = channel attention (GAP -> 1x1 C/r -> LReLU -> 1x1 C/r -> LReLU -> 1x1 C
+-> sigmoid, r = 4) followed by spatial attention (1x1 -> 5x5 -> sigmoid), each a
+multiplicative gate.
+
+Choices the paper leaves open, and what this file does:
+
+* **Branch width inside a mixed convolution** (``mixed_width``, default 32 = C/2). With each
+  branch as wide as the block (64 + 64 concatenated, then a 1x1 "compression" to 64), one
+  mixed convolution has 2*(64*64*9+64) + (128*64+64) = 82,112 parameters, a WCDB 352,833 and
+  the RGB generator 2,968,651 (+75 %), far from the 1.7 M the paper reports. With 32-channel branches
+  (32 + 32 concatenated, 1x1 to 64) a mixed convolution has 2*(64*32*9+32) + (64*64+64) =
+  41,088 parameters; a WCDB is 4*41,088 (chain) + 20,544 (1x1 fusion of 5*64 channels)
+  + 2,400 (channel attention) + 1,441 (spatial attention) = 188,737; eight WCDBs give
+  1,509,896; with shallow features (4,864 + 102,464) and reconstruction (36,928 + 1,731)
+  the RGB generator has **1,655,883** parameters, 2.6 % below 1.7 M. We take 32.
+* **Spatial attention widths**: the 1x1 conv reduces C -> C/r (16) and the 5x5 conv maps
+  C/r -> 1 channel; the single-channel sigmoid map gates all channels (CBAM-like). No
+  activation between the two convolutions (none is described).
+* **No activation after the 1x1 convolutions** of the mixed convolution and the WCDB fusion
+  (the description puts LReLU only after the 3x3 branches), and none at the generator
+  output (no tanh/sigmoid/clamp: the target range [0, 1] is learned; metrics clamp).
+* **The first mixed convolution** has dilation 1, so its two branches are both plain 3x3
+  convolutions (separately parameterised), exactly as the dilation list 1, 2, 4, 8 implies.
+* **Global residual**: the paper describes the output as the reconstruction of F1 (the only
+  long skip is F1 = f_DF(F0) + F0, in feature space); no skip from the input image to the
+  output is described, so ``global_residual`` defaults to False. (The figure itself could
+  not be consulted when this file was written: check it and flip the default if it draws
+  an input-to-output addition.) On, the output is reconstruction + input.
+* **Padding**: every convolution is stride 1 with "same" zero padding (dilated ones pad by
+  their dilation), so any input size works, including odd ones like 37x41.
+* **Initialisation**: PyTorch defaults.
+
+Discriminator: 9 convolutions (3x3, each Conv -> ReLU -> BN, except the first which has no
+BN, as in SRGAN) and 2 FC layers. Stride/width schedule (stride 2 doubles the width,
+SRGAN-like from 64, capped at 512, SRGAN's widest)::
+
+    layer   1    2    3    4    5    6    7    8    9
+    stride  1    2    1    2    1    2    1    2    1
+    width   64   128  128  256  256  512  512  512  512
+
+Four stride-2 layers reduce an 80x80 paper patch to 5x5. ``AdaptiveAvgPool2d(d_pool=5)``
+then makes the FC input size (512*5*5 -> ``d_fc`` = 1024 -> ReLU -> 1) independent of the
+patch size: for 80x80 patches it is the identity (the plain flattened SRGAN head); other
+sizes (e.g. 32x32 -> 2x2) are resampled to 5x5. The output is a raw score (no sigmoid):
+the least-squares GAN loss acts on it directly.
+
+Losses (``LossConfig``): pretraining uses L1 only; adversarial training uses
+``l1 * L1 + perceptual * VGG19(conv5_4, before ReLU, torchvision index 34) + adversarial *
+LSGAN + tv * TV``. The perceptual distance criterion (L1 by default) is not pinned down by
+the text and is a config switch (``perceptual_criterion``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raygan.platform.config import ConfigError
+from raygan.platform.losses import GAN_KINDS, PerceptualLoss, gan_loss, tv_loss
+from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+
+
+@dataclass
+class ModelConfig:
+    features: int = 64          # channels of the generator's feature maps
+    blocks: int = 8             # number of WCDBs
+    reduction: int = 4          # channel-attention reduction r
+    slope: float = 0.02         # LeakyReLU negative slope
+    mixed_width: int = 32       # output channels of each branch of a mixed convolution
+    dilations: Tuple[int, int, int, int] = (1, 2, 4, 8)  # of the four chained mixed convolutions
+    global_residual: bool = False    # add the input image to the output
+    d_features: int = 64        # width of the first discriminator layer
+    d_max_features: int = 512   # width cap of the discriminator
+    d_pool: int = 5             # adaptive pooling size before the FC layers
+    d_fc: int = 1024            # hidden FC width
+
+    def validate(self) -> None:
+        for name in ("features", "blocks", "reduction", "mixed_width", "d_features",
+                     "d_max_features", "d_pool", "d_fc"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name}: must be > 0, got {getattr(self, name)}")
+        if any(d <= 0 for d in self.dilations):
+            raise ConfigError(f"model.dilations: must be > 0, got {list(self.dilations)}")
+        if self.features % self.reduction:
+            raise ConfigError(f"model.reduction: {self.reduction} must divide model.features "
+                             f"({self.features})")
+
+
+@dataclass
+class LossConfig:
+    l1: float = 1.0
+    perceptual: float = 1.0
+    adversarial: float = 1.0
+    tv: float = 1.0
+    gan_kind: str = "lsgan"
+    perceptual_layer: int = 34          # torchvision VGG19 features index: conv5_4 (pre-ReLU)
+    perceptual_criterion: str = "l1"    # l1 | mse
+
+    def validate(self) -> None:
+        if self.gan_kind not in GAN_KINDS:
+            raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of {', '.join(GAN_KINDS)}")
+        if self.perceptual_criterion not in ("l1", "mse"):
+            raise ConfigError(f"loss.perceptual_criterion: {self.perceptual_criterion!r} is not l1 or mse")
+        for name in ("l1", "perceptual", "adversarial", "tv"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
+
+
+# ------------------------------------------------------------------------------ generator
+
+
+class MixedConv(nn.Module):
+    """Standard 3x3 and dilated 3x3 convolutions side by side, LReLU each, fused by 1x1."""
+
+    def __init__(self, features: int, width: int, dilation: int, slope: float):
+        super().__init__()
+        self.conv = nn.Conv2d(features, width, 3, padding=1)
+        self.dilated = nn.Conv2d(features, width, 3, padding=dilation, dilation=dilation)
+        self.act = nn.LeakyReLU(slope, inplace=True)
+        self.fuse = nn.Conv2d(2 * width, features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.act(self.conv(x)), self.act(self.dilated(x))], 1))
+
+
+class MixedAttention(nn.Module):
+    """Channel attention, then spatial attention; both multiplicative sigmoid gates."""
+
+    def __init__(self, features: int, reduction: int, slope: float):
+        super().__init__()
+        hidden = features // reduction
+        self.channel = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(features, hidden, 1), nn.LeakyReLU(slope, inplace=True),
+            nn.Conv2d(hidden, hidden, 1), nn.LeakyReLU(slope, inplace=True),
+            nn.Conv2d(hidden, features, 1), nn.Sigmoid(),
+        )
+        self.spatial = nn.Sequential(
+            nn.Conv2d(features, hidden, 1), nn.Conv2d(hidden, 1, 5, padding=2), nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.channel(x)
+        return x * self.spatial(x)
+
+
+class WCDB(nn.Module):
+    """Weakly connected dense block: a chain of mixed convolutions, all outputs fused."""
+
+    def __init__(self, features: int, width: int, dilations, reduction: int, slope: float):
+        super().__init__()
+        self.chain = nn.ModuleList(MixedConv(features, width, d, slope) for d in dilations)
+        self.fuse = nn.Conv2d(features * (len(dilations) + 1), features, 1)
+        self.attention = MixedAttention(features, reduction, slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [x]
+        for mc in self.chain:
+            outs.append(mc(outs[-1]))
+        return self.attention(self.fuse(torch.cat(outs, 1)) + x)
+
+
+class WCDGANGenerator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        f = cfg.features
+        self.global_residual = cfg.global_residual
+        self.shallow = nn.Sequential(
+            nn.Conv2d(channels, f, 5, padding=2),
+            nn.Conv2d(f, f, 5, padding=2), nn.LeakyReLU(cfg.slope, inplace=True),
+        )
+        self.deep = nn.Sequential(*[
+            WCDB(f, cfg.mixed_width, tuple(cfg.dilations), cfg.reduction, cfg.slope)
+            for _ in range(cfg.blocks)
+        ])
+        self.reconstruct = nn.Sequential(
+            nn.Conv2d(f, f, 3, padding=1), nn.LeakyReLU(cfg.slope, inplace=True),
+            nn.Conv2d(f, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f0 = self.shallow(x)
+        out = self.reconstruct(self.deep(f0) + f0)
+        return out + x if self.global_residual else out
+
+
+# -------------------------------------------------------------------------- discriminator
+
+
+class WCDGANDiscriminator(nn.Module):
+    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        layers = []
+        width, in_ch = cfg.d_features, channels
+        for i, stride in enumerate((1, 2, 1, 2, 1, 2, 1, 2, 1)):
+            if stride == 2:
+                width = min(2 * width, cfg.d_max_features)
+            layers += [nn.Conv2d(in_ch, width, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
+            if i > 0:
+                layers.append(nn.BatchNorm2d(width))
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(cfg.d_pool)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_ch * cfg.d_pool ** 2, cfg.d_fc), nn.ReLU(inplace=True),
+            nn.Linear(cfg.d_fc, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+# ------------------------------------------------------------------------------- family
+
+
+@register_family
+class WCDGANFamily(GANFamily):
+    name = "wcdgan"
+    task = "jpeg"
+    ModelConfig = ModelConfig
+    LossConfig = LossConfig
+    default_config = "wcdgan.yaml"
+
+    def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None,
+                 perceptual_weights: str = "auto"):
+        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
+        #: VGG19 weights spec; the engine sets it from train.perceptual_weights before setup
+        self.perceptual_weights = perceptual_weights
+        self.perceptual: Optional[PerceptualLoss] = None
+
+    def build_generator(self) -> nn.Module:
+        return WCDGANGenerator(self.channels, self.model_cfg)
+
+    def build_discriminator(self) -> nn.Module:
+        return WCDGANDiscriminator(self.channels, self.model_cfg)
+
+    def setup(self, device: torch.device) -> None:
+        lc = self.loss_cfg
+        if lc.perceptual > 0:
+            self.perceptual = PerceptualLoss(
+                lc.perceptual_layer, getattr(self, "perceptual_weights", "auto"),
+                lc.perceptual_criterion,
+            ).to(device)
+        #: what the VGG19 was initialised from, for run parameters
+        self.perceptual_init = self.perceptual.init if self.perceptual is not None else "unused"
+
+    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+        loss = F.l1_loss(out.float(), batch["target"].float())
+        return loss, {"g_l1": loss.item()}
+
+    def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
+        lc, target = self.loss_cfg, batch["target"]
+        l1 = F.l1_loss(out.float(), target.float())
+        total, logs = lc.l1 * l1, {"g_l1": l1.item()}
+        if lc.perceptual > 0:
+            if self.perceptual is None:
+                self.setup(out.device)
+            vgg = self.perceptual(out, target)
+            total = total + lc.perceptual * vgg
+            logs["g_vgg"] = vgg.item()
+        if D is not None and lc.adversarial > 0:
+            adv = gan_loss(lc.gan_kind, D(out), real=True, for_discriminator=False)
+            total = total + lc.adversarial * adv
+            logs["g_adv"] = adv.item()
+        if lc.tv > 0:
+            tv = tv_loss(out.float())
+            total = total + lc.tv * tv
+            logs["g_tv"] = tv.item()
+        logs["g_total"] = total.item()
+        return total, logs
+
+    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
+        kind = self.loss_cfg.gan_kind
+        d_real = gan_loss(kind, D(batch["target"]), real=True)
+        d_fake = gan_loss(kind, D(fake.detach()), real=False)
+        total = d_real + d_fake
+        return total, {"d_real": d_real.item(), "d_fake": d_fake.item(), "d_total": total.item()}
+
+
+__all__ = ["LossConfig", "ModelConfig", "WCDB", "WCDGANDiscriminator", "WCDGANFamily",
+           "WCDGANGenerator", "MixedAttention", "MixedConv"]

@@ -1,0 +1,91 @@
+"""Command line shared by every ``jobs/train_<family>.py``.
+
+    python jobs/train_wcdgan.py [--config YAML] [--data URI] [--val-data URI]
+        [--storage URI] [--workers N] [--steps N] [--experiment NAME] [--name NAME]
+        [--resume [NAME]] [--summary-json PATH] [key=value ...]
+
+Options are shorthands for overrides (``--steps 100`` = ``train.steps=100``). The job ends
+by printing one JSON line (the run summary); ``--summary-json`` writes it to a file too.
+Configuration, storage and weight errors exit with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+_SHORTHANDS = {
+    "data": "data.train", "val_data": "data.val", "storage": "ray.storage",
+    "workers": "ray.workers", "steps": "train.steps", "experiment": "mlflow.experiment",
+    "name": "ray.name", "address": "ray.address", "endpoint_url": "storage.endpoint_url",
+    "workdir": "workdir",
+}
+
+
+def build_parser(family: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"train_{family}.py",
+                                description=f"Train the {family} GAN family on Ray.")
+    p.add_argument("--config", help="YAML config (default: the family's paper config)")
+    p.add_argument("--data", help="training shards: folder or s3://bucket/prefix")
+    p.add_argument("--val-data", help="validation shards (default: the val split of --data)")
+    p.add_argument("--storage", help="Ray Train storage for checkpoints: folder or s3://...")
+    p.add_argument("--workers", type=int, help="number of Ray Train workers")
+    p.add_argument("--steps", type=int, help="total training iterations")
+    p.add_argument("--experiment", help="MLflow experiment name")
+    p.add_argument("--name", help="Ray run name")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    p.add_argument("--workdir", help="folder for local defaults (demo shards, MLflow db, Ray results)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="NAME",
+                   help="resume a finished or killed run (default: the latest run of this family)")
+    p.add_argument("--summary-json", help="also write the summary JSON to this file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p
+
+
+def collect_overrides(args: argparse.Namespace) -> List[str]:
+    out = []
+    for opt, key in _SHORTHANDS.items():
+        value = getattr(args, opt, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out + list(args.overrides)
+
+
+def train_main(family: str, argv: Optional[List[str]] = None) -> int:
+    from raygan.platform.config import ConfigError, load_config
+
+    args = build_parser(family).parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, collect_overrides(args), family=None if args.config else family)
+        if cfg.family != family:
+            raise ConfigError(f"family: this job trains {family!r} but the config names {cfg.family!r}")
+        from raygan.platform.trainer import run_training
+
+        summary = run_training(cfg, resume=args.resume)
+    except UserFacingErrors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    line = json.dumps(summary, default=str)
+    print(line, flush=True)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def UserFacingErrors() -> tuple:
+    """Errors that are the user's to fix: reported in one line, without a traceback."""
+    from raygan.platform.checkpoint import CheckpointError
+    from raygan.platform.config import ConfigError
+    from raygan.platform.storage import StorageError
+
+    return (ConfigError, StorageError, CheckpointError, FileNotFoundError, ValueError)

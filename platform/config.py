@@ -1,0 +1,383 @@
+"""Typed run configuration: YAML per family + ``key=value`` overrides, validated.
+
+Every section is a dataclass. Unknown keys and values of the wrong type fail with a
+:class:`ConfigError` naming the dotted key. The ``model`` and ``loss`` sections are typed
+by the family's own dataclasses (see ``raygan.platform.registry``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2-style booleans: only true/false, so ``off``/``no``/``on`` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+@dataclass
+class StorageConfig:
+    #: S3 endpoint for shards, checkpoints and artifacts (None: AWS_ENDPOINT_URL, then AWS)
+    endpoint_url: Optional[str] = None
+    #: attempts per S3 request before a clear error (bounded retries)
+    max_attempts: int = 3
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+
+
+@dataclass
+class DataConfig:
+    #: training shard set: a local folder or s3://bucket/prefix (None: embedded demo shards)
+    train: Optional[str] = None
+    #: validation shard set (None: the val split next to ``train``)
+    val: Optional[str] = None
+    #: degradation task (None: the family's default); see raygan.datasets.degradations
+    task: Optional[str] = None
+    quality: int = 10          # JPEG quality q (1..100)
+    bits: int = 4              # bit depth k of the quantized input (1..7)
+    expand: str = "mig"        # how k bits return to 8: zp | mig | br
+    scale: int = 4             # downscale factor for super-resolution
+    channels: int = 3          # 3 = RGB, 1 = BT.601 Y (MATLAB-compatible)
+    patch: int = 80            # training crop (target resolution)
+    batch: int = 16            # per-worker batch size
+    augment: bool = True       # random flips and 90-degree rotations
+    shuffle_buffer: int = 256
+    loader_workers: int = 1    # torch DataLoader worker processes per training worker
+    val_crop: Optional[int] = None        # centre crop of validation images (None: full)
+    val_max_images: Optional[int] = None  # cap on validation images (None: all)
+    hole_min: float = 0.25     # inpainting: hole area fraction range
+    hole_max: float = 0.5
+    min_size: int = 0          # skip records smaller than this (0: the patch size)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adam"    # adam | rmsprop
+    lr_g: float = 2e-4
+    lr_d: float = 1e-4
+    betas: Tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    lr_step: int = 20000       # multiply lr by lr_gamma every lr_step iterations
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.0     # max grad norm (0: off)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100000        # total iterations, pretraining included
+    pretrain_epochs: float = 4.0  # generator-only epochs before adversarial training
+    pretrain_steps: Optional[int] = None  # overrides pretrain_epochs when set
+    ema_decay: float = 0.999   # EMA of G (0: off)
+    amp: str = "none"          # none | bf16 | fp16
+    log_every: int = 50
+    val_every: int = 2000
+    device: str = "auto"       # auto | cpu | cuda
+    init_from: Optional[str] = None  # start G (and D) from a checkpoint dir or models:/ URI
+    #: perceptual network weights: a path/URI, "auto" (torch hub cache), or "random"
+    perceptual_weights: str = "auto"
+    #: LPIPS backbone weights: a path, "auto" (torch hub cache, skipped if absent), or "off"
+    lpips_weights: str = "auto"
+    val_border: int = 0        # pixels cropped at each border before metrics
+    val_grid_images: int = 4   # images in the logged degraded|output|target grid
+
+
+@dataclass
+class RayConfig:
+    workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    address: Optional[str] = None   # None: attach to RAY_ADDRESS or start a local Ray
+    storage: Optional[str] = None   # Ray Train storage path, local or s3:// (None: workdir)
+    name: Optional[str] = None      # Ray run name (None: <family>-<timestamp>)
+    max_failures: int = 3
+    keep_checkpoints: int = 2       # best N by validation PSNR (the latest is kept too)
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None   # None: MLFLOW_TRACKING_URI, else local sqlite
+    experiment: str = "raygan"
+    registered_model: Optional[str] = None  # None: raygan-<family>-<task tag>
+    register: bool = True
+
+
+@dataclass
+class RunConfigSpec:
+    family: str = "wcdgan"
+    seed: int = 0
+    #: where local defaults live: demo shards, sqlite MLflow, Ray storage
+    workdir: str = ".raygan"
+    preset: str = "paper"  # a label: "paper" or the name of a CPU-sized preset
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None
+    loss: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+# ----------------------------------------------------------------------------- typing
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by dotted name."""
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _check_value(value, hints[name], key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for MLflow params)."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+# ------------------------------------------------------------------------ load + override
+
+
+def parse_override(text: str) -> Tuple[List[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("base", None)
+    if base:
+        parent = _read_yaml((path.parent / base).resolve())
+        data = _deep_merge(parent, data)
+    return data
+
+
+def _deep_merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+_CHOICES = {
+    "data.expand": ("zp", "mig", "br"),
+    "data.channels": (1, 3),
+    "optim.optimizer": ("adam", "rmsprop"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+_POSITIVE = (
+    "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "train.steps",
+    "train.log_every", "train.val_every", "optim.lr_step", "ray.workers",
+    "ray.keep_checkpoints", "storage.max_attempts",
+)
+
+
+def _validate(cfg: RunConfigSpec) -> None:
+    flat = flatten(to_dict(cfg))
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key}: {flat[key]!r} is not one of {', '.join(map(str, choices))}")
+    for key in _POSITIVE:
+        if not flat[key] > 0:
+            raise ConfigError(f"{key}: must be > 0, got {flat[key]!r}")
+    if not 1 <= cfg.data.quality <= 100:
+        raise ConfigError(f"data.quality: JPEG quality must be in 1..100, got {cfg.data.quality}")
+    if not 1 <= cfg.data.bits <= 7:
+        raise ConfigError(f"data.bits: bit depth must be in 1..7, got {cfg.data.bits}")
+    if not 0 < cfg.data.hole_min <= cfg.data.hole_max < 1:
+        raise ConfigError("data.hole_min/hole_max: need 0 < hole_min <= hole_max < 1")
+    if cfg.data.loader_workers < 0:
+        raise ConfigError("data.loader_workers: must be >= 0")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
+    for key in ("optim.lr_g", "optim.lr_d"):
+        if not flat[key] > 0:
+            raise ConfigError(f"{key}: learning rate must be > 0, got {flat[key]!r}")
+
+
+def build_config(raw: Dict[str, Any]) -> RunConfigSpec:
+    """Validate a raw mapping (YAML + overrides) into a RunConfigSpec."""
+    from raygan.platform.registry import get_family
+
+    raw = dict(raw)
+    family_name = raw.get("family", RunConfigSpec.family)
+    if not isinstance(family_name, str):
+        raise ConfigError(f"family: expected a family name, got {family_name!r}")
+    try:
+        family = get_family(family_name)
+    except KeyError as exc:
+        raise ConfigError(f"family: {exc.args[0]}") from None
+    model = from_dict(family.ModelConfig, raw.pop("model", None), "model")
+    loss = from_dict(family.LossConfig, raw.pop("loss", None), "loss")
+    cfg = from_dict(RunConfigSpec, raw)
+    cfg.model, cfg.loss = model, loss
+    if cfg.data.task is None:
+        cfg.data.task = family.task
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: Optional[Union[str, Path]], overrides: List[str] = (),
+                family: Optional[str] = None) -> RunConfigSpec:
+    """Read a family YAML (or the family's default one), apply overrides, validate."""
+    if path is None:
+        if family is None:
+            raise ConfigError("no config file and no family given")
+        from raygan.platform.registry import get_family
+
+        path = Path(__file__).resolve().parent.parent / "jobs" / "configs" / get_family(family).default_config
+    raw = _read_yaml(Path(path))
+    if family is not None:
+        raw.setdefault("family", family)
+    raw = apply_overrides(raw, list(overrides))
+    return build_config(raw)
+
+
+def config_from_dict(data: Dict[str, Any]) -> RunConfigSpec:
+    """Rebuild a config from ``to_dict`` output (checkpoints, Ray workers, MLflow models)."""
+    return build_config(data)

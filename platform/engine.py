@@ -1,0 +1,330 @@
+"""The GAN engine: one training step and one validation pass for every registered family.
+
+The engine runs the same way under Ray Train (``wrap_model=ray.train.torch.prepare_model``)
+and as a plain single process (the default identity wrap), so it can be tested and
+benchmarked without Ray. Per iteration, after optional generator-only pretraining:
+
+1. ``out = G(x)`` through the (DDP-)wrapped generator;
+2. D step: D's parameters trainable, ``family.discriminator_loss`` on the detached output,
+   through the DDP-wrapped D (real and fake forwards, one backward);
+3. G step: D frozen (``requires_grad=False``) and called *unwrapped*, so DDP never sees a
+   forward without a matching backward of its own parameters; gradients reach G only.
+
+BatchNorm under DDP: D is wrapped with ``broadcast_buffers=False`` (its running statistics
+are never used, D is always in train mode), so no in-place buffer broadcast can invalidate
+a saved activation between the real and the fake forward. G keeps DDP's default buffer
+broadcast so every rank validates with rank 0's statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from contextlib import nullcontext
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from raygan.platform.config import RunConfigSpec
+from raygan.platform.registry import GANFamily, get_family
+
+WrapFn = Callable[..., nn.Module]
+
+
+def _identity_wrap(model: nn.Module, **_: Any) -> nn.Module:
+    return model
+
+
+def unwrap(model: Optional[nn.Module]) -> Optional[nn.Module]:
+    return getattr(model, "module", model) if model is not None else None
+
+
+def count_parameters(model: Optional[nn.Module]) -> int:
+    return 0 if model is None else sum(p.numel() for p in model.parameters())
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "cuda" or (spec == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+def build_family(cfg: RunConfigSpec) -> GANFamily:
+    family = get_family(cfg.family)(cfg.model, cfg.loss, cfg.data)
+    family.perceptual_weights = cfg.train.perceptual_weights
+    return family
+
+
+class EMA:
+    """Exponential moving average of G with a warm-up: decay_t = min(decay, (1+t)/(10+t)).
+
+    The warm-up (as in TensorFlow's ExponentialMovingAverage with num_updates) keeps the
+    average usable in short runs, where a flat 0.999 would still be mostly initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - d)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def _set_requires_grad(model: Optional[nn.Module], flag: bool) -> None:
+    if model is not None:
+        for p in model.parameters():
+            p.requires_grad_(flag)
+
+
+def _make_optimizer(params, optim_cfg, lr: float) -> torch.optim.Optimizer:
+    if optim_cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(optim_cfg.betas),
+                                weight_decay=optim_cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=optim_cfg.weight_decay)
+
+
+class GANEngine:
+    """Builds a family's G and D, their optimizers and schedulers, and trains them."""
+
+    def __init__(self, cfg: RunConfigSpec, device: Optional[torch.device] = None,
+                 wrap_model: Optional[WrapFn] = None):
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.train.device)
+        wrap = wrap_model or _identity_wrap
+        self.family = build_family(cfg)
+
+        g = self.family.build_generator().to(self.device)
+        d = self.family.build_discriminator()
+        d = d.to(self.device) if d is not None else None
+        self.ema = EMA(g, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+
+        find_unused = getattr(self.family, "find_unused_parameters", False)
+        self.G = wrap(g, parallel_strategy_kwargs={"find_unused_parameters": find_unused})
+        self.D = (wrap(d, parallel_strategy_kwargs={"broadcast_buffers": False,
+                                                    "find_unused_parameters": find_unused})
+                  if d is not None else None)
+
+        o = cfg.optim
+        self.opt_g = _make_optimizer(unwrap(self.G).parameters(), o, o.lr_g)
+        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, o.lr_step, o.lr_gamma)
+        self.opt_d = self.sched_d = None
+        if self.D is not None:
+            self.opt_d = _make_optimizer(unwrap(self.D).parameters(), o, o.lr_d)
+            self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, o.lr_step, o.lr_gamma)
+
+        amp = cfg.train.amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
+        self.family.setup(self.device)
+        self.step = 0
+        self.pretrain_steps = 0  # set by the caller from the data size (see set_pretraining)
+
+    # ----------------------------------------------------------------------- helpers
+    @property
+    def generator(self) -> nn.Module:
+        return unwrap(self.G)
+
+    @property
+    def discriminator(self) -> Optional[nn.Module]:
+        return unwrap(self.D)
+
+    def eval_generator(self) -> nn.Module:
+        """The generator that is validated and shipped: the EMA if enabled."""
+        return self.ema.model if self.ema is not None else self.generator
+
+    def set_pretraining(self, steps_per_epoch: int) -> None:
+        t = self.cfg.train
+        self.pretrain_steps = (t.pretrain_steps if t.pretrain_steps is not None
+                               else int(math.ceil(t.pretrain_epochs * steps_per_epoch)))
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in batch.items()}
+
+    def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer, model: nn.Module) -> None:
+        if not torch.isfinite(loss.detach()):
+            if self.scaler.is_enabled():
+                pass  # fp16 overflow: GradScaler skips the step and lowers the scale
+            else:
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {self.step}: lower the learning rate, "
+                    "check the data, or try train.amp=none")
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(opt)
+
+    # -------------------------------------------------------------------- training step
+    @property
+    def pretraining(self) -> bool:
+        return self.step < self.pretrain_steps
+
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
+        """One iteration: generator-only while pretraining, else one D and one G step."""
+        self.G.train()
+        batch = self._to_device(batch)
+        fam = self.family
+        with self._autocast():
+            out = fam.generator_forward(self.G, batch)
+        logs: Dict[str, float] = {}
+        if self.pretraining:
+            with self._autocast():
+                loss_g, logs = fam.content_loss(out, batch)
+            self._optimize(loss_g, self.opt_g, self.G)
+        else:
+            if self.D is not None:
+                _set_requires_grad(self.discriminator, True)
+                with self._autocast():
+                    loss_d, d_logs = fam.discriminator_loss(self.D, fam.restored(out).detach(), batch)
+                self._optimize(loss_d, self.opt_d, self.D)
+                _set_requires_grad(self.discriminator, False)
+                logs.update(d_logs)
+                logs["loss_d"] = float(loss_d.detach())
+            with self._autocast():
+                loss_g, g_logs = fam.generator_loss(self.discriminator, out, batch)
+            self._optimize(loss_g, self.opt_g, self.G)
+            logs.update(g_logs)
+        self.scaler.update()
+        self.sched_g.step()
+        if self.sched_d is not None and not self.pretraining:
+            self.sched_d.step()
+        if self.ema is not None:
+            self.ema.update(self.generator)
+        self.step += 1
+        logs["loss_g"] = float(loss_g.detach())
+        logs["lr_g"] = self.opt_g.param_groups[0]["lr"]
+        logs["pretraining"] = float(self.pretraining)
+        return logs
+
+    # ---------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Dict[str, Any]], lpips_model: Optional[nn.Module] = None,
+                 grid_images: int = 0) -> Dict[str, Any]:
+        """PSNR/SSIM (RGB and Y) of the model and of the degraded input, summed over ranks.
+
+        Returns ``{"metrics": {...means...}, "count": n, "grid": [(degraded, output, target)]}``.
+        """
+        from raygan.platform import metrics as M
+
+        model = self.eval_generator()
+        was_training = model.training
+        model.eval()
+        border = self.cfg.train.val_border
+        sums: Dict[str, float] = {}
+        count = 0
+        grid: List[Any] = []
+        for batch in batches:
+            batch = self._to_device(batch)
+            with self._autocast():
+                out = self.family.restored(self.family.generator_forward(model, batch))
+            out = out.float().clamp(0, 1)
+            target = batch["target"].float()
+            degraded = batch["input"].float()
+            if degraded.shape[-2:] != target.shape[-2:]:
+                degraded = F.interpolate(degraded, size=target.shape[-2:], mode="bicubic",
+                                         align_corners=False).clamp(0, 1)
+            if degraded.shape[1] != target.shape[1]:
+                degraded = degraded.mean(1, keepdim=True).expand_as(target)
+            for name, img in (("", out), ("input_", degraded)):
+                vals = {
+                    f"{name}psnr": M.psnr(img, target, border=border),
+                    f"{name}ssim": M.ssim(img, target, border=border),
+                    f"{name}psnr_y": M.psnr(img, target, border=border, y=True),
+                    f"{name}ssim_y": M.ssim(img, target, border=border, y=True),
+                }
+                if lpips_model is not None:
+                    vals[f"{name}lpips"] = M.lpips_distance(lpips_model, img, target)
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.double().sum())
+            count += target.shape[0]
+            if len(grid) < grid_images:
+                for i in range(min(target.shape[0], grid_images - len(grid))):
+                    grid.append((degraded[i].cpu(), out[i].cpu(), target[i].cpu()))
+        if was_training:
+            model.train()
+        keys = sorted(sums)
+        if dist.is_available() and dist.is_initialized():
+            t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64)
+            dist.all_reduce(t)
+            sums = dict(zip(keys, t[:-1].tolist()))
+            count = int(t[-1].item())
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        return {"metrics": means, "count": count, "grid": grid}
+
+    # ----------------------------------------------------------------------- state
+    def state_dicts(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Model weights, for safetensors files."""
+        out = {"generator": self.generator.state_dict()}
+        if self.discriminator is not None:
+            out["discriminator"] = self.discriminator.state_dict()
+        if self.ema is not None:
+            out["generator_ema"] = self.ema.model.state_dict()
+        return out
+
+    def training_state(self) -> Dict[str, Any]:
+        """Everything else needed to resume exactly (loadable with weights_only=True)."""
+        np_state = np.random.get_state()
+        state = {
+            "step": self.step,
+            "pretrain_steps": self.pretrain_steps,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                          int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "rng_python": list(random.getstate()),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.opt_d is not None:
+            state["opt_d"] = self.opt_d.state_dict()
+            state["sched_d"] = self.sched_d.state_dict()
+        return state
+
+    def load_state(self, weights: Dict[str, Dict[str, torch.Tensor]], state: Optional[Dict[str, Any]]) -> None:
+        self.generator.load_state_dict(weights["generator"])
+        if self.discriminator is not None and "discriminator" in weights:
+            self.discriminator.load_state_dict(weights["discriminator"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(weights.get("generator_ema", weights["generator"]))
+        if state is None:
+            return
+        self.step = int(state["step"])
+        self.pretrain_steps = int(state["pretrain_steps"])
+        if self.ema is not None:
+            self.ema.updates = int(state.get("ema_updates", 0))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.opt_d is not None and "opt_d" in state:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_torch"])
+        name, keys, pos, has_gauss, cached = state["rng_numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = state["rng_python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])

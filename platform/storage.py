@@ -1,0 +1,376 @@
+"""One storage layer for shards, checkpoints and artifacts: local paths or S3.
+
+URIs are plain local paths, ``file://`` paths or ``s3://bucket/prefix``; anything else
+fails with a :class:`StorageError`. S3 goes through boto3 with the endpoint taken from
+``StorageConfig.endpoint_url``, else ``AWS_ENDPOINT_URL``, else AWS itself; credentials
+come only from the standard AWS chain (env vars, shared files, instance roles), so no
+secret is ever stored in a config, a checkpoint or a pickled Ray object.
+
+Every S3 failure is turned into a :class:`StorageError` naming the URI (or the endpoint
+and the number of attempts when it cannot be reached); botocore's bounded "standard"
+retries and small timeouts keep a dead endpoint from hanging a job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from typing import IO, Any, Dict, List, Optional, Tuple
+from urllib.parse import urlparse
+
+__all__ = [
+    "StorageError", "s3_client", "join", "is_s3", "is_local", "local_path", "list_files",
+    "read_bytes", "write_bytes", "put_file", "exists", "open_stream", "ray_storage",
+    "endpoint_url",
+]
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI or the endpoint."""
+
+
+# ----------------------------------------------------------------------------- URIs
+
+
+def _scheme(uri: str) -> str:
+    if not isinstance(uri, str) or not uri:
+        raise StorageError(f"invalid storage URI {uri!r}: expected a local path or s3://bucket/prefix")
+    if "://" not in uri:
+        return ""
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in ("file", "s3"):
+        raise StorageError(
+            f"unsupported URI scheme '{scheme}' in '{uri}': use a local path or s3://bucket/prefix"
+        )
+    return scheme
+
+
+def is_s3(uri: str) -> bool:
+    """True for ``s3://`` URIs; raises StorageError for unsupported schemes."""
+    return _scheme(uri) == "s3"
+
+
+def is_local(uri: str) -> bool:
+    return _scheme(uri) in ("", "file")
+
+
+def local_path(uri: str) -> str:
+    """The filesystem path of a local URI (``file://`` stripped); StorageError for S3."""
+    scheme = _scheme(uri)
+    if scheme == "s3":
+        raise StorageError(f"{uri} is not a local path")
+    if scheme == "file":
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"file URI with a host is not supported: {uri}")
+        return parsed.path or "/"
+    return uri
+
+
+def _split_s3(uri: str) -> Tuple[str, str]:
+    rest = uri.split("://", 1)[1]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI without a bucket: {uri!r} (expected s3://bucket/prefix)")
+    return bucket, key
+
+
+def join(uri: str, *parts: str, storage_cfg: Any = None) -> str:
+    """Join path components with '/' (local paths stay in the form they were given)."""
+    _scheme(uri)
+    out = uri
+    for part in parts:
+        part = str(part).strip("/")
+        if not part:
+            continue
+        out = out if out.endswith("/") else out + "/"
+        out += part
+    return out
+
+
+# ----------------------------------------------------------------------------- S3 client
+
+_CLIENTS: Dict[Tuple[Any, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def endpoint_url(storage_cfg: Any = None) -> Optional[str]:
+    """The S3 endpoint in effect: the config's, else ``AWS_ENDPOINT_URL``, else None (AWS)."""
+    ep = getattr(storage_cfg, "endpoint_url", None) if storage_cfg is not None else None
+    return ep or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _cfg_values(storage_cfg: Any) -> Tuple[int, float, float]:
+    from raygan.platform.config import StorageConfig
+
+    cfg = storage_cfg if storage_cfg is not None else StorageConfig()
+    return int(cfg.max_attempts), float(cfg.connect_timeout_s), float(cfg.read_timeout_s)
+
+
+def s3_client(storage_cfg: Any = None):
+    """A cached boto3 S3 client (one per endpoint, settings and process)."""
+    import boto3
+    from botocore.config import Config
+
+    ep = endpoint_url(storage_cfg)
+    attempts, connect_t, read_t = _cfg_values(storage_cfg)
+    # Clients are not fork-safe, hence the pid in the key (DataLoader workers fork).
+    cache_key = (ep, os.getpid(), attempts, connect_t, read_t)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(cache_key)
+        if client is None:
+            config = Config(
+                # total_max_attempts counts the first try; botocore's "max_attempts" key
+                # would mean retries (N+1 requests), making "after N attempts" a lie.
+                retries={"total_max_attempts": attempts, "mode": "standard"},
+                connect_timeout=connect_t,
+                read_timeout=read_t,
+            )
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=ep, config=config)
+            _CLIENTS[cache_key] = client
+        return client
+
+
+def _describe_endpoint(storage_cfg: Any) -> str:
+    return endpoint_url(storage_cfg) or "the default AWS S3 endpoint"
+
+
+def _s3_error(exc: BaseException, uri: str, storage_cfg: Any, bucket: str = "") -> StorageError:
+    """Translate a boto3/botocore exception into a StorageError naming URI/endpoint."""
+    from botocore import exceptions as bce
+
+    attempts = _cfg_values(storage_cfg)[0]
+    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError,
+                        bce.ConnectionClosedError, bce.ProxyConnectionError)):
+        return StorageError(
+            f"cannot reach S3 endpoint {_describe_endpoint(storage_cfg)} for {uri} "
+            f"after {attempts} attempts: {exc}"
+        )
+    if isinstance(exc, bce.ReadTimeoutError):
+        return StorageError(
+            f"S3 endpoint {_describe_endpoint(storage_cfg)} timed out reading {uri} "
+            f"after {attempts} attempts: {exc}"
+        )
+    if isinstance(exc, bce.NoCredentialsError):
+        return StorageError(
+            f"no AWS credentials for {uri}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "or configure the AWS credential chain"
+        )
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        if code == "NoSuchBucket":
+            return StorageError(f"S3 bucket '{bucket or err.get('BucketName', '?')}' does not exist ({uri})")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return StorageError(f"S3 object not found: {uri}")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(f"access denied to {uri} ({code}): check the AWS credentials")
+        return StorageError(f"S3 error {code or '?'} on {uri}: {err.get('Message', exc)}")
+    if isinstance(exc, bce.BotoCoreError):
+        return StorageError(f"S3 failure on {uri} (endpoint {_describe_endpoint(storage_cfg)}): {exc}")
+    return StorageError(f"storage failure on {uri}: {exc}")
+
+
+def _s3_call(uri: str, storage_cfg: Any, fn, bucket: str = ""):
+    from botocore import exceptions as bce
+
+    try:
+        return fn(s3_client(storage_cfg))
+    except (bce.BotoCoreError, bce.ClientError) as exc:
+        raise _s3_error(exc, uri, storage_cfg, bucket) from None
+
+
+def _check_bucket(bucket: str, uri: str, storage_cfg: Any) -> None:
+    from botocore import exceptions as bce
+
+    try:
+        s3_client(storage_cfg).head_bucket(Bucket=bucket)
+    except bce.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise StorageError(f"S3 bucket '{bucket}' does not exist ({uri})") from None
+        raise _s3_error(exc, uri, storage_cfg, bucket) from None
+    except bce.BotoCoreError as exc:
+        raise _s3_error(exc, uri, storage_cfg, bucket) from None
+
+
+# ----------------------------------------------------------------------------- operations
+
+# mkstemp creates 0600 files; published files get the usual umask-based mode instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+
+def list_files(uri_prefix: str, suffix: Optional[str] = None, storage_cfg: Any = None) -> List[str]:
+    """All files under a folder/prefix (recursively), as sorted full URIs.
+
+    A missing local folder or an empty S3 prefix gives ``[]``; a missing bucket raises.
+    """
+    if is_s3(uri_prefix):
+        bucket, prefix = _split_s3(uri_prefix)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"  # folder semantics, like the local case
+
+        def _list(client):
+            keys = []
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+            return keys
+
+        keys = _s3_call(uri_prefix, storage_cfg, _list, bucket)
+        out = [f"s3://{bucket}/{k}" for k in keys if not k.endswith("/")]
+    else:
+        root = local_path(uri_prefix)
+        if not os.path.isdir(root):
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in filenames:
+                rel = name if rel_dir == "." else os.path.join(rel_dir, name)
+                out.append(join(uri_prefix, rel.replace(os.sep, "/")))
+    if suffix:
+        out = [u for u in out if u.endswith(suffix)]
+    return sorted(out)
+
+
+def read_bytes(uri: str, storage_cfg: Any = None) -> bytes:
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        return _s3_call(uri, storage_cfg,
+                        lambda c: c.get_object(Bucket=bucket, Key=key)["Body"].read(), bucket)
+    path = local_path(uri)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise StorageError(f"file not found: {uri}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from None
+
+
+def write_bytes(uri: str, data: bytes, storage_cfg: Any = None) -> None:
+    """Write ``data`` to ``uri``; local writes create parents and are atomic (temp+rename)."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        if not key:
+            raise StorageError(f"S3 URI without an object key: {uri}")
+        _s3_call(uri, storage_cfg, lambda c: c.put_object(Bucket=bucket, Key=key, Body=data), bucket)
+        return
+    path = local_path(uri)
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from None
+
+
+def put_file(local_file: str, uri: str, storage_cfg: Any = None) -> None:
+    """Copy a local file to ``uri`` (S3: managed multipart upload; local: atomic copy)."""
+    if is_s3(uri):
+        from boto3.exceptions import S3UploadFailedError
+
+        bucket, key = _split_s3(uri)
+        try:
+            _s3_call(uri, storage_cfg, lambda c: c.upload_file(local_file, bucket, key), bucket)
+        except S3UploadFailedError as exc:
+            # boto3 wraps the ClientError (implicitly chained); translate the original
+            raise _s3_error(exc.__context__ or exc, uri, storage_cfg, bucket) from None
+        return
+    path = local_path(uri)
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(local_file, tmp)
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from None
+
+
+def exists(uri: str, storage_cfg: Any = None) -> bool:
+    """True if the file/object exists. A missing S3 bucket raises (it is a setup error)."""
+    from botocore import exceptions as bce
+
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        if not key:
+            _check_bucket(bucket, uri, storage_cfg)
+            return True
+        try:
+            s3_client(storage_cfg).head_object(Bucket=bucket, Key=key)
+            return True
+        except bce.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                _check_bucket(bucket, uri, storage_cfg)  # HEAD cannot tell key from bucket
+                return False
+            raise _s3_error(exc, uri, storage_cfg, bucket) from None
+        except bce.BotoCoreError as exc:
+            raise _s3_error(exc, uri, storage_cfg, bucket) from None
+    return os.path.exists(local_path(uri))
+
+
+def open_stream(uri: str, storage_cfg: Any = None) -> IO[bytes]:
+    """A readable binary file object (S3: the streaming body of get_object). Close it."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        return _s3_call(uri, storage_cfg, lambda c: c.get_object(Bucket=bucket, Key=key)["Body"], bucket)
+    try:
+        return open(local_path(uri), "rb")
+    except FileNotFoundError:
+        raise StorageError(f"file not found: {uri}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot open {uri}: {exc}") from None
+
+
+def ray_storage(uri: str, storage_cfg: Any = None) -> Tuple[str, Any]:
+    """``(storage_path, filesystem)`` for Ray Train's RunConfig.
+
+    Local: ``(absolute path, None)``. S3: ``("bucket/prefix", pyarrow S3FileSystem)`` for
+    the configured endpoint. Credentials are deliberately not passed: pyarrow reads the
+    AWS chain itself on every worker, so nothing secret is pickled with the RunConfig.
+    """
+    if not is_s3(uri):
+        return os.path.abspath(local_path(uri)), None
+    from pyarrow import fs as pafs
+
+    bucket, key = _split_s3(uri)
+    path = f"{bucket}/{key.strip('/')}" if key.strip("/") else bucket
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    ep = endpoint_url(storage_cfg)
+    kwargs: Dict[str, Any] = {"region": region}
+    if ep:
+        parsed = urlparse(ep if "://" in ep else f"http://{ep}")
+        if not parsed.hostname:
+            raise StorageError(f"invalid S3 endpoint URL {ep!r}")
+        host = parsed.hostname if parsed.port is None else f"{parsed.hostname}:{parsed.port}"
+        kwargs["endpoint_override"] = host
+        kwargs["scheme"] = parsed.scheme or "https"
+    _, connect_t, read_t = _cfg_values(storage_cfg)
+    kwargs["connect_timeout"] = connect_t
+    kwargs["request_timeout"] = read_t
+    return path, pafs.S3FileSystem(**kwargs)

@@ -1,0 +1,327 @@
+"""Ray Train glue: the per-worker loop and the driver that builds the TorchTrainer.
+
+The per-worker loop is :func:`train_loop_per_worker`; :func:`run_loop` is the same loop
+without Ray (one process), used by tests and benchmarks. The driver
+(:func:`run_training`) resolves data and storage, creates the MLflow run, runs the
+TorchTrainer with failure recovery and best-N checkpointing, then logs and registers the
+best generator and returns the JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from raygan.platform.config import RunConfigSpec, config_from_dict, flatten, to_dict
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# Variables forwarded to Ray workers: endpoints and regions only. Credentials are never
+# copied into Ray's runtime env; workers read them from their own environment.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_DISABLE_TELEMETRY", "TORCH_HOME")
+
+
+def _grid_image(grid):
+    """Rows of degraded | output | target as one uint8 PIL image."""
+    from PIL import Image
+
+    rows = []
+    for degraded, out, target in grid:
+        row = torch.cat([degraded, out, target], dim=2)
+        if row.shape[0] == 1:
+            row = row.expand(3, -1, -1)
+        rows.append((row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    width = max(r.shape[1] for r in rows)
+    import numpy as np
+
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return Image.fromarray(np.concatenate(rows, axis=0))
+
+
+def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
+             device: Optional[torch.device] = None, wrap_model=None,
+             restore_dir: Optional[str] = None, logger=None,
+             report: Optional[Callable[[Dict[str, Any], Optional[str]], None]] = None,
+             checkpoint_root: Optional[str] = None) -> Dict[str, Any]:
+    """The training loop shared by Ray workers and plain single-process runs.
+
+    ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
+    ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory.
+    """
+    from raygan.datasets.pipeline import make_train_loader, make_val_loader, steps_per_epoch, ShardSet
+    from raygan.platform.checkpoint import load_checkpoint, save_checkpoint
+    from raygan.platform.engine import GANEngine
+    from raygan.platform.perceptual import build_lpips
+
+    torch.manual_seed(cfg.seed + rank)
+    engine = GANEngine(cfg, device=device, wrap_model=wrap_model)
+    n_train = ShardSet.open(cfg.data.train, "train", cfg.storage).count
+    engine.set_pretraining(steps_per_epoch(n_train, cfg.data.batch, world))
+    resumed_from = 0
+    if restore_dir is not None:
+        load_checkpoint(restore_dir, engine)
+        resumed_from = engine.step
+    elif cfg.train.init_from:
+        from raygan.platform.checkpoint import load_weights
+
+        init_dir = _local_checkpoint(cfg.train.init_from, cfg)
+        weights = load_weights(init_dir)
+        engine.load_state({k: v for k, v in weights.items()}, None)
+
+    lpips_model = build_lpips(cfg.train.lpips_weights)
+    if lpips_model is not None:
+        lpips_model = lpips_model.to(engine.device).eval()
+    # Reseed the stream on resume so a restarted run does not replay the same samples.
+    loader = make_train_loader(cfg.data, cfg.storage, rank, world, seed=cfg.seed + 7919 * engine.step)
+    batches = iter(loader)
+    skipped = 0
+    running: Dict[str, float] = {}
+    n_running = 0
+    last: Dict[str, Any] = {}
+    t0 = time.time()
+    images = 0
+
+    def validate_and_report(final: bool) -> None:
+        nonlocal last, skipped
+        val = engine.validate(make_val_loader(cfg.data, cfg.storage, rank, world, cfg.workdir),
+                              lpips_model, grid_images=cfg.train.val_grid_images if rank == 0 else 0)
+        total_skipped = skipped
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([skipped], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            total_skipped = int(t.item())
+        metrics = {f"val_{k}": v for k, v in val["metrics"].items()}
+        metrics.update(step=engine.step, val_images=val["count"], skipped_records=total_skipped,
+                       resumed_from_step=resumed_from,
+                       images_per_s=images / max(time.time() - t0, 1e-9) * world)
+        last = metrics
+        if logger is not None:
+            logger.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                           step=engine.step)
+            if val["grid"]:
+                logger.image(_grid_image(val["grid"]), f"val/grid_step_{engine.step:08d}.png")
+        ckpt_dir = None
+        if rank == 0:
+            root = checkpoint_root or tempfile.mkdtemp(prefix="raygan-ckpt-")
+            ckpt_dir = str(save_checkpoint(Path(root) / f"checkpoint_{engine.step:08d}", engine,
+                                           {"family": cfg.family, "step": engine.step,
+                                            "config": to_dict(cfg), "metrics": metrics}))
+        if report is not None:
+            report(metrics, ckpt_dir)
+
+    while engine.step < cfg.train.steps:
+        batch = next(batches)
+        skipped += int(batch.pop("n_skipped").sum()) if "n_skipped" in batch else 0
+        logs = engine.train_step(batch)
+        images += batch["target"].shape[0]
+        for k, v in logs.items():
+            running[k] = running.get(k, 0.0) + v
+        n_running += 1
+        if logger is not None and (engine.step % cfg.train.log_every == 0):
+            logger.metrics({f"train_{k}": v / n_running for k, v in running.items()}, step=engine.step)
+            logger.metrics({"skipped_records_rank0": skipped}, step=engine.step)
+        if engine.step % cfg.train.log_every == 0:
+            running, n_running = {}, 0
+        if engine.step % cfg.train.val_every == 0 or engine.step == cfg.train.steps:
+            validate_and_report(final=engine.step == cfg.train.steps)
+    if not last:  # resumed at the final step: validate once more so the run has metrics
+        validate_and_report(final=True)
+    return last
+
+
+def _local_checkpoint(uri: str, cfg: RunConfigSpec) -> str:
+    """A local directory holding the checkpoint at ``uri`` (downloaded if remote)."""
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow
+        from safetensors.torch import load_file, save_file
+
+        from raygan.platform.tracking import resolve_tracking_uri
+
+        mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
+        out = Path(tempfile.mkdtemp(prefix="raygan-init-"))
+        save_file(load_file(str(local / "generator.safetensors")), str(out / "generator.safetensors"))
+        (out / "meta.json").write_text(json.dumps({"config": json.loads((local / "config.json").read_text())}))
+        return str(out)
+    if uri.startswith("s3://"):
+        from raygan.deploy.loading import _download_checkpoint
+
+        return _download_checkpoint(uri, tempfile.mkdtemp(prefix="raygan-init-"))
+    return uri
+
+
+# ---------------------------------------------------------------------------- Ray worker
+
+
+def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = config_from_dict(loop_config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    logger = None
+    if rank == 0 and loop_config.get("mlflow_run_id"):
+        from raygan.platform.tracking import RunLogger
+
+        logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+
+    def report(metrics, ckpt_dir):
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        ray.train.report(metrics, checkpoint=ckpt,
+                         checkpoint_dir_name=f"checkpoint_{int(metrics['step']):08d}" if ckpt else None)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as restore_dir:
+            _run_worker(cfg, rank, world, logger, report, restore_dir)
+    else:
+        _run_worker(cfg, rank, world, logger, report, None)
+
+
+def _run_worker(cfg, rank, world, logger, report, restore_dir):
+    import ray.train.torch
+
+    run_loop(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
+             wrap_model=ray.train.torch.prepare_model, restore_dir=restore_dir,
+             logger=logger, report=report)
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def _init_ray(cfg: RunConfigSpec) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None,
+                 log_to_driver=True)
+    else:
+        # A private local cluster on loopback; "local" never attaches to a stale one.
+        ray.init(address="local", include_dashboard=False,
+                 num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * cfg.ray.cpus_per_worker)))
+
+
+def resolve_data(cfg: RunConfigSpec) -> None:
+    """Fill in data.train: the embedded demo shards when none are given."""
+    if cfg.data.train is None:
+        from raygan.datasets.samples import ensure_demo_shards
+
+        cfg.data.train = ensure_demo_shards(cfg.workdir)
+
+
+def _run_name(cfg: RunConfigSpec) -> str:
+    return cfg.ray.name or f"{cfg.family}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
+    """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raygan.datasets.pipeline import ShardSet, resolve_val_uri
+    from raygan.platform import storage, tracking
+    from raygan.platform.engine import build_family, count_parameters
+    from raygan.platform.perceptual import resolve_weights  # noqa: F401  (fail early below)
+
+    workdir = Path(cfg.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg.workdir = str(workdir)
+    runs_dir = workdir / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    if resume == "latest":
+        latest = runs_dir / f"latest-{cfg.family}.txt"
+        if not latest.exists():
+            raise ValueError(f"--resume: no earlier {cfg.family} run recorded in {runs_dir}; "
+                             "name the run: --resume NAME")
+        resume = latest.read_text().strip()
+    # Fail fast, in the driver, on missing weights and bad data (clear errors, no Ray noise).
+    family = build_family(cfg)
+    family.setup(torch.device("cpu"))
+    params_g = count_parameters(family.build_generator())
+    params_d = count_parameters(family.build_discriminator())
+    resolve_data(cfg)
+    ShardSet.open(cfg.data.train, "train", cfg.storage)
+    val_uri, val_split = resolve_val_uri(cfg.data, cfg.storage, cfg.workdir)
+    ShardSet(val_uri, cfg.storage, val_split)
+
+    name = resume or _run_name(cfg)
+    cfg.ray.name = name
+    (runs_dir / f"latest-{cfg.family}.txt").write_text(name)
+
+    storage_uri = cfg.ray.storage or str(workdir / "ray_results")
+    storage_path, filesystem = storage.ray_storage(storage_uri, cfg.storage)
+
+    tracking_uri = tracking.resolve_tracking_uri(cfg)
+    params = flatten(to_dict(cfg))
+    params.update({"params_generator": params_g, "params_discriminator": params_d,
+                   "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights)})
+    run_id = tracking.start_run(cfg, name, resume is not None, params)
+
+    _init_ray(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=name, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
+                                               checkpoint_score_attribute="val_psnr",
+                                               checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}},
+        ),
+    )
+    logger = tracking.RunLogger(tracking_uri, run_id)
+    try:
+        result = trainer.fit()
+    except Exception:
+        logger.finish("FAILED")
+        raise
+    best = max(result.best_checkpoints or [], key=lambda cm: cm[1].get("val_psnr", float("-inf")),
+               default=None)
+    best_uri = best_metrics = None
+    model_info: Dict[str, Any] = {}
+    if best is not None:
+        best_ckpt, best_metrics = best
+        best_uri = f"s3://{best_ckpt.path}" if filesystem is not None else best_ckpt.path
+        with best_ckpt.as_directory() as local:
+            model_name = cfg.mlflow.registered_model or f"raygan-{cfg.family}-{family.task_tag()}"
+            model_info = tracking.log_generator_model(
+                tracking_uri, run_id, local, model_name if cfg.mlflow.register else None)
+    final = result.metrics or {}
+    summary = {
+        "ray_run_name": name,
+        "mlflow_run_id": run_id,
+        "mlflow_tracking_uri": tracking_uri,
+        "best_checkpoint": best_uri,
+        "best_val_psnr": (best_metrics or {}).get("val_psnr"),
+        "params_generator": params_g,
+        "params_discriminator": params_d,
+        "steps": final.get("step"),
+        "resumed_from_step": final.get("resumed_from_step"),
+        "skipped_records": final.get("skipped_records"),
+        "val_model": {k[4:]: v for k, v in final.items() if k.startswith("val_") and not k.startswith("val_input_") and k != "val_images"},
+        "val_degraded_input": {k[10:]: v for k, v in final.items() if k.startswith("val_input_")},
+        **model_info,
+    }
+    logger.metrics({"best_val_psnr": summary["best_val_psnr"]} if summary["best_val_psnr"] is not None else {},
+                   step=int(final.get("step", 0) or 0))
+    logger.text(json.dumps(summary, indent=2), "summary.json")
+    logger.finish("FINISHED")
+    return summary

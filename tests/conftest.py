@@ -1,0 +1,112 @@
+"""Shared test fixtures: a real S3 (moto server on 127.0.0.1), buckets, image folders."""
+
+import os
+
+# Before anything imports Ray or MLflow.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import logging  # noqa: E402
+import socket  # noqa: E402
+import uuid  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Endpoint URL of a moto S3 server on 127.0.0.1; sets fake AWS credentials/region in
+    os.environ for the session (subprocesses inherit them)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request log lines
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mp.delenv("AWS_SESSION_TOKEN", raising=False)
+    mp.delenv("AWS_PROFILE", raising=False)
+    mp.delenv("AWS_ENDPOINT_URL", raising=False)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        mp.undo()
+
+
+@pytest.fixture
+def s3_storage_cfg(s3_server):
+    """A StorageConfig pointing at the moto server, with small timeouts."""
+    from raygan.platform.config import StorageConfig
+
+    return StorageConfig(endpoint_url=s3_server, max_attempts=2, connect_timeout_s=2.0,
+                         read_timeout_s=20.0)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, s3_storage_cfg):
+    """Name of a fresh, empty bucket on the moto server."""
+    from raygan.platform.storage import s3_client
+
+    name = f"raygan-test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_storage_cfg).create_bucket(Bucket=name)
+    return name
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def write_image(path, arr) -> str:
+    """Save a uint8 array (HxW, HxWx3 or HxWx4) with PIL, creating parent folders."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def random_image(rng, h, w, channels=3):
+    """Smooth-ish random uint8 image (noise + gradient; JPEG-compressible)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (yy * 255.0 / max(1, h - 1) + xx * 255.0 / max(1, w - 1)) / 2
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    noise = rng.normal(0, 40, size=shape)
+    img = (base if channels == 1 else base[..., None]) + noise
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A folder of 12 small RGB PNG/JPEG images (64x72) in two subfolders; returns its path."""
+    rng = np.random.default_rng(1234)
+    root = tmp_path / "images"
+    for i in range(12):
+        sub = "a" if i % 2 else "b"
+        ext = "png" if i % 3 else "jpg"
+        write_image(str(root / sub / f"img{i:02d}.{ext}"), random_image(rng, 64, 72))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory):
+    """The embedded demo shard set, built once per session; returns its local path."""
+    from raygan.datasets.samples import ensure_demo_shards
+
+    return ensure_demo_shards(str(tmp_path_factory.mktemp("demo")))

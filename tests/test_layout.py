@@ -1,0 +1,61 @@
+"""Packaging: one import root `raygan`; nothing shadows stdlib `platform` or HF `datasets`."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_stdlib_platform_not_shadowed_from_repo_root():
+    out = subprocess.run([sys.executable, "-c",
+                          "import platform; print(platform.python_version()); print(platform.__file__)"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0].count(".") == 2
+    assert not out[1].startswith(str(ROOT))
+
+
+def test_no_top_level_platform_or_datasets_package_in_tree():
+    for name in ("platform", "datasets"):
+        assert not (ROOT / name / "__init__.py").exists(), f"{name}/__init__.py would shadow a real package"
+        assert not (ROOT / f"{name}.py").exists()
+
+
+def test_datasets_name_never_resolves_to_our_code():
+    code = ("import importlib.util as u; s = u.find_spec('datasets');"
+            "print('none' if s is None else (s.origin or 'namespace'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    # Either Hugging Face's package, nothing, or an empty namespace with none of our modules.
+    assert not out.startswith(str(ROOT / "datasets")), out
+
+
+def test_subpackages_import_under_raygan():
+    import raygan.datasets.pipeline
+    import raygan.deploy.loading
+    import raygan.models
+    import raygan.platform.engine
+
+    assert raygan.platform.engine.__name__ == "raygan.platform.engine"
+
+
+def test_plain_wheel_install_contains_the_mapped_packages(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("raygan-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for must in ("raygan/__init__.py", "raygan/platform/engine.py", "raygan/models/wcdgan.py",
+                 "raygan/datasets/pipeline.py", "raygan/deploy/mlflow_model.py"):
+        assert must in names, must
+    assert not any(n.startswith(("platform/", "datasets/", "models/", "tests/")) for n in names)
+    # Installed alone (no repository on sys.path), the package imports.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", "import raygan.platform.config as c; print(c.__file__)"],
+                         cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(str(target))

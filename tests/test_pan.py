@@ -1,0 +1,191 @@
+"""pan (PAN with a feature pyramid): pix2pix parts, pyramid identity, losses, ablations."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raygan.models.pan import (PANFamily, PANLossConfig, PANModelConfig, PatchGAN, UnetGenerator,
+                               down, gaussian_pyramid, laplacian_pyramid, reconstruct, up)
+from raygan.platform.config import ConfigError, DataConfig, load_config
+from raygan.platform.engine import GANEngine
+
+CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+TINY = dict(ngf=4, ndf=4, num_downs=5, d_layers=1)
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def family(task="sr", model=None, **loss):
+    loss.setdefault("layer_weights", [5.0, 1.5])
+    data = DataConfig(task=task, scale=4, patch=32)
+    return PANFamily(PANModelConfig(**{**TINY, **(model or {})}), PANLossConfig(**loss), data)
+
+
+def sr_batch(n=2, size=32, seed=0):
+    """Smooth targets (upsampled 8x8 noise) so that the 4x smaller input determines them."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    target = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
+                                             align_corners=False)
+    return {"input": torch.nn.functional.avg_pool2d(target, 4), "target": target}
+
+
+def test_paper_size_parameter_counts():
+    torch.manual_seed(0)
+    g = UnetGenerator(3, 3, 64, 8, 0.5)
+    # pix2pix unet_256 is 54.414 M with batch norm; instance norm (no affine) gives:
+    assert n_params(g) == 54409603
+    assert n_params(PatchGAN(6, 64, 3)) == 2767809   # conditional (pix2pix: 2.769 M with BN)
+    assert n_params(PatchGAN(3, 64, 3)) == 2764737
+    d = PANFamily(PANModelConfig(), PANLossConfig(), DataConfig(task="sr", scale=4)).build_discriminator()
+    assert (len(d.high), len(d.low)) == (2, 3) and n_params(d) == 13829829
+    print(f"pan G {n_params(g):,} D {n_params(d):,}")
+    # N(0, 0.02^2) initialisation
+    fam = PANFamily(PANModelConfig(**TINY), PANLossConfig(layer_weights=[1.0, 1.0]), None)
+    w = torch.cat([m.weight.flatten() for m in fam.build_generator().modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+
+
+def test_pyramid_reconstructs_exactly_and_uses_nearest_down():
+    x = torch.rand(2, 3, 40, 36, dtype=torch.float64)
+    pyr, highs = laplacian_pyramid(x, 3)
+    assert [p.shape[-2:] for p in pyr] == [(40, 36), (20, 18), (10, 9)]
+    assert len(highs) == 2
+    rebuilt = reconstruct(highs, pyr[-1])
+    for a, b in zip(rebuilt, pyr):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for k in range(2):  # p_k = h_k + u(p_{k+1}) level by level
+        torch.testing.assert_close(highs[k] + up(pyr[k + 1], pyr[k].shape[-2:]), pyr[k],
+                                   rtol=0, atol=1e-12)
+    # d = blur then keep every second pixel; a constant image is a fixed point
+    c = torch.full((1, 3, 16, 16), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(down(c), torch.full((1, 3, 8, 8), 0.3, dtype=torch.float64))
+    assert torch.allclose(gaussian_pyramid(c, 3)[2], torch.full((1, 3, 4, 4), 0.3, dtype=torch.float64))
+
+
+def test_generator_shapes_sr_upsamples_inside():
+    fam = family("sr")
+    g = fam.build_generator()
+    out = g(torch.rand(2, 3, 8, 8))
+    assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    assert family("inpaint").build_generator()(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="num_downs"):
+        family("inpaint").build_generator()(torch.rand(1, 3, 24, 24))
+
+
+def test_generator_drives_its_loss_down_against_the_discriminators():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    fam = family("sr")
+    g, d = fam.build_generator(), fam.build_discriminator()
+    batch = sr_batch()
+    og = torch.optim.Adam(g.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    l1s = []
+    for _ in range(60):
+        out = fam.generator_forward(g, batch)
+        d.requires_grad_(True)
+        ld, _ = fam.discriminator_loss(d, fam.restored(out).detach(), batch)
+        od.zero_grad()
+        ld.backward()
+        od.step()
+        d.requires_grad_(False)
+        lg, logs = fam.generator_loss(d, out, batch)
+        og.zero_grad()
+        lg.backward()
+        og.step()
+        l1s.append(logs["l1"])
+    assert {"gan_high", "gan_low", "perceptual", "l1"} <= set(logs)
+    assert np.mean(l1s[-5:]) < 0.5 * np.mean(l1s[:3]), l1s[::5]
+
+
+def test_conditional_switch():
+    torch.manual_seed(0)
+    y, c1, c2 = torch.rand(3, 1, 3, 32, 32)
+    d = family("inpaint").build_discriminator()
+    assert d.high[0].blocks[0][0].in_channels == 6
+    assert not torch.allclose(d(y, c1)["high"][0][0], d(y, c2)["high"][0][0])
+    du = family("inpaint", model={"conditional": False}).build_discriminator()
+    assert du.high[0].blocks[0][0].in_channels == 3
+    torch.testing.assert_close(du(y, c1)["high"][0][0], du(y, c2)["high"][0][0])
+
+
+def test_high_and_low_ablations_remove_their_terms():
+    torch.manual_seed(0)
+    batch = sr_batch()
+    full = family("sr")
+    g = full.build_generator()
+    out = full.generator_forward(g, batch)
+
+    no_high = family("sr", high=0.0)
+    d = no_high.build_discriminator()
+    assert len(d.high) == 2 and len(d.low) == 3   # high Ds still feed the perceptual term
+    loss, logs = no_high.generator_loss(d, out, batch)
+    assert "gan_high" not in logs and "gan_low" in logs
+    assert loss.item() == pytest.approx(5 * logs["gan_low"] + logs["perceptual"] + 100 * logs["l1"], rel=1e-5)
+
+    no_low = family("sr", low=0.0)
+    d = no_low.build_discriminator()
+    assert len(d.low) == 0 and len(d.high) == 2
+    loss, logs = no_low.generator_loss(d, out, batch)
+    assert "gan_low" not in logs and "gan_high" in logs
+    ld, dlogs = no_low.discriminator_loss(d, out.detach(), batch)
+    assert not any(k.startswith("d_low") for k in dlogs)
+
+    neither = family("sr", high=0.0, low=0.0, perceptual=0.0)
+    assert neither.build_discriminator() is None
+    loss, logs = neither.generator_loss(None, out, batch)
+    assert set(logs) == {"l1"} and loss.item() == pytest.approx(100 * logs["l1"])
+
+    # perceptual on the low discriminators only, and PAN's D-side margin
+    fam = family("sr", high=0.0, perceptual_d="low", perceptual_margin=10.0)
+    d = fam.build_discriminator()
+    assert len(d.high) == 0 and len(d.low) == 3
+    _, dlogs = fam.discriminator_loss(d, out.detach(), batch)
+    assert dlogs["d_margin"] > 0
+
+
+def test_layer_weights_must_match_d_layers():
+    with pytest.raises(ConfigError, match="loss.layer_weights"):
+        PANFamily(PANModelConfig(d_layers=3), PANLossConfig(layer_weights=[1.0]), None)
+
+
+def test_tasks_feed_the_generator():
+    from raygan.datasets.degradations import get_task
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for task in ("inpaint", "edges", "paired"):
+        fam = family(task)
+        g = fam.build_generator()
+        rec = {"key": "k", "target": img, "input": 255 - img}
+        s = get_task(task)(rec, fam.data_cfg, rng, True)
+        batch = {k: v.unsqueeze(0) for k, v in s.items()}
+        out = fam.generator_forward(g, batch)
+        assert out.shape == batch["target"].shape == (1, 3, 32, 32)
+
+
+def test_configs_load_and_engine_step():
+    for t in ("sr", "inpaint", "edges", "paired"):
+        for suffix in ("", "_cpu"):
+            cfg = load_config(CONFIGS / f"pan_{t}{suffix}.yaml", ["train.perceptual_weights=random"])
+            assert cfg.family == "pan" and cfg.data.task == t
+            assert cfg.preset == ("paper" if not suffix else f"cpu-pan-{t}")
+            assert (cfg.optim.lr_g, cfg.optim.betas) == (2e-4, (0.5, 0.999))
+            assert (cfg.loss.high, cfg.loss.low, cfg.loss.perceptual, cfg.loss.l1) == (1, 5, 1, 100)
+            assert len(cfg.loss.layer_weights) == cfg.model.d_layers + 1
+    assert load_config(CONFIGS / "pan_sr.yaml").data.scale == 4
+    cfg = load_config(CONFIGS / "pan_sr_cpu.yaml", [
+        "model.ngf=4", "model.ndf=4", "model.num_downs=5", "data.patch=32", "model.d_layers=1",
+        "loss.layer_weights=[5.0,1.5]",
+        "train.lpips_weights=off", "train.pretrain_steps=0", "train.device=cpu"])
+    torch.manual_seed(0)
+    eng = GANEngine(cfg)
+    for _ in range(2):
+        logs = eng.train_step(sr_batch())
+    assert {"loss_d", "gan_high", "gan_low", "perceptual"} <= set(logs)
+    assert np.isfinite(logs["loss_g"])

@@ -1,0 +1,263 @@
+import io
+import itertools
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import random_image
+from raygan.datasets import pipeline as pl
+from raygan.datasets.shards import ShardError, ShardSetWriter, write_shards
+from raygan.platform.config import DataConfig
+
+torch.set_num_threads(1)
+
+
+def _png(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _cfg(**kw):
+    base = dict(task="jpeg", patch=32, batch=2, shuffle_buffer=4, loader_workers=0, augment=True)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture
+def shard_root(image_folder, tmp_path):
+    """12 images of 64x72: shard_size 2 -> several train shards."""
+    dst = str(tmp_path / "shards")
+    write_shards([image_folder], dst, shard_size=2, val_fraction=0.3, seed=0, parallel="none", progress=False)
+    return dst
+
+
+def test_shardset_resolution(shard_root, tmp_path):
+    a = pl.ShardSet.open(shard_root, "train")
+    b = pl.ShardSet(shard_root + "/train")
+    c = pl.ShardSet(shard_root)  # root without split: train
+    assert a.shards == b.shards == c.shards and a.count == b.count
+    assert a.shards[0] == shard_root + "/train/shard-000000.tar"
+    v = pl.ShardSet.open(shard_root, "val")
+    assert v.shards == pl.ShardSet(shard_root + "/val").shards
+    assert a.count + v.count == 12
+    # no manifest: listing *.tar (counted by streaming)
+    bare = tmp_path / "bare"
+    shutil.copytree(shard_root + "/train", bare)
+    listed = pl.ShardSet(str(bare))
+    assert len(listed.shards) == len(a.shards) and listed.count == a.count
+    with pytest.raises(ShardError, match="no split 'test'"):
+        pl.ShardSet.open(shard_root, "test")
+    with pytest.raises(ShardError, match="is the 'train' split"):
+        pl.ShardSet.open(shard_root + "/train", "val")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ShardError, match=f"no shards found at {empty}"):
+        pl.ShardSet(str(empty))
+
+
+def test_empty_split_is_a_clear_error(image_folder, tmp_path):
+    dst = str(tmp_path / "noval")
+    write_shards([image_folder], dst, val_fraction=0.0, parallel="none", progress=False)
+    with pytest.raises(ShardError, match=r"no shards found at .*noval \(split val\)"):
+        pl.make_val_loader(_cfg(train=dst))
+
+
+def test_corrupt_records_are_skipped_and_counted(tmp_path):
+    rng = np.random.default_rng(0)
+    dst = str(tmp_path / "bad")
+    with ShardSetWriter(dst, shard_size=10) as w:
+        w.add("train", "bad", {"png": b"\x89PNG\r\n\x1a\n broken", "json": b"{}"})
+        w.add("train", "small", {"png": _png(random_image(rng, 16, 16))})
+        for i in range(4):
+            w.add("train", f"good{i}", {"png": _png(random_image(rng, 40, 40))})
+        w.close()
+    # Shuffle buffer 1: sample j is yielded when sample j+1 is processed. Each pass reads
+    # bad, small, good0..3, so yield 4k+1 (k = 0, 1, ...) happens right after a pass's two
+    # skips: [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] for 12 yields (4 passes started).
+    ds = pl.TrainStream(pl.ShardSet(dst), _cfg(shuffle_buffer=1), rank=0, world=1, seed=0)
+    out = list(itertools.islice(iter(ds), 12))
+    assert all(s["key"].startswith("good") for s in out)
+    assert [s["n_skipped"] for s in out] == [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]
+    # through a DataLoader the per-batch sum is exact too
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, drop_last=True)
+    batches = list(itertools.islice(iter(loader), 3))
+    assert [int(b["n_skipped"].sum()) for b in batches] == [4, 2, 2]
+    assert batches[0]["input"].shape == (4, 3, 32, 32)
+
+
+def test_truncated_shard_counts_lost_records(shard_root, tmp_path):
+    ss = pl.ShardSet.open(shard_root, "train")
+    path = ss.shards[0]
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])  # cut in the middle of the second sample
+    items = list(pl.iter_shard(path, expected=ss.shard_counts[0]))
+    ok = [i for i in items if not isinstance(i, pl.Skipped)]
+    lost = sum(i.count for i in items if isinstance(i, pl.Skipped))
+    assert len(ok) + lost == ss.shard_counts[0] == 2 and lost >= 1
+    with open(path, "wb") as f:
+        f.write(b"this is not a tar file at all" * 40)
+    items = list(pl.iter_shard(path))  # no manifest count: the shard counts as one
+    assert len(items) == 1 and isinstance(items[0], pl.Skipped)
+    # the training stream survives a broken shard
+    ds = pl.TrainStream(ss, _cfg(), rank=0, world=1, seed=0)
+    assert len(list(itertools.islice(iter(ds), 10))) == 10
+
+
+def test_nothing_usable_raises_instead_of_hanging(shard_root):
+    ds = pl.TrainStream(pl.ShardSet.open(shard_root, "train"), _cfg(patch=96), rank=0, world=1)
+    with pytest.raises(RuntimeError, match="no usable training samples.*smaller than 96"):
+        next(iter(ds))
+
+
+@pytest.mark.parametrize("shard_size", [2, 100])  # shard-level split / sample-level split
+def test_rank_split_is_disjoint_with_equal_batches(image_folder, tmp_path, shard_size):
+    dst = str(tmp_path / "s")
+    m = write_shards([image_folder], dst, shard_size=shard_size, val_fraction=0.0, parallel="none",
+                     progress=False)
+    n = m["splits"]["train"]["count"]
+    cfg = _cfg(train=dst, batch=2, shuffle_buffer=2)
+    steps = pl.steps_per_epoch(n, cfg.batch, 2)
+    assert steps == 3
+    seen = []
+    for rank in range(2):
+        it = iter(pl.make_train_loader(cfg, None, rank=rank, world=2, seed=0))
+        batches = [next(it) for _ in range(steps * 3)]  # 3 epochs, same count on every rank
+        assert all(b["target"].shape == (2, 3, 32, 32) for b in batches)
+        seen.append({k for b in batches for k in b["key"]})
+    assert not seen[0] & seen[1]  # disjoint for the whole run
+    assert len(seen[0] | seen[1]) == n  # and together they cover the set
+
+
+def test_loader_workers_split_inside_a_rank(shard_root):
+    """2 ranks x 2 DataLoader worker processes = 4 disjoint global workers."""
+    n = pl.ShardSet(shard_root).count
+    seen = []
+    for rank in range(2):
+        cfg = _cfg(train=shard_root, loader_workers=2, batch=1, shuffle_buffer=1)
+        loader = pl.make_train_loader(cfg, None, rank=rank, world=2, seed=0)
+        seen.append({b["key"][0] for b in itertools.islice(iter(loader), 4 * n)})
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
+
+
+def test_tiny_set_feeds_more_workers_than_samples(tmp_path):
+    rng = np.random.default_rng(0)
+    dst = str(tmp_path / "tiny")
+    with ShardSetWriter(dst) as w:
+        for i in range(3):
+            w.add("train", f"k{i}", {"png": _png(random_image(rng, 40, 40))})
+        w.close()
+    for rank in range(4):  # 3 samples, 4 ranks: every rank still gets data
+        ds = pl.TrainStream(pl.ShardSet(dst), _cfg(), rank=rank, world=4, seed=0)
+        assert len(list(itertools.islice(iter(ds), 2))) == 2
+
+
+def test_val_is_deterministic_and_split_by_rank(shard_root):
+    cfg = _cfg(task="inpaint", train=shard_root, val_max_images=3)
+    full = list(pl.make_val_loader(cfg, None, rank=0, world=1))
+    again = list(pl.make_val_loader(cfg, None, rank=0, world=1))
+    assert len(full) == 3
+    for a, b in zip(full, again):
+        assert a["key"] == b["key"]
+        for k in ("input", "target", "mask"):
+            assert torch.equal(a[k], b[k])
+        assert a["target"].shape == (1, 3, 64, 72)
+    parts = [list(pl.make_val_loader(cfg, None, rank=r, world=2)) for r in range(2)]
+    assert [b["key"] for b in parts[0]] == [full[0]["key"], full[2]["key"]]
+    assert [b["key"] for b in parts[1]] == [full[1]["key"]]
+    assert torch.equal(parts[1][0]["mask"], full[1]["mask"])
+    # SR: centre crop rounded down to the scale; whole images cropped to a multiple of it
+    sr = list(pl.make_val_loader(_cfg(task="sr", scale=4, train=shard_root, val_crop=50), None))
+    assert sr[0]["target"].shape == (1, 3, 48, 48) and sr[0]["input"].shape == (1, 3, 12, 12)
+    sr = list(pl.make_val_loader(_cfg(task="sr", scale=5, val=shard_root + "/val"), None))
+    assert sr[0]["target"].shape == (1, 3, 60, 70) and sr[0]["input"].shape == (1, 3, 12, 14)
+
+
+def test_pipeline_reads_s3(image_folder, s3_bucket, s3_storage_cfg):
+    dst = f"s3://{s3_bucket}/sets/a"
+    write_shards([image_folder], dst, shard_size=3, val_fraction=0.3, parallel="none", progress=False,
+                 storage_cfg=s3_storage_cfg)
+    cfg = _cfg(task="sr", scale=2, train=dst + "/train", patch=32)
+    loader = pl.make_train_loader(cfg, s3_storage_cfg, rank=0, world=1, seed=0)
+    b = next(iter(loader))
+    assert b["input"].shape == (2, 3, 16, 16) and b["target"].shape == (2, 3, 32, 32)
+    val = list(pl.make_val_loader(cfg, s3_storage_cfg))
+    assert len(val) == pl.ShardSet.open(dst, "val", s3_storage_cfg).count > 0
+    # a shard that vanished from S3 is counted as skipped, not fatal
+    items = list(pl.iter_shard(f"{dst}/train/shard-999999.tar", s3_storage_cfg, expected=3, max_attempts=1))
+    assert [i.count for i in items] == [3]
+
+
+def test_demo_shards_build_offline(tmp_path, monkeypatch):
+    def no_network(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    from raygan.datasets.samples import ensure_demo_shards
+
+    uri = ensure_demo_shards(str(tmp_path))
+    assert uri == str(tmp_path / "demo_shards")
+    mtime = os.path.getmtime(os.path.join(uri, "manifest.json"))
+    assert ensure_demo_shards(str(tmp_path)) == uri  # idempotent: not rebuilt
+    assert os.path.getmtime(os.path.join(uri, "manifest.json")) == mtime
+    val = pl.ShardSet.open(uri, "val")
+    train = pl.ShardSet.open(uri, "train")
+    assert val.count >= 2 and train.count >= 8 and len(train.shards) >= 2
+    # data.train unset -> the demo shards in the workdir
+    loader = pl.make_train_loader(_cfg(patch=48), None, workdir=str(tmp_path))
+    assert next(iter(loader))["target"].shape == (2, 3, 48, 48)
+    assert len(list(pl.make_val_loader(_cfg(val_crop=64), None, workdir=str(tmp_path)))) == val.count
+
+
+def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch):
+    """A connection dropped mid-shard re-opens the shard and resumes after the last sample."""
+    ss = pl.ShardSet.open(shard_root, "train")
+    path, expected = ss.shards[0], ss.shard_counts[0]
+    import tarfile
+
+    with tarfile.open(path) as tar:  # fail inside the last member: after a sample was yielded
+        fail_at = tar.getmembers()[-1].offset_data + 10
+    real_open = pl.storage.open_stream
+    opened = []
+
+    class Flaky(io.RawIOBase):
+        def __init__(self, f, fail_at):
+            self.f, self.left = f, fail_at
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            if self.left is not None and self.left <= 0:
+                raise ConnectionError("connection reset by peer")
+            data = self.f.read(n if self.left is None or n < 0 else min(n, self.left))
+            if self.left is not None:
+                self.left -= len(data)
+            return data
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+    def flaky_open(uri, storage_cfg=None):
+        opened.append(uri)
+        return Flaky(real_open(uri, storage_cfg), fail_at if len(opened) == 1 else None)
+
+    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
+    items = list(pl.iter_shard(path, expected=expected, max_attempts=3))
+    assert len(opened) == 2
+    assert not [i for i in items if isinstance(i, pl.Skipped)]
+    assert len({i["__key__"] for i in items}) == len(items) == expected
+    # bounded: a shard that always fails gives up after max_attempts and counts its records
+    opened.clear()
+    monkeypatch.setattr(pl.storage, "open_stream",
+                        lambda uri, storage_cfg=None: Flaky(real_open(uri, storage_cfg), 100))
+    items = list(pl.iter_shard(path, expected=expected, max_attempts=2))
+    assert [(type(i).__name__, getattr(i, "count", None)) for i in items] == [("Skipped", expected)]

@@ -1,0 +1,217 @@
+"""End to end on real parts: a Ray head on 127.0.0.1, moto's S3 server over HTTP, and a real
+``mlflow server`` (sqlite backend, S3 artifacts), driven through the job scripts."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.features=16", "model.blocks=1", "model.mixed_width=8", "model.d_features=8",
+        "model.d_max_features=16", "model.d_fc=16", "model.d_pool=2",
+        "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=24",
+        "data.batch=2", "data.val_crop=32", "data.val_max_images=2", "data.shuffle_buffer=8",
+        "data.loader_workers=0", "train.pretrain_steps=2", "train.log_every=2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening() -> set:
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet") if c.status == "LISTEN"}
+
+
+def summary_from(output: str) -> dict:
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and "ray_run_name" in line:
+            return json.loads(line)
+    raise AssertionError(f"no summary line in output:\n{output[-4000:]}")
+
+
+def job_env(extra=None) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+               MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture(scope="module")
+def baseline_listeners():
+    return listening()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    src = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                 "color.png", "brick.png", "camera.png", "grass.png", "hubble_deep_field.jpg"):
+        shutil.copy(SKIMAGE_DATA / name, src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def ray_head(baseline_listeners, s3_server, tmp_path_factory):
+    gcs, dash = free_port(), free_port()
+    env = job_env()
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+                    f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                    "--num-cpus=4", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(s3_server, tmp_path_factory):
+    import boto3
+
+    bucket = "mlflow-artifacts"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    port = free_port()
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    env = job_env({"MLFLOW_S3_ENDPOINT_URL": s3_server})
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
+                             "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(1)
+    yield {"url": url, "bucket": bucket}
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_server, s3_server,
+                                                             s3_bucket, photos, tmp_path):
+    import boto3
+    from mlflow import MlflowClient
+
+    shards = f"s3://{s3_bucket}/shards"
+    made = subprocess.run([sys.executable, "jobs/make_shards.py", "--src", str(photos), "--dst", shards,
+                           "--endpoint-url", s3_server, "--val-fraction", "0.3", "--parallel", "none"],
+                          cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", str(ROOT), "--", "python", "jobs/train_wcdgan.py",
+           "--data", shards, "--storage", f"s3://{s3_bucket}/ray", "--endpoint-url", s3_server,
+           "--workers", "2", "--steps", "6", "--experiment", "e2e-s3", "--name", "e2e-s3",
+           f"mlflow.tracking_uri={mlflow_server['url']}", "train.val_every=3", *TINY]
+    job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=900)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
+    summary = summary_from(job.stdout)
+    assert summary["steps"] == 6
+    assert summary["best_checkpoint"].startswith(f"s3://{s3_bucket}/ray/e2e-s3/checkpoint_")
+    assert summary["params_generator"] > 0 and summary["params_discriminator"] > 0
+    for key in ("psnr", "ssim", "psnr_y", "ssim_y"):
+        assert key in summary["val_model"] and key in summary["val_degraded_input"]
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    ray_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="ray/")["Contents"]]
+    assert any(k.endswith("generator.safetensors") and "checkpoint_00000006" in k for k in ray_keys)
+    art = [o["Key"] for o in s3.list_objects_v2(Bucket=mlflow_server["bucket"], Prefix="mlflow/")["Contents"]]
+    assert any("grid_step_00000006.png" in k for k in art), art
+    assert any(k.endswith("generator.safetensors") for k in art), art
+
+    client = MlflowClient(tracking_uri=mlflow_server["url"])
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert "val_psnr" in run.data.metrics and "skipped_records" in run.data.metrics
+    assert run.data.params["train.perceptual_weights"] == "random"
+    history = client.get_metric_history(run.info.run_id, "train_loss_g")
+    assert len(history) >= 2
+    versions = client.search_model_versions(f"name='{summary['registered_model']}'")
+    assert versions and versions[0].run_id == run.info.run_id
+
+
+def _train_worker_pids():
+    pids = []
+    for p in psutil.process_iter(["pid", "cmdline", "name"]):
+        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
+        if "RayTrainWorker" in text:
+            pids.append(p.info["pid"])
+    return pids
+
+
+def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
+    storage = tmp_path / "ray"
+    env = job_env({"RAY_ADDRESS": ray_head["gcs"]})
+    base = [sys.executable, "jobs/train_wcdgan.py", "--storage", str(storage), "--workdir",
+            str(tmp_path / "work"), "--workers", "2", "--name", "killme", *TINY,
+            "train.val_every=4", "data.patch=32"]
+    proc = subprocess.Popen(base + ["--steps", "60"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killed = None
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if list((storage / "killme").glob("checkpoint_*/generator.safetensors")):
+            pids = _train_worker_pids()
+            if pids:
+                killed = pids[-1]
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.5)
+    out, _ = proc.communicate(timeout=600)
+    assert killed is not None, f"no training worker found to kill:\n{out[-4000:]}"
+    assert proc.returncode == 0, out[-6000:]
+    summary = summary_from(out)
+    assert summary["steps"] == 60
+    assert summary["resumed_from_step"] >= 4, summary  # restarted from a checkpoint, not from 0
+
+    again = subprocess.run(base + ["--resume", "killme", "--steps", "64"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    resumed = summary_from(again.stdout)
+    assert resumed["steps"] == 64 and resumed["resumed_from_step"] == 60
+    assert resumed["mlflow_run_id"] == summary["mlflow_run_id"]
+
+
+def test_local_defaults_demo_path(tmp_path):
+    """No cluster, no data, no MLflow server: local Ray, embedded shards, sqlite MLflow."""
+    out = subprocess.run([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
+                          "--workers", "2", "--steps", "4", *TINY, "train.val_every=2"],
+                         cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    summary = summary_from(out.stdout)
+    assert summary["mlflow_tracking_uri"].startswith("sqlite:///")
+    assert (tmp_path / "w" / "mlflow.db").exists()
+    grids = list((tmp_path / "w" / "mlartifacts").rglob("grid_step_00000004.png"))
+    assert grids, "validation image grid not logged"
+    assert Path(summary["best_checkpoint"]).is_dir()
+
+
+def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server, baseline_listeners):
+    new = listening() - baseline_listeners
+    assert new, "expected the Ray head, mlflow server and S3 server to be listening"
+    bad = [(ip, port) for ip, port in new if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    assert not bad, f"listening beyond loopback: {bad}"
