@@ -446,7 +446,16 @@ for _cls in (JpegTask, BitDepthTask, SuperResolutionTask, InpaintTask, EdgesTask
     register_task(_cls)
 
 
+# Tasks that read extra record fields live beside their ingesters; import them on a miss.
+_TASK_MODULES = ("raygan.datasets.faces", "raygan.datasets.paired")
+
+
 def get_task(name: Optional[str]) -> Task:
+    if name not in TASKS:
+        import importlib
+
+        for module in _TASK_MODULES:
+            importlib.import_module(module)
     if name not in TASKS:
         raise KeyError(f"unknown data task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]

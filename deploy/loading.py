@@ -36,9 +36,22 @@ class Restorer(nn.Module):
         self.generator = generator
         self.family = family
 
+    def upscale(self) -> int:
+        """Output/input size ratio: the SR scale for super-resolution tasks, else 1."""
+        cfg = self.family.data_cfg
+        return int(cfg.scale) if cfg is not None and cfg.task in ("sr", "face_sr") else 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore ``x``; inputs of any size are reflect-padded to what G needs, then cropped."""
+        ratio = self.upscale()
+        multiple = max(1, -(-int(getattr(self.family, "size_multiple", 1)) // ratio))
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % multiple, (-w) % multiple
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
         out = self.family.restored(self.family.generator_forward(self.generator, {"input": x}))
-        return out.clamp(0, 1)
+        return out[..., :h * ratio, :w * ratio].clamp(0, 1)
 
 
 def generator_from_files(config_file: str, weights_file: str) -> Tuple[nn.Module, Dict[str, Any]]:

@@ -384,6 +384,11 @@ class PANFamily(GANFamily):
         self.use_low = c.low > 0 or (perc and c.perceptual_d in ("low", "both"))
 
     # -- builders ----------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """Generator inputs (at target resolution) must be multiples of this: 2**num_downs."""
+        return 2 ** self.model_cfg.num_downs
+
     def build_generator(self) -> nn.Module:
         m = self.model_cfg
         g = UnetGenerator(self.in_channels, self.channels, m.ngf, m.num_downs, m.dropout,

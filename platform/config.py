@@ -333,6 +333,12 @@ def _validate(cfg: RunConfigSpec) -> None:
         raise ConfigError("data.hole_min/hole_max: need 0 < hole_min <= hole_max < 1")
     if cfg.data.loader_workers < 0:
         raise ConfigError("data.loader_workers: must be >= 0")
+    from raygan.datasets.degradations import get_task
+
+    try:
+        get_task(cfg.data.task)
+    except KeyError as exc:
+        raise ConfigError(f"data.task: {exc.args[0]}") from None
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
     for key in ("optim.lr_g", "optim.lr_d"):

@@ -217,10 +217,19 @@ def _init_ray(cfg: RunConfigSpec) -> None:
 
 def resolve_data(cfg: RunConfigSpec) -> None:
     """Fill in data.train: the embedded demo shards when none are given."""
+    from raygan.platform import storage
+
     if cfg.data.train is None:
         from raygan.datasets.samples import ensure_demo_shards
 
         cfg.data.train = ensure_demo_shards(cfg.workdir)
+    # Ray workers may run elsewhere (another cwd, a job's working dir): make local paths absolute.
+    for key in ("train", "val"):
+        uri = getattr(cfg.data, key)
+        if uri and storage.is_local(uri):
+            setattr(cfg.data, key, str(Path(storage.local_path(uri)).resolve()))
+    if cfg.ray.storage and storage.is_local(cfg.ray.storage):
+        cfg.ray.storage = str(Path(storage.local_path(cfg.ray.storage)).resolve())
 
 
 def _run_name(cfg: RunConfigSpec) -> str:

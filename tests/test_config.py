@@ -53,6 +53,7 @@ def test_unknown_keys_name_the_key(override, key):
     ("optim.betas=[0.9]", "optim.betas"),
     ("ray.workers=two", "ray.workers"),
     ("family=nosuch", "family"),
+    ("data.task=nosuch", "data.task"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -45,12 +45,18 @@ def summary_from(output: str) -> dict:
     raise AssertionError(f"no summary line in output:\n{output[-4000:]}")
 
 
+# Ray 2.60 heads require token auth: one token per test session, from the environment only.
+RAY_TOKEN = __import__("secrets").token_hex(32)
+
+
 def job_env(extra=None) -> dict:
     env = dict(os.environ)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra or {})
     return env
@@ -154,11 +160,12 @@ def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_ser
     assert versions and versions[0].run_id == run.info.run_id
 
 
-def _train_worker_pids():
+def _train_worker_pids(since: float):
+    """Ray Train worker processes started after ``since`` (this run's, not a finished run's)."""
     pids = []
-    for p in psutil.process_iter(["pid", "cmdline", "name"]):
+    for p in psutil.process_iter(["pid", "cmdline", "name", "create_time"]):
         text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
-        if "RayTrainWorker" in text:
+        if "RayTrainWorker" in text and p.info["create_time"] >= since:
             pids.append(p.info["pid"])
     return pids
 
@@ -169,13 +176,16 @@ def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
     base = [sys.executable, "jobs/train_wcdgan.py", "--storage", str(storage), "--workdir",
             str(tmp_path / "work"), "--workers", "2", "--name", "killme", *TINY,
             "train.val_every=4", "data.patch=32"]
+    started = time.time()
     proc = subprocess.Popen(base + ["--steps", "60"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     killed = None
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        if list((storage / "killme").glob("checkpoint_*/generator.safetensors")):
-            pids = _train_worker_pids()
+        # Two checkpoints on disk: the first is surely registered with the controller
+        # (each report is a barrier), so a restart must resume from step >= 4.
+        if len(list((storage / "killme").glob("checkpoint_*/generator.safetensors"))) >= 2:
+            pids = _train_worker_pids(started)
             if pids:
                 killed = pids[-1]
                 os.kill(killed, signal.SIGKILL)
@@ -186,7 +196,7 @@ def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
     assert proc.returncode == 0, out[-6000:]
     summary = summary_from(out)
     assert summary["steps"] == 60
-    assert summary["resumed_from_step"] >= 4, summary  # restarted from a checkpoint, not from 0
+    assert summary["resumed_from_step"] >= 4, (summary, out[-3000:])  # restarted from a checkpoint, not from 0
 
     again = subprocess.run(base + ["--resume", "killme", "--steps", "64"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=600)

@@ -1,0 +1,95 @@
+"""Evaluate restoration models and baselines on image sets; print and save the table.
+
+    python jobs/evaluate.py --task jpeg --model models:/raygan-wcdgan-jpeg-q10-rgb/1 input \
+        --sets ../shared/data/val/set5 ../shared/data/val/set14 data.quality=10
+
+--model takes registered models (models:/name/version), run models (runs:/<id>/generator),
+checkpoint directories (local or s3://) and baselines (input, zp, mig, br, bicubic). The
+table (markdown + CSV) and comparison grids go to --out and to an MLflow run.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", required=True, help="models and/or baselines")
+    ap.add_argument("--task", help="degradation task (default: the first trained model's)")
+    ap.add_argument("--sets", nargs="+", required=True, help="image folders or shard sets")
+    ap.add_argument("--protocol", choices=("rgb", "y"), default="rgb",
+                    help="y: degrade and restore the BT.601 Y image alone (models trained on Y)")
+    ap.add_argument("--border", type=int, default=0, help="pixels cropped per side before metrics")
+    ap.add_argument("--lpips-weights", default="auto", help="auto | off | path to alexnet weights")
+    ap.add_argument("--grid-images", type=int, default=3)
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--out", default=None, help="output folder (default .raygan/eval/<time>)")
+    ap.add_argument("--experiment", default="raygan-eval")
+    ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or .raygan/mlflow.db")
+    ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("overrides", nargs="*", metavar="data.key=value")
+    args = ap.parse_intermixed_args(argv)
+
+    from PIL import Image
+
+    from raygan.platform.config import ConfigError
+    from raygan.platform.evaluation import EvaluationError, data_config, evaluate, to_csv
+    from raygan.platform.storage import StorageError
+
+    try:
+        base = None
+        for m in args.model:  # a trained model's own data settings are the defaults
+            if "/" in m or Path(m).exists():
+                from raygan.deploy.loading import load_generator
+
+                base = load_generator(m)[1].get("data")
+                break
+        task = args.task or (base or {}).get("task")
+        if not task:
+            raise ConfigError("--task is required when only baselines are evaluated")
+        data_cfg = data_config(task, args.overrides, base)
+        result = evaluate(args.model, args.sets, data_cfg, protocol=args.protocol,
+                          border=args.border, lpips_weights=args.lpips_weights,
+                          grid_images=args.grid_images, progress=not args.no_progress,
+                          max_images=args.max_images)
+    except (ConfigError, EvaluationError, StorageError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f".raygan/eval/{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(result["markdown"])
+    (out / "table.csv").write_text(to_csv(result["rows"]))
+    for name, grid in result["grids"].items():
+        Image.fromarray(grid).save(out / f"grid_{name}.png")
+    print(result["markdown"])
+    summary = {"out": str(out), "rows": result["rows"]}
+    if not args.no_mlflow:
+        import mlflow
+
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+            f"sqlite:///{Path('.raygan').resolve() / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        from raygan.platform.tracking import get_or_create_experiment
+
+        exp = get_or_create_experiment(uri, args.experiment, ".raygan")
+        with mlflow.start_run(experiment_id=exp, run_name=f"eval-{data_cfg.task}") as run:
+            mlflow.log_params({"models": ",".join(args.model), "sets": ",".join(args.sets),
+                               "task": data_cfg.task, "protocol": args.protocol, "border": args.border})
+            for r in result["rows"]:
+                for k in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips"):
+                    if r[k] == r[k]:
+                        mlflow.log_metric(f"{r['set']}.{r['model'].replace(':', '_').replace('/', '_')}.{k}", r[k])
+            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+            summary["mlflow_run_id"] = run.info.run_id
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
