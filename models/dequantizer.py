@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.platform.losses import PerceptualLoss, gan_loss
+from raygan.platform.losses import PerceptualLoss
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
 DEQUANTIZER_GAN_KINDS = ("vanilla", "bce", "lsgan", "hinge")
@@ -184,7 +184,6 @@ class DequantizerFamily(GANFamily):
     def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None,
                  perceptual_weights: str = "auto"):
         super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
-        #: VGG19 weights spec; the engine sets it from train.perceptual_weights before setup
         self.perceptual_weights = perceptual_weights
         self.perceptual: Optional[PerceptualLoss] = None
 
@@ -219,20 +218,12 @@ class DequantizerFamily(GANFamily):
 
     def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
         total, logs = self.content_loss(out, batch)
-        if D is not None and self.loss_cfg.adversarial > 0:
-            adv = gan_loss(self.loss_cfg.gan_kind, D(out), real=True, for_discriminator=False)
+        adv = self.adversarial_term(D, out, self.loss_cfg.adversarial)
+        if adv is not None:
             total = total + self.loss_cfg.adversarial * adv
             logs["g_adv"] = adv.item()
         logs["g_total"] = total.item()
         return total, logs
-
-    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
-        kind = self.loss_cfg.gan_kind
-        d_real = gan_loss(kind, D(batch["target"]), real=True)
-        d_fake = gan_loss(kind, D(fake.detach()), real=False)
-        total = d_real + d_fake
-        return total, {"d_real": d_real.item(), "d_fake": d_fake.item(), "d_total": total.item()}
-
 
 __all__ = ["DequantizerDiscriminator", "DequantizerFamily", "DequantizerGenerator", "LossConfig",
            "ModelConfig", "ResidualBlock", "UpsampleBlock"]

@@ -369,23 +369,12 @@ class FaceSRFamily(GANFamily):
             l_vgg = self.perceptual(out["fine"], batch["target"])
             loss = loss + c.beta * l_vgg
             logs["vgg"] = float(l_vgg.detach())
-        if D is not None and c.gamma > 0:
-            from raygan.platform.losses import gan_loss
-
-            l_adv = gan_loss(c.gan_kind, D(self.restored(out)), True, for_discriminator=False)
+        l_adv = self.adversarial_term(D, self.restored(out), c.gamma)
+        if l_adv is not None:
             loss = loss + c.gamma * l_adv
             logs["adv"] = float(l_adv.detach())
         return loss, logs
 
-    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
-        from raygan.platform.losses import gan_loss
-
-        kind = self.loss_cfg.gan_kind
-        real_logits = D(batch["target"])
-        fake_logits = D(fake)
-        l_real = gan_loss(kind, real_logits, True)
-        l_fake = gan_loss(kind, fake_logits, False)
-        return l_real + l_fake, {"d_real": float(l_real.detach()), "d_fake": float(l_fake.detach())}
 
 
 __all__ = ["BasicBlock", "FaceSRFamily", "FaceSRLossConfig", "FaceSRModelConfig", "FaceSRNet",

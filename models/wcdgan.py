@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raygan.platform.config import ConfigError
-from raygan.platform.losses import GAN_KINDS, PerceptualLoss, gan_loss, tv_loss
+from raygan.platform.losses import GAN_KINDS, PerceptualLoss, tv_loss
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
 
@@ -248,7 +248,6 @@ class WCDGANFamily(GANFamily):
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None,
                  perceptual_weights: str = "auto"):
         super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
-        #: VGG19 weights spec; the engine sets it from train.perceptual_weights before setup
         self.perceptual_weights = perceptual_weights
         self.perceptual: Optional[PerceptualLoss] = None
 
@@ -282,8 +281,8 @@ class WCDGANFamily(GANFamily):
             vgg = self.perceptual(out, target)
             total = total + lc.perceptual * vgg
             logs["g_vgg"] = vgg.item()
-        if D is not None and lc.adversarial > 0:
-            adv = gan_loss(lc.gan_kind, D(out), real=True, for_discriminator=False)
+        adv = self.adversarial_term(D, out, lc.adversarial)
+        if adv is not None:
             total = total + lc.adversarial * adv
             logs["g_adv"] = adv.item()
         if lc.tv > 0:
@@ -292,14 +291,6 @@ class WCDGANFamily(GANFamily):
             logs["g_tv"] = tv.item()
         logs["g_total"] = total.item()
         return total, logs
-
-    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
-        kind = self.loss_cfg.gan_kind
-        d_real = gan_loss(kind, D(batch["target"]), real=True)
-        d_fake = gan_loss(kind, D(fake.detach()), real=False)
-        total = d_real + d_fake
-        return total, {"d_real": d_real.item(), "d_fake": d_fake.item(), "d_total": total.item()}
-
 
 __all__ = ["LossConfig", "ModelConfig", "WCDB", "WCDGANDiscriminator", "WCDGANFamily",
            "WCDGANGenerator", "MixedAttention", "MixedConv"]

@@ -92,6 +92,8 @@ class TrainConfig:
     pretrain_steps: Optional[int] = None  # overrides pretrain_epochs when set
     ema_decay: float = 0.999   # EMA of G (0: off)
     amp: str = "none"          # none | bf16 | fp16
+    #: DDP gradient all-reduce compression: none | fp16 | bf16 (halves the bytes sent)
+    ddp_compression: str = "none"
     log_every: int = 50
     val_every: int = 2000
     device: str = "auto"       # auto | cpu | cuda
@@ -308,6 +310,7 @@ _CHOICES = {
     "data.channels": (1, 3),
     "optim.optimizer": ("adam", "rmsprop"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.ddp_compression": ("none", "fp16", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
 }
 _POSITIVE = (

@@ -117,6 +117,9 @@ class GANEngine:
                                                     "find_unused_parameters": find_unused})
                   if d is not None else None)
 
+        if cfg.train.ddp_compression != "none":
+            self._compress_gradients(cfg.train.ddp_compression)
+
         o = cfg.optim
         self.opt_g = _make_optimizer(unwrap(self.G).parameters(), o, o.lr_g)
         self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, o.lr_step, o.lr_gamma)
@@ -133,6 +136,16 @@ class GANEngine:
         self.pretrain_steps = 0  # set by the caller from the data size (see set_pretraining)
 
     # ----------------------------------------------------------------------- helpers
+    def _compress_gradients(self, kind: str) -> None:
+        """Cast gradients to 16 bits for the all-reduce (DDP comm hook); no-op without DDP."""
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        hook = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}[kind]
+        for model in (self.G, self.D):
+            if isinstance(model, DDP):
+                model.register_comm_hook(None, hook)
+
     @property
     def generator(self) -> nn.Module:
         return unwrap(self.G)

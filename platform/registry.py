@@ -48,6 +48,10 @@ class GANFamily:
     #: YAML file in jobs/configs holding the paper's defaults
     default_config: ClassVar[str] = ""
 
+    #: VGG19 weights spec ("auto" | path | "random"); the engine sets it from
+    #: train.perceptual_weights before ``setup``
+    perceptual_weights: str = "auto"
+
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None):
         self.model_cfg = model_cfg
         self.loss_cfg = loss_cfg
@@ -79,7 +83,25 @@ class GANFamily:
         raise NotImplementedError
 
     def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
-        raise NotImplementedError
+        """Unconditional D on the target (real) and the restored image (fake), with
+        ``loss.gan_kind``; families with conditional or multi-scale D override this."""
+        from raygan.platform.losses import gan_loss
+
+        kind = self.loss_cfg.gan_kind
+        d_real = gan_loss(kind, D(batch["target"]), real=True)
+        d_fake = gan_loss(kind, D(fake.detach()), real=False)
+        total = d_real + d_fake
+        return total, {"d_real": float(d_real.detach()), "d_fake": float(d_fake.detach()),
+                       "d_total": float(total.detach())}
+
+    def adversarial_term(self, D: Optional[nn.Module], fake: torch.Tensor,
+                         weight: float) -> Optional[torch.Tensor]:
+        """The generator's adversarial loss on ``fake`` (None without D or with weight 0)."""
+        if D is None or weight <= 0:
+            return None
+        from raygan.platform.losses import gan_loss
+
+        return gan_loss(self.loss_cfg.gan_kind, D(fake), real=True, for_discriminator=False)
 
     # -- description --------------------------------------------------------------------
     def task_tag(self) -> str:

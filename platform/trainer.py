@@ -211,7 +211,7 @@ def _init_ray(cfg: RunConfigSpec) -> None:
                  log_to_driver=True)
     else:
         # A private local cluster on loopback; "local" never attaches to a stale one.
-        ray.init(address="local", include_dashboard=False,
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
                  num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * cfg.ray.cpus_per_worker)))
 
 

@@ -22,7 +22,8 @@ COMMON = ["train.steps=2", "train.val_every=2", "train.log_every=1", "train.pret
 CASES = {
     "dagan": ("dagan_cpu.yaml", ["model.features=8", "model.modules=1", "model.d_features=8",
                                  "data.patch=32", "data.val_crop=32"]),
-    "dequantizer": ("dequantizer_cpu.yaml", ["data.patch=32", "data.val_crop=32"]),
+    "dequantizer": ("dequantizer_cpu.yaml", ["data.patch=32", "data.val_crop=32",
+                                             "train.ddp_compression=bf16"]),
     "facesr_gan": ("facesr_gan_cpu.yaml", ["model.nf=8", "model.n_blocks=1", "model.prior_nf=8",
                                            "model.prior_depth=2", "model.d_nf=8"]),
     "pan_sr": ("pan_sr_cpu.yaml", []),
@@ -37,7 +38,7 @@ def ray_local():
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
     yield
     ray.shutdown()
 

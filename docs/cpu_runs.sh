@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Short CPU runs of every family on ../shared/data (BSDS500 + T91 train, Set5 + Set14 val),
+# each evaluated against its baselines. Reproduces the "CPU runs" table of the README:
+#     bash docs/cpu_runs.sh [STEPS]
+# Writes .raygan/cpu_runs/<run>/{summary.json,eval/table.md}. Needs ../shared/data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-200}
+PY=.venv/bin/python
+OUT=.raygan/cpu_runs
+DATA=../shared/data
+mkdir -p "$OUT"
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISABLE_TELEMETRY=true
+
+[ -f .raygan/shared_shards/manifest.json ] || \
+  $PY jobs/make_shards.py --src $DATA/train --val-src $DATA/val --dst .raygan/shared_shards --no-progress
+[ -f .raygan/face_shards/manifest.json ] || \
+  $PY jobs/make_face_shards.py --synthetic 64 --dst .raygan/face_shards
+
+run() {  # name config evaluate-args...
+  local name=$1 config=$2; shift 2
+  $PY jobs/train_$(basename "$config" | cut -d_ -f1).py --config "$config" --data "$DATA_URI" \
+      --steps "$STEPS" --name "cpu-$name-$(date +%s)" --summary-json "$OUT/$name/summary.json" \
+      train.val_every="$STEPS" data.val_max_images=4 > "$OUT/$name/train.log" 2>&1
+  local ckpt
+  ckpt=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$OUT/$name/summary.json")
+  $PY jobs/evaluate.py --model "$ckpt" "$@" --out "$OUT/$name/eval" --no-progress \
+      --experiment raygan-cpu-runs > "$OUT/$name/eval.log" 2>&1
+  cat "$OUT/$name/eval/table.md"
+}
+
+SETS=(--sets $DATA/val/set5 $DATA/val/set14)
+DATA_URI=.raygan/shared_shards
+mkdir -p $OUT/{wcdgan,dagan,dequantizer,pan_sr,facesr}
+run wcdgan jobs/configs/wcdgan_cpu_demo.yaml input "${SETS[@]}" data.val_crop=192
+run dagan jobs/configs/dagan_cpu.yaml zp mig br "${SETS[@]}" data.val_crop=192
+run dequantizer jobs/configs/dequantizer_cpu.yaml input "${SETS[@]}" data.val_crop=192
+run pan_sr jobs/configs/pan_sr_cpu.yaml bicubic "${SETS[@]}" data.val_crop=192
+DATA_URI=.raygan/face_shards
+run facesr jobs/configs/facesr_gan_cpu.yaml bicubic --sets .raygan/face_shards
