@@ -10,6 +10,7 @@ table (markdown + CSV) and comparison grids go to --out and to an MLflow run.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mlflow", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", metavar="data.key=value")
-    args = ap.parse_intermixed_args(argv)
+    # key=value overrides may stand anywhere (after --sets too): take them out first.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if re.match(r"^[A-Za-z_][\w.]*=", a)]
+    args = ap.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
 
     from PIL import Image
 
@@ -68,7 +73,9 @@ def main(argv=None) -> int:
     for name, grid in result["grids"].items():
         Image.fromarray(grid).save(out / f"grid_{name}.png")
     print(result["markdown"])
-    summary = {"out": str(out), "rows": result["rows"]}
+    rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+            for r in result["rows"]]  # NaN (LPIPS without weights) is not JSON
+    summary = {"out": str(out), "rows": rows}
     if not args.no_mlflow:
         import mlflow
 
