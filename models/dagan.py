@@ -309,14 +309,6 @@ class DAGANFamily(GANFamily):
         logs["g_content"] = total.item()
         return total, logs
 
-    def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
-        total, logs = self.content_loss(out, batch)
-        adv = self.adversarial_term(D, out, self.loss_cfg.adversarial)
-        if adv is not None:
-            total = total + self.loss_cfg.adversarial * adv
-            logs["g_adv"] = adv.item()
-        logs["g_total"] = total.item()
-        return total, logs
 
 __all__ = ["DAGANDiscriminator", "DAGANFamily", "DAGANGenerator", "DenseResAtt", "LossConfig",
            "ModelConfig", "ResAttGroup", "SelfAttention"]

@@ -80,7 +80,15 @@ class GANFamily:
         raise NotImplementedError
 
     def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
-        raise NotImplementedError
+        """Default: ``content_loss`` + ``loss.adversarial`` x the adversarial term."""
+        total, logs = self.content_loss(out, batch)
+        weight = float(getattr(self.loss_cfg, "adversarial", 0.0))
+        adv = self.adversarial_term(D, self.restored(out), weight)
+        if adv is not None:
+            total = total + weight * adv
+            logs["g_adv"] = float(adv.detach())
+        logs["g_total"] = float(total.detach())
+        return total, logs
 
     def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
         """Unconditional D on the target (real) and the restored image (fake), with
