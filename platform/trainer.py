@@ -71,11 +71,7 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
         load_checkpoint(restore_dir, engine)
         resumed_from = engine.step
     elif cfg.train.init_from:
-        from raygan.platform.checkpoint import load_weights
-
-        init_dir = _local_checkpoint(cfg.train.init_from, cfg)
-        weights = load_weights(init_dir)
-        engine.load_state({k: v for k, v in weights.items()}, None)
+        initialize_from(engine, cfg.train.init_from, cfg)
 
     lpips_model = build_lpips(cfg.train.lpips_weights)
     if lpips_model is not None:
@@ -136,6 +132,17 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     if not last:  # resumed at the final step: validate once more so the run has metrics
         validate_and_report(final=True)
     return last
+
+
+def initialize_from(engine, uri: str, cfg: RunConfigSpec) -> None:
+    """Start ``engine`` from another run's weights (checkpoint dir, s3://, runs:/ or models:/).
+
+    Weights only: G (and D and G-EMA when the source is a checkpoint); optimizers, step and
+    schedules start fresh, as for DequantizerNet's Phi run initialised from Gimel.
+    """
+    from raygan.platform.checkpoint import load_weights
+
+    engine.load_state(load_weights(_local_checkpoint(uri, cfg)), None)
 
 
 def _local_checkpoint(uri: str, cfg: RunConfigSpec) -> str:

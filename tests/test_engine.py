@@ -125,3 +125,31 @@ def test_validate_reports_model_and_degraded_input():
     for k in ("psnr", "ssim", "psnr_y", "ssim_y", "input_psnr", "input_ssim", "input_psnr_y"):
         assert k in m
     assert 5 < m["input_psnr"] < 40
+
+
+def test_initialize_from_checkpoint_and_registered_model(tmp_path, monkeypatch):
+    """A run can start from another run's checkpoint or from a registered MLflow model."""
+    from raygan.platform.tracking import log_generator_model, start_run
+    from raygan.platform.trainer import initialize_from
+
+    cfg = tiny_cfg(f"workdir={tmp_path}")
+    src = GANEngine(cfg)
+    for i in range(2):
+        src.train_step(batch(i))
+    ck = save_checkpoint(tmp_path / "ck", src, {"family": cfg.family, "step": 2, "config": to_dict(cfg)})
+
+    fresh = GANEngine(cfg)
+    initialize_from(fresh, str(ck), cfg)
+    assert fresh.step == 0  # weights only: a new run
+    for p, q in zip(src.generator.parameters(), fresh.generator.parameters()):
+        assert torch.equal(p, q)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.mlflow.tracking_uri = uri
+    run_id = start_run(cfg, "src-run", False, {})
+    info = log_generator_model(uri, run_id, str(ck), "raygan-test-init")
+    from_registry = GANEngine(cfg)
+    initialize_from(from_registry, f"models:/raygan-test-init/{info['registered_version']}", cfg)
+    # The registered model carries the EMA generator (what validation scores and ships).
+    for p, q in zip(src.ema.model.parameters(), from_registry.generator.parameters()):
+        assert torch.equal(p, q)
