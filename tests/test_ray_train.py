@@ -225,3 +225,37 @@ def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server, bas
     assert new, "expected the Ray head, mlflow server and S3 server to be listening"
     bad = [(ip, port) for ip, port in new if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
     assert not bad, f"listening beyond loopback: {bad}"
+
+
+FAMILY_JOBS = {
+    "dagan": ("dagan_cpu.yaml", ["model.features=8", "model.modules=1", "model.d_features=8",
+                                 "data.patch=32", "data.val_crop=32"]),
+    "dequantizer": ("dequantizer_cpu.yaml", ["data.patch=32", "data.val_crop=32", "model.res_blocks=1"]),
+    "facesr": ("facesr_cnn_cpu.yaml", ["model.nf=8", "model.n_blocks=1", "model.prior_nf=8",
+                                       "model.prior_depth=2"]),
+    "pan": ("pan_edges_cpu.yaml", []),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_JOBS))
+def test_every_family_job_through_ray_job_submit(family, ray_head, tmp_path, demo_shards):
+    """The other four families' thin jobs run under `ray job submit` exactly like WCDGAN."""
+    config, extra = FAMILY_JOBS[family]
+    data = demo_shards
+    if family == "facesr":
+        from raygan.datasets.faces import make_synthetic_celebamask, write_face_shards
+
+        make_synthetic_celebamask(str(tmp_path / "celeba"), 6, image_size=128, mask_size=128)
+        data = str(tmp_path / "faces")
+        write_face_shards(str(tmp_path / "celeba"), data, val_last=2, parallel="none", progress=False)
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", str(ROOT), "--", "python", f"jobs/train_{family}.py",
+           "--config", f"jobs/configs/{config}", "--data", data, "--workdir", str(tmp_path / "work"),
+           "--storage", str(tmp_path / "ray"), "--workers", "2", "--steps", "2",
+           "train.val_every=2", "train.pretrain_steps=1", "data.batch=2", "data.loader_workers=0",
+           "data.val_max_images=2", "train.perceptual_weights=random", "train.lpips_weights=off", *extra]
+    job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
+    summary = summary_from(job.stdout)
+    assert summary["steps"] == 2 and summary["registered_model"].startswith(f"raygan-{family}")
+    assert Path(summary["best_checkpoint"]).is_dir()
