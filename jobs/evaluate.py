@@ -45,6 +45,8 @@ def main(argv=None) -> int:
 
     from raygan.platform.config import ConfigError
     from raygan.platform.evaluation import EvaluationError, data_config, evaluate, to_csv
+    from raygan.datasets.shards import ShardError
+    from raygan.platform.checkpoint import CheckpointError
     from raygan.platform.storage import StorageError
 
     try:
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
                           border=args.border, lpips_weights=args.lpips_weights,
                           grid_images=args.grid_images, progress=not args.no_progress,
                           max_images=args.max_images)
-    except (ConfigError, EvaluationError, StorageError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, EvaluationError, StorageError, ShardError, CheckpointError,
+            FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or f".raygan/eval/{time.strftime('%Y%m%d-%H%M%S')}")

@@ -114,6 +114,12 @@ def test_channel_mismatch_and_bad_task_are_clear(photo_set, tmp_path):
                           "--sets", str(photo_set), "--no-mlflow"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "nosuch" in out.stderr.strip().splitlines()[-1]
+    for model, sets in (("input", str(tmp_path / "missing")), (str(tmp_path / "nockpt"), str(photo_set))):
+        (tmp_path / "nockpt").mkdir(exist_ok=True)
+        out = subprocess.run([sys.executable, "jobs/evaluate.py", "--model", model, "--task", "jpeg",
+                              "--sets", sets, "--no-mlflow"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.skipif(not SHARED_VAL.is_dir(), reason="../shared/data/val is absent")
