@@ -9,10 +9,20 @@ plus any extra fields stored in the shard), the :class:`DataConfig`, a
 ``numpy.random.Generator`` and ``train``. It then, in this order:
 
 1. converts the target (and the extras named in ``color_fields``) to Y when
-   ``cfg.channels == 1`` (MATLAB BT.601, the papers' Y protocol);
+   ``cfg.channels == 1`` (MATLAB BT.601, the papers' Y protocol); a grayscale image
+   (HxW, or RGB with three equal channels) is used as it is (``y_image_uint8``);
 2. crops: a random ``cfg.patch`` crop for training, a centre ``cfg.val_crop`` crop or the
    whole image for validation; crop size and offset are multiples of ``align(cfg)``
-   (the SR scale), so a low-resolution input lines up with the target grid;
+   (the SR scale), so a low-resolution input lines up with the target grid. In training,
+   an image whose short side is below the patch follows ``cfg.small_images``: ``resize``
+   (default: bicubic upscaling, aspect kept, short side = the patch), ``pad`` (reflect
+   padding up to the patch, split evenly between the two sides) or ``skip``
+   (:class:`SkipRecord`); ``cfg.min_size`` > 0 skips images with a side below it. With
+   ``cfg.crop: center_square_resize`` (DequantizerNet) training takes the centred largest
+   square instead and resizes it to the patch (bicubic, antialiased when shrinking).
+   Fields other than the target and ``color_fields`` (parsing maps, masks) are resized
+   with nearest neighbour. Validation never resizes: a ``val_crop`` larger than the image
+   gives the image's short side (benchmarks are scored on the images as they are);
 3. augments (training with ``cfg.augment``): random flips and 90-degree rotations;
    steps 2-3 are applied identically to the target and every spatial extra
    (``spatial_fields``);
@@ -44,8 +54,9 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "SkipRecord", "Task", "TASKS", "register_task", "get_task", "task_tag", "key_rng",
-    "rgb_to_y_uint8", "jpeg", "quantize", "bicubic_down", "bicubic_up", "inpaint_mask",
-    "edges", "to_tensor", "random_crop_box", "center_crop_box", "augment_arrays",
+    "rgb_to_y_uint8", "is_gray", "y_image_uint8", "jpeg", "quantize", "bicubic_down",
+    "bicubic_up", "inpaint_mask", "edges", "to_tensor", "random_crop_box", "center_crop_box", "augment_arrays",
+    "resize_array", "grow_to",
 ]
 
 
@@ -83,6 +94,26 @@ def rgb_to_y_uint8(img: np.ndarray) -> np.ndarray:
     f = img.astype(np.float64)
     y = 16.0 + (65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]) / 255.0
     return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
+
+
+def is_gray(img: np.ndarray) -> bool:
+    """True for a grayscale image: HxW, or HxWx3 with three equal channels (a mode-L file
+    that was read, or stored in a shard, as RGB)."""
+    img = np.asarray(img)
+    if img.ndim == 2:
+        return True
+    return (img.ndim == 3 and img.shape[2] == 3 and np.array_equal(img[..., 0], img[..., 1])
+            and np.array_equal(img[..., 0], img[..., 2]))
+
+
+def y_image_uint8(img: np.ndarray) -> np.ndarray:
+    """The Y image of the papers' Y protocol, uint8 HxW: a grayscale image as it is (its gray
+    values *are* the Y image, as MATLAB's ``if size(im, 3) == 3, rgb2ycbcr`` leaves a gray
+    file untouched), anything else through :func:`rgb_to_y_uint8` (BT.601 studio range)."""
+    img = np.asarray(img)
+    if is_gray(img):
+        return np.ascontiguousarray(img if img.ndim == 2 else img[..., 0])
+    return rgb_to_y_uint8(img)
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -275,6 +306,41 @@ def center_crop_box(h: int, w: int, size: Optional[int], align: int = 1) -> Tupl
     return top, left, ch, cw
 
 
+def resize_array(a: np.ndarray, size: Tuple[int, int], image: bool = True) -> np.ndarray:
+    """Resize to ``size = (height, width)``: bicubic through PIL for a uint8 image (HxW or
+    HxWx3; PIL antialiases when shrinking), nearest neighbour for anything else (maps,
+    masks, any channel count)."""
+    a = np.asarray(a)
+    h, w = int(size[0]), int(size[1])
+    if a.shape[:2] == (h, w):
+        return np.ascontiguousarray(a)
+    if image and a.dtype == np.uint8 and (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        return np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((w, h), Image.BICUBIC))
+    rows = np.minimum((np.arange(h) + 0.5) * a.shape[0] / h, a.shape[0] - 1).astype(np.int64)
+    cols = np.minimum((np.arange(w) + 0.5) * a.shape[1] / w, a.shape[1] - 1).astype(np.int64)
+    return np.ascontiguousarray(a[rows][:, cols])
+
+
+def grow_to(fields: Dict[str, np.ndarray], need: int, policy: str,
+            images: Tuple[str, ...] = ("target",)) -> Dict[str, np.ndarray]:
+    """Bring arrays whose short side is below ``need`` up to it (``data.small_images``).
+
+    ``resize``: scale by ``need / short side`` (aspect kept, the short side exactly
+    ``need``), bicubic for the fields named in ``images``, nearest for the others.
+    ``pad``: reflect padding of each short axis up to ``need``, split evenly.
+    """
+    h, w = next(iter(fields.values())).shape[:2]
+    if policy == "resize":
+        f = need / min(h, w)
+        size = (max(need, int(round(h * f))), max(need, int(round(w * f))))
+        return {n: resize_array(a, size, n in images) for n, a in fields.items()}
+    if policy == "pad":
+        ph, pw = max(0, need - h), max(0, need - w)
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        return {n: np.pad(a, pads + ((0, 0),) * (a.ndim - 2), mode="reflect") for n, a in fields.items()}
+    raise ValueError(f"data.small_images: {policy!r} is not one of resize, pad, skip")
+
+
 def augment_arrays(arrays: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """The same random flip / 90-degree rotation (one of the 8 dihedral ops) on every array."""
     k = int(rng.integers(0, 4))
@@ -309,7 +375,8 @@ class Task:
         return self.name + ("-y" if cfg.channels == 1 else "")
 
     def min_size(self, cfg: Any, train: bool) -> int:
-        """Smallest side a record needs (train: the patch, or data.min_size when set)."""
+        """Smallest side a record needs before ``data.small_images`` applies (train: the
+        patch, or data.min_size when larger)."""
         if train:
             return max(int(cfg.patch), int(getattr(cfg, "min_size", 0) or 0))
         return self.align(cfg)
@@ -332,22 +399,39 @@ class Task:
         if cfg.channels == 1:
             for name in ("target",) + tuple(self.color_fields):
                 a = fields[name]
-                if a.ndim == 3:
-                    fields[name] = rgb_to_y_uint8(a)
+                if a.ndim == 3:  # grayscale images stay as they are (see y_image_uint8)
+                    fields[name] = y_image_uint8(a)
         h, w = fields["target"].shape[:2]
-        need = self.min_size(cfg, train)
-        if min(h, w) < need:
-            raise SkipRecord(f"record {record.get('key', '?')} is {h}x{w}, smaller than {need}px")
+        key = record.get('key', '?')
         for name, a in fields.items():
             if a.shape[:2] != (h, w):
-                raise SkipRecord(f"record {record.get('key', '?')}: field {name!r} is {a.shape[:2]}, target is {(h, w)}")
+                raise SkipRecord(f"record {key}: field {name!r} is {a.shape[:2]}, target is {(h, w)}")
         align = self.align(cfg)
-        if train:
-            top, left, size = random_crop_box(h, w, cfg.patch, rng, align)
-            ch = cw = size
+        images = ("target",) + tuple(self.color_fields)
+        explicit = int(getattr(cfg, "min_size", 0) or 0) if train else 0
+        if min(h, w) < explicit:
+            raise SkipRecord(f"record {key} is {h}x{w}, smaller than data.min_size={explicit}px")
+        if train and getattr(cfg, "crop", "random") == "center_square_resize":
+            size = (int(cfg.patch) // align) * align
+            s = min(h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            fields = {n: resize_array(a[top:top + s, left:left + s], (size, size), n in images)
+                      for n, a in fields.items()}
         else:
-            top, left, ch, cw = center_crop_box(h, w, getattr(cfg, "val_crop", None), align)
-        fields = {n: a[top:top + ch, left:left + cw] for n, a in fields.items()}
+            need = self.min_size(cfg, train)
+            if min(h, w) < need:
+                policy = getattr(cfg, "small_images", "resize") if train else "skip"
+                if policy == "skip":
+                    raise SkipRecord(f"record {key} is {h}x{w}, smaller than {need}px"
+                                     + (" (data.small_images=skip)" if train else ""))
+                fields = grow_to(fields, need, policy, images)
+                h, w = fields["target"].shape[:2]
+            if train:
+                top, left, size = random_crop_box(h, w, cfg.patch, rng, align)
+                ch = cw = size
+            else:
+                top, left, ch, cw = center_crop_box(h, w, getattr(cfg, "val_crop", None), align)
+            fields = {n: a[top:top + ch, left:left + cw] for n, a in fields.items()}
         if train and cfg.augment:
             fields = augment_arrays(fields, rng)
         else:

@@ -16,12 +16,27 @@
 Because the training stream is infinite, the trainer takes a fixed number of steps per
 epoch (:func:`steps_per_epoch`): every rank runs the same number of batches, which DDP
 needs (unequal counts hang the all-reduce). Create the iterator once and ``next()`` it.
+
+What an epoch is (``train.epoch_unit``): ``images`` = one sample per training image;
+``patches`` = every ``epoch_patch`` square at stride ``epoch_stride`` of every image, i.e.
+``(floor((H - p) / s) + 1) * (floor((W - p) / s) + 1)`` per W x H image (a side shorter than
+``p`` counts once: the image is resized or padded to one patch, see ``data.small_images``),
+from the manifest's ``image_sizes`` (:func:`epoch_samples`). A manifest without sizes is an
+error naming the fix (re-run the shard job), never a silent fall-back to images.
+:func:`resolve_schedule` turns every epoch-valued key (``train.epochs``,
+``train.pretrain_epochs``, ``optim.lr_step_epochs``) into iterations for a world size.
+
+Too many skipped records stop the run: a worker that has skipped more than
+``data.max_skip_fraction`` of the records it read (after a pass, or after 200 records)
+raises :class:`TooManySkipped` with the counts and the most common reasons.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 import tarfile
 import time
 import zlib
@@ -37,7 +52,8 @@ from raygan.platform import storage
 
 __all__ = [
     "ShardSet", "Skipped", "iter_shard", "decode_record", "TrainStream", "ValStream",
-    "steps_per_epoch", "make_train_loader", "make_val_loader", "resolve_train_uri",
+    "steps_per_epoch", "patches_per_image", "epoch_samples", "resolve_schedule",
+    "TooManySkipped", "make_train_loader", "make_val_loader", "resolve_train_uri",
     "resolve_val_uri",
 ]
 
@@ -117,6 +133,15 @@ class ShardSet:
     @classmethod
     def open(cls, uri: str, split: str = "train", storage_cfg: Any = None) -> "ShardSet":
         return cls(uri, storage_cfg=storage_cfg, split=split)
+
+    @property
+    def image_sizes(self) -> Optional[List[Tuple[int, int, int]]]:
+        """``[(width, height, n), ...]`` of the split's images, from the manifest (None when
+        the manifest predates ``image_sizes`` or there is no manifest)."""
+        if self.manifest is None:
+            return None
+        sizes = self.manifest["splits"].get(self.split, {}).get("image_sizes")
+        return None if sizes is None else [(int(w), int(h), int(n)) for w, h, n in sizes]
 
     @property
     def count(self) -> int:
@@ -287,8 +312,122 @@ def decode_record(raw: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def steps_per_epoch(n_train: int, batch: int, world: int) -> int:
-    """Optimizer steps per epoch, the same on every rank: ``max(1, n // (batch * world))``."""
+    """Optimizer steps per epoch, the same on every rank: ``max(1, n // (batch * world))``.
+
+    ``n_train`` is the epoch's sample count: images or patches (:func:`epoch_samples`)."""
     return max(1, int(n_train) // (int(batch) * int(world)))
+
+
+def patches_per_image(width: int, height: int, patch: int, stride: int) -> int:
+    """``(floor((H - p) / s) + 1) * (floor((W - p) / s) + 1)``; a side shorter than the patch
+    counts as one position (the pipeline resizes or pads such an image to one patch)."""
+    p, s = int(patch), int(stride)
+    if p < 1 or s < 1:
+        raise ValueError(f"patch and stride must be >= 1, got {patch}, {stride}")
+    along = lambda n: (int(n) - p) // s + 1 if int(n) >= p else 1  # noqa: E731
+    return along(height) * along(width)
+
+
+def epoch_samples(shardset: "ShardSet", train_cfg: Any, data_cfg: Any) -> int:
+    """Samples in one epoch of ``shardset``: its image count (``train.epoch_unit: images``)
+    or its patch count (``patches``, from the manifest's ``image_sizes``)."""
+    unit = getattr(train_cfg, "epoch_unit", "images")
+    if unit == "images":
+        return shardset.count
+    if unit != "patches":
+        raise ValueError(f"train.epoch_unit: {unit!r} is not one of images, patches")
+    sizes = shardset.image_sizes
+    if sizes is None:
+        where = shardset.uri if shardset.manifest is not None else f"{shardset.uri} (no manifest.json)"
+        raise ShardError(
+            f"train.epoch_unit=patches counts patches from the image sizes in the shard "
+            f"manifest, but {where} records none for split {shardset.split!r}: re-run "
+            f"jobs/make_shards.py (or the face/paired shard job) to rewrite it, or give the "
+            f"schedule in iterations (train.steps, train.pretrain_steps, optim.lr_step) or "
+            f"set train.epoch_unit=images")
+    patch = train_cfg.epoch_patch or data_cfg.patch
+    stride = train_cfg.epoch_stride or patch
+    return sum(n * patches_per_image(w, h, patch, stride) for w, h, n in sizes)
+
+
+def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"] = None) -> Tuple[Any, int]:
+    """``(cfg', steps_per_epoch)``: a copy of the run config whose ``train.steps`` and
+    ``optim.lr_step`` are the iterations of ``train.epochs`` / ``optim.lr_step_epochs`` when
+    those are set, for ``world`` workers of ``data.batch``; and the iterations of one epoch
+    (for ``train.pretrain_epochs``, see ``GANEngine.set_pretraining``).
+
+    The training data is only read (its manifest) when an epoch-valued key needs it;
+    otherwise ``steps_per_epoch`` is 0 and nothing uses it.
+    """
+    t, o = cfg.train, cfg.optim
+    needs = (t.epochs is not None or o.lr_step_epochs is not None
+             or (t.pretrain_steps is None and t.pretrain_epochs > 0))
+    if not needs:
+        return cfg, 0
+    if shardset is None:
+        shardset = ShardSet.open(resolve_train_uri(cfg.data, cfg.workdir), "train", cfg.storage)
+    spe = steps_per_epoch(epoch_samples(shardset, t, cfg.data), cfg.data.batch, world)
+    cfg = copy.deepcopy(cfg)
+    if t.epochs is not None:
+        cfg.train.steps = max(1, int(math.ceil(t.epochs * spe)))
+    if o.lr_step_epochs is not None:
+        cfg.optim.lr_step = max(1, int(math.ceil(o.lr_step_epochs * spe)))
+    return cfg, spe
+
+
+class TooManySkipped(RuntimeError):
+    """More than ``data.max_skip_fraction`` of a worker's records were skipped."""
+
+
+class _SkipLog:
+    """Counts the records a worker read and skipped, with the most common reasons."""
+
+    CHECK_EVERY = 200
+
+    def __init__(self, limit: float):
+        self.limit = float(limit)
+        self.read = 0
+        self.skipped = 0
+        self.reasons: Dict[str, int] = {}
+        self.examples: Dict[str, str] = {}
+
+    def ok(self) -> None:
+        self.read += 1
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.read += count
+        self.skipped += count
+        kind = _reason_kind(reason)
+        self.reasons[kind] = self.reasons.get(kind, 0) + count
+        self.examples.setdefault(kind, reason)
+
+    def check(self, where: str, end_of_pass: bool = False) -> None:
+        if self.limit >= 1 or not self.skipped:
+            return
+        if not end_of_pass and self.read < self.CHECK_EVERY:
+            return
+        if self.skipped <= self.limit * self.read:
+            return
+        top = sorted(self.reasons.items(), key=lambda kv: -kv[1])[:3]
+        why = "; ".join(f"{n} x {kind} (e.g. {self.examples[kind]})" for kind, n in top)
+        raise TooManySkipped(
+            f"{where}: skipped {self.skipped} of the {self.read} training records it read "
+            f"({self.skipped / self.read:.0%}, more than data.max_skip_fraction="
+            f"{self.limit:g}): {why}. Images smaller than the patch follow data.small_images "
+            f"(resize | pad | skip); fix or re-shard the data, or raise data.max_skip_fraction "
+            f"(1.0: never stop)")
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its record key, to group skips: 'smaller than the patch', ..."""
+    r = reason.lower()
+    for needle, kind in (("smaller than", "smaller than the patch or data.min_size"),
+                         ("cannot decode", "undecodable"), ("corrupt", "corrupt shard"),
+                         ("unreadable", "unreadable records"), ("cannot read", "unreadable shard"),
+                         ("lacks field", "missing field"), ("has no", "missing field")):
+        if needle in r:
+            return kind
+    return reason
 
 
 class TrainStream(IterableDataset):
@@ -348,6 +487,8 @@ class TrainStream(IterableDataset):
         index = 0  # record counter of the sample-level split
         passes_since_progress = 0
         pass_no = 0
+        skiplog = _SkipLog(getattr(cfg, "max_skip_fraction", 1.0))
+        where = f"training data {self.shardset.uri}, worker {gid} of {total}"
         while True:
             if shard_mode:  # own shards, reshuffled each pass
                 order = np.random.default_rng([self.seed + pass_no, gid]).permutation(len(mine))
@@ -361,10 +502,14 @@ class TrainStream(IterableDataset):
                 for item in iter_shard(uri, self.storage_cfg, expected):
                     if isinstance(item, Skipped):
                         if shard_mode:
-                            skipped += item.count
+                            mine_lost = item.count
                         else:  # only this worker's share of the lost records
-                            skipped += sum(1 for j in range(index, index + item.count) if j % total == gid)
+                            mine_lost = sum(1 for j in range(index, index + item.count) if j % total == gid)
                             index += item.count
+                        skipped += mine_lost
+                        if mine_lost:
+                            skiplog.skip(item.reason, mine_lost)
+                            skiplog.check(where)
                         continue
                     if not shard_mode:
                         j, index = index, index + 1
@@ -372,9 +517,12 @@ class TrainStream(IterableDataset):
                             continue
                     try:
                         sample = self.task(decode_record(item), cfg, rng, True)
-                    except SkipRecord:
+                    except SkipRecord as exc:
                         skipped += 1
+                        skiplog.skip(str(exc))
+                        skiplog.check(where)
                         continue
+                    skiplog.ok()
                     progressed = True
                     sample["key"] = item["__key__"]
                     if len(buffer) < bufsize:
@@ -384,6 +532,8 @@ class TrainStream(IterableDataset):
                     out, buffer[k] = buffer[k], sample
                     out["n_skipped"], skipped = skipped, 0
                     yield out
+            if skiplog.read:
+                skiplog.check(where, end_of_pass=True)
             # A sample-level split of a set smaller than the worker count gives some passes
             # nothing; more than `total` empty passes in a row means nothing is usable.
             passes_since_progress = 0 if progressed else passes_since_progress + 1

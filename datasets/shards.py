@@ -7,8 +7,8 @@ Layout at ``dst`` (a local folder or ``s3://bucket/prefix``)::
     dst/manifest.json
 
 ``manifest.json`` = ``{"format": "raygan-shards/1", "splits": {"train": {"count": N,
-"shards": [{"name", "count", "bytes", "sha256"}]}, "val": {...}}, "shard_size", ...}``
-plus what the producer adds (:func:`write_shards` adds ``sources``, ``skipped``,
+"shards": [{"name", "count", "bytes", "sha256"}], "image_sizes": [[w, h, n], ...]},
+"val": {...}}, "shard_size", ...}`` plus what the producer adds (:func:`write_shards` adds ``sources``, ``skipped``,
 ``val_fraction``, ``seed``, ``min_size``). Shard names are relative to ``dst/<split>/``.
 
 A sample is the tar members ``<key>.<field>`` (the webdataset convention: the key is
@@ -16,6 +16,11 @@ everything before the first dot of the last path component). Image shards hold `
 (lossless RGB) and ``json`` (``{"source", "width", "height"}``). Other producers add more
 fields through :class:`ShardSetWriter`, e.g. ``input.png`` (paired data) or
 ``parsing.npy`` (face parsing maps); the pipeline decodes them by extension.
+
+``image_sizes`` is a histogram of the split's target sizes (``n`` images of ``w`` x ``h``,
+sorted), from each sample's ``json`` ``width``/``height`` (or ``add(..., size=(w, h))``); it
+is what ``train.epoch_unit: patches`` counts patches from, and is left out of a split where
+any sample had no size. Manifests written before it existed lack it: re-run the producer.
 
 Tar members get fixed owners and mtimes, so the same inputs give byte-identical shards
 (and the same sha256) on every run.
@@ -117,6 +122,8 @@ class ShardSetWriter:
         self._open: Dict[str, _OpenShard] = {}
         self._done: Dict[str, List[Dict[str, Any]]] = {s: [] for s in splits}
         self._keys: Dict[str, set] = {s: set() for s in splits}
+        # per split: {(w, h): n}; None once a sample of the split came without a size
+        self._sizes: Dict[str, Optional[Dict[Tuple[int, int], int]]] = {s: {} for s in splits}
         self._closed = False
 
     def __enter__(self) -> "ShardSetWriter":
@@ -128,7 +135,11 @@ class ShardSetWriter:
         elif not self._closed:
             self.close()
 
-    def add(self, split: str, key: str, fields: Dict[str, bytes]) -> None:
+    def add(self, split: str, key: str, fields: Dict[str, bytes],
+            size: Optional[Tuple[int, int]] = None) -> None:
+        """Append one sample. ``size`` = ``(width, height)`` of its target image, for the
+        manifest's ``image_sizes``; by default read from the ``json`` field's ``width`` and
+        ``height``."""
         if self._closed:
             raise ShardError("ShardSetWriter.add after close")
         if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", split):
@@ -159,8 +170,25 @@ class ShardSetWriter:
             info.uname = info.gname = "raygan"
             shard.tar.addfile(info, io.BytesIO(data))
         shard.count += 1
+        self._record_size(split, fields, size)
         if shard.count >= self.shard_size:
             self._flush(split)
+
+    def _record_size(self, split: str, fields: Dict[str, bytes], size: Optional[Tuple[int, int]]) -> None:
+        hist = self._sizes.setdefault(split, {})
+        if hist is None:
+            return
+        if size is None and "json" in fields:
+            try:
+                meta = json.loads(bytes(fields["json"]))
+                size = (int(meta["width"]), int(meta["height"]))
+            except (ValueError, TypeError, KeyError):
+                size = None
+        if size is None:
+            self._sizes[split] = None  # one unknown size: no histogram for this split
+            return
+        wh = (int(size[0]), int(size[1]))
+        hist[wh] = hist.get(wh, 0) + 1
 
     def _flush(self, split: str) -> None:
         shard = self._open.pop(split, None)
@@ -201,6 +229,10 @@ class ShardSetWriter:
                     for s, shards in self._done.items()
                 },
             }
+            for s, entry in manifest["splits"].items():
+                hist = self._sizes.get(s)
+                if hist is not None and entry["count"]:
+                    entry["image_sizes"] = [[w, h, n] for (w, h), n in sorted(hist.items())]
             for k, v in (extra or {}).items():
                 if k in ("format", "splits"):
                     raise ShardError(f"manifest key {k!r} is reserved")

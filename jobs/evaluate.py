@@ -6,6 +6,16 @@
 --model takes registered models (models:/name/version), run models (runs:/<id>/generator),
 checkpoint directories (local or s3://) and baselines (input, zp, mig, br, bicubic). The
 table (markdown + CSV) and comparison grids go to --out and to an MLflow run.
+
+--protocol (default: the paper's, see raygan.platform.evaluation):
+  y      the BT.601 studio-range Y image is degraded, restored and scored; grayscale images
+         are used as they are (WCDGAN Table 1; models trained on Y)
+  rgb    RGB degraded, restored and scored on RGB (DequantizerNet, face SR, PAN)
+  rgb-y  RGB degraded and restored, the paper's metric on Y (DAGAN bit depth)
+Without --protocol, the first trained model's family decides (its declared eval_protocol;
+a 3-channel model of a Y-protocol family gets rgb-y, a 1-channel model y); with baselines
+only, the task: jpeg -> y, bitdepth -> rgb-y, others -> rgb. The table header says which
+protocol was used, why, and marks the paper's metric columns with *.
 """
 import argparse
 import json
@@ -23,8 +33,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", nargs="+", required=True, help="models and/or baselines")
     ap.add_argument("--task", help="degradation task (default: the first trained model's)")
     ap.add_argument("--sets", nargs="+", required=True, help="image folders or shard sets")
-    ap.add_argument("--protocol", choices=("rgb", "y"), default="rgb",
-                    help="y: degrade and restore the BT.601 Y image alone (models trained on Y)")
+    ap.add_argument("--protocol", choices=("y", "rgb", "rgb-y"), default=None,
+                    help="y: degrade, restore and score the BT.601 Y image (grayscale images as "
+                         "they are); rgb: RGB; rgb-y: RGB scored on Y (default: the paper's "
+                         "protocol of the model's family, or of the task for baselines)")
     ap.add_argument("--border", type=int, default=0, help="pixels cropped per side before metrics")
     ap.add_argument("--lpips-weights", default="auto", help="auto | off | path to alexnet weights")
     ap.add_argument("--grid-images", type=int, default=3)
@@ -78,7 +90,7 @@ def main(argv=None) -> int:
     print(result["markdown"])
     rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
             for r in result["rows"]]  # NaN (LPIPS without weights) is not JSON
-    summary = {"out": str(out), "rows": rows}
+    summary = {"out": str(out), "protocol": result["protocol"], "header": result["header"], "rows": rows}
     if not args.no_mlflow:
         import mlflow
 
@@ -90,7 +102,7 @@ def main(argv=None) -> int:
         exp = get_or_create_experiment(uri, args.experiment, ".raygan")
         with mlflow.start_run(experiment_id=exp, run_name=f"eval-{data_cfg.task}") as run:
             mlflow.log_params({"models": ",".join(args.model), "sets": ",".join(args.sets),
-                               "task": data_cfg.task, "protocol": args.protocol, "border": args.border})
+                               "task": data_cfg.task, "protocol": result["protocol"], "border": args.border})
             for r in result["rows"]:
                 for k in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips"):
                     if r[k] == r[k]:

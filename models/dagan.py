@@ -33,6 +33,9 @@ Choices the paper leaves open, and what this file does:
   downscale C -> C -> C/2 -> C/4 -> C/4 (3x3 convs, ReLU after each, widths floored at 4).
 * **Reconstruction**: conv3x3 (C/4 -> C/4) + ReLU, sub-pixel conv (conv3x3 to 4*out channels,
   PixelShuffle(2): 2H x 2W), MaxPool2d(2) back to H x W. No activation at the end.
+* **identity_init** (off in the paper config, on in the CPU preset): the sub-pixel conv
+  starts at zero, so the untrained G returns its expanded input exactly (with
+  ``data.expand: mig`` that is the MIG baseline) and training starts from there.
 * **Long skips** (our reading of the figure): one around each DenseResAtt module, one from
   the upscale output to the end of the DenseResAtt chain, and one from the input image to the
   output (the network predicts the residual of the expanded k-bit input).
@@ -61,6 +64,12 @@ The paper writes the log loss (Eq. 16-17) but trains with the hinge version: ``g
 "hinge" (default) or "vanilla" (BCE on logits, non-saturating for G). Generator-only
 pretraining (if configured) uses the same content term.
 
+Schedule (``dagan.yaml``): DIV2K's 800 training images, 80 epochs, lr 1e-4 divided by 10
+every 10 epochs, given in epochs (``train.epochs``, ``optim.lr_step_epochs``) and resolved
+from the training set at run start: 4,000 and 500 iterations at batch 16 on one worker. The
+paper leaves open what an epoch is on 64x64 crops; we take one random crop per image per
+epoch (``train.epoch_unit: images``; ``patches`` with ``epoch_stride`` would count tiles).
+
 Ablations: ``model.self_attention: false`` (DAGAN*, no attention in G or D),
 ``model.discriminator: false`` or ``loss.adversarial: 0`` (DA-net: no D at all),
 ``loss.content`` mse | vgg | both, ``model.modules`` (number of DenseResAtt modules).
@@ -80,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygan.models.common import zero_init_
 from raygan.platform.losses import PerceptualLoss
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
@@ -99,6 +109,7 @@ class ModelConfig:
     d_pool: int = 0               # pooled map size before the dense head (0: data.patch // 16)
     d_fc: int = 1024              # SRGAN dense layer width
     d_slope: float = 0.2          # LeakyReLU slope in D
+    identity_init: bool = False   # zero the last G conv: the untrained G returns its input
 
     def validate(self) -> None:
         for name in ("features", "groups", "attention_reduction", "d_features", "d_fc"):
@@ -221,6 +232,8 @@ class DAGANGenerator(nn.Module):
             _conv(r, channels * 4), nn.PixelShuffle(2),  # sub-pixel conv: 2H x 2W
             nn.MaxPool2d(2),                            # back to H x W
         )
+        if cfg.identity_init:
+            zero_init_(self.reconstruct[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.upscale(x)
@@ -263,6 +276,9 @@ class DAGANDiscriminator(nn.Module):
 class DAGANFamily(GANFamily):
     name = "dagan"
     task = "bitdepth"
+    #: evaluation protocol of the paper: RGB quantized and restored, PSNR/SSIM on Y;
+    #: see raygan.platform.evaluation.PROTOCOLS
+    eval_protocol = "rgb-y"
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dagan.yaml"

@@ -40,6 +40,17 @@ model-level ones, see tests/test_dequantizer.py):
   handled there (separate optimizers and checkpoints per network, disjoint shard splits,
   per-image PSNR averaged over images).
 
+``input_skip`` (off in the paper configs, on in the CPU preset): the output is the input
+(bicubic-upsampled when U > 0) plus the tail conv's output, without the tanh, and the tail
+starts at zero, so the untrained generator is the identity (``raygan.models.common``).
+
+Training data (``dequantizer.yaml``): each image is cropped to a square and resized to
+96x96 (``data.crop: center_square_resize``), no augmentation, 50 epochs of the paper's 8,000
+images at batch 16 (25,000 iterations; ``train.epochs: 50``, resolved from the data). The
+paper leaves open which square (we take the centred, largest one), the resampling filter
+(bicubic, antialiased when shrinking, PIL) and whether its test images were resized too
+(validation here scores images as they are: centre ``val_crop`` or whole).
+
 Choices left open: PReLU has one learned slope per layer (``num_parameters=1``, PyTorch's
 default, as in SRGAN); BN everywhere SRGAN has it; PyTorch default initialisation.
 
@@ -57,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygan.models.common import skip_base, zero_init_
 from raygan.platform.losses import PerceptualLoss
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
@@ -72,6 +84,8 @@ class ModelConfig:
     d_features: int = 64        # width of the first discriminator layer (doubles to 8x)
     d_fc: int = 1024            # width of the 1x1 "dense" layer of D
     d_slope: float = 0.2
+    #: CPU presets: out = input (bicubic-upsampled when U > 0) + tail(y), no tanh, tail zeroed
+    input_skip: bool = False
 
     def validate(self) -> None:
         for name in ("features", "first_kernel", "d_features", "d_fc"):
@@ -142,11 +156,17 @@ class DequantizerGenerator(nn.Module):
         self.join = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
         self.upsample = nn.Sequential(*[UpsampleBlock(c) for _ in range(cfg.upsample_blocks)])
         self.tail = nn.Conv2d(c, channels, k, padding=k // 2)
+        self.input_skip = cfg.input_skip
+        if self.input_skip:
+            zero_init_(self.tail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         y = self.join(self.res_blocks(h)) + h
-        return (torch.tanh(self.tail(self.upsample(y))) + 1) / 2
+        out = self.tail(self.upsample(y))
+        if self.input_skip:
+            return skip_base(x, out.shape[-2:]) + out
+        return (torch.tanh(out) + 1) / 2
 
 
 class DequantizerDiscriminator(nn.Module):
@@ -177,6 +197,9 @@ class DequantizerDiscriminator(nn.Module):
 class DequantizerFamily(GANFamily):
     name = "dequantizer"
     task = "jpeg"
+    #: evaluation protocol: RGB JPEG, PSNR on RGB (the reference code scores RGB tensors);
+    #: see raygan.platform.evaluation.PROTOCOLS
+    eval_protocol = "rgb"
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dequantizer.yaml"

@@ -20,9 +20,15 @@ Method 1 (``model.variant: cnn``) -- one generator, three outputs
   so the C weights are positive and **sum to 1** (each is ~1/C at initialisation, i.e. the
   block output is damped by ~C and channels *compete*); ``sigmoid`` is the usual SE gate
   (independent weights in (0, 1)) and is kept as a switch.
-* **Prior branch** (FSRNet-style prior estimation): its input is the **coarse SR** image
-  (as in FSRNet, the parsing maps are easier to estimate on the coarse 128x128 face than on
-  the 16x16 input). conv3x3(3->pnf) -> residual block -> stride-2 conv (64x64, to keep the
+* **Prior branch** (FSRNet-style prior estimation): its input is the **LR input** by
+  default (``model.prior_input: lr``): the thesis describes "two independent branches",
+  both fed the LR face, so the SR branch and the prior branch run in parallel and meet only
+  in the fusion. The thesis does not say at which resolution the prior branch works on its
+  16x16 input; here it bicubic-upsamples it by ``data.scale`` (no parameters, so the
+  branch sees nothing but the LR input) and runs the hourglass at the output size.
+  ``prior_input: coarse_sr`` is the FSRNet wiring this project used before (the prior
+  branch reads the coarse SR image, so the two are in series and the parsing loss also
+  trains the SR branch). Then: conv3x3(3->pnf) -> residual block -> stride-2 conv (64x64, to keep the
   hourglass affordable) -> ``prior_stacks`` Newell hourglasses of depth ``prior_depth``
   (4: 64 -> 4 px at the bottom; max-pool down, nearest up, residual blocks everywhere) ->
   residual block -> x2 nearest upsampling + conv3x3 -> conv1x1(pnf->11) -> **sigmoid**
@@ -31,6 +37,11 @@ Method 1 (``model.variant: cnn``) -- one generator, three outputs
 * **Fusion**: concat(coarse 3 + parsing 11 = 14 channels) -> conv3x3(14->nf) -> ReLU ->
   residual block (conv-ReLU-conv + skip) -> conv3x3(nf->3) = the final SR. No output
   activation anywhere (images in [0, 1]; ``restored`` clamps for D and metrics).
+
+**Input skip** (``model.input_skip``, off in the paper configs, on in the CPU presets): the
+SR branch adds its output to the bicubic-upsampled input and the fusion adds its output to
+the coarse SR, both last convs starting at zero, so the untrained G is bicubic exactly
+(``raygan.models.common``).
 
 Loss (pretraining and the whole ``cnn`` variant): ``w_coarse*MSE(coarse, y) +
 w_prior*MSE(parsing, maps) + w_fine*MSE(fine, y)`` (all weights 1). In ``cnn`` the
@@ -66,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygan.models.common import skip_base, zero_init_
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
 # registers the "face_sr" data task with raygan.datasets.degradations.TASKS
@@ -90,12 +102,19 @@ class FaceSRModelConfig:
     prior_stacks: int = 1
     n_parsing: int = N_PARSING
     d_nf: int = 64                # SRGAN discriminator base width (64 -> 512)
+    #: CPU presets: coarse = bicubic(x) + SR branch, fine = coarse + fusion, both tails zeroed
+    input_skip: bool = False
+    #: what the prior branch reads: lr (the LR input, bicubic-upsampled: the thesis' two
+    #: independent branches) | coarse_sr (the SR branch's output, FSRNet-style, in series)
+    prior_input: str = "lr"
 
     def validate(self) -> None:
         from raygan.platform.config import ConfigError
 
         if self.variant not in ("cnn", "gan"):
             raise ConfigError(f"model.variant: {self.variant!r} is not one of cnn, gan")
+        if self.prior_input not in ("lr", "coarse_sr"):
+            raise ConfigError(f"model.prior_input: {self.prior_input!r} is not one of lr, coarse_sr")
         if self.se_activation not in ("softmax", "sigmoid"):
             raise ConfigError(f"model.se_activation: {self.se_activation!r} is not one of "
                               "softmax, sigmoid")
@@ -185,7 +204,7 @@ class SRBranch(nn.Module):
     """Input (16x16) -> coarse SR (16*scale) through basic blocks and PixelShuffle steps."""
 
     def __init__(self, channels: int, nf: int, n_blocks: int, scale: int, se_reduction: int,
-                 se_activation: str, block_residual: bool):
+                 se_activation: str, block_residual: bool, input_skip: bool = False):
         super().__init__()
         if scale < 2 or scale & (scale - 1):
             raise ValueError(f"data.scale: facesr upsamples by PixelShuffle(2) steps, so the "
@@ -199,11 +218,15 @@ class SRBranch(nn.Module):
             ups += [_conv(nf, 4 * nf), nn.PixelShuffle(2), nn.ReLU(inplace=True)]
         self.up = nn.Sequential(*ups)
         self.tail = _conv(nf, channels)
+        self.input_skip = input_skip
+        if input_skip:
+            zero_init_(self.tail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         h = h + self.body_out(self.blocks(h))
-        return self.tail(self.up(h))
+        out = self.tail(self.up(h))
+        return skip_base(x, out.shape[-2:]) + out if self.input_skip else out
 
 
 class Hourglass(nn.Module):
@@ -222,11 +245,14 @@ class Hourglass(nn.Module):
 
 
 class PriorBranch(nn.Module):
-    """Coarse SR image -> ``n_parsing`` face-parsing maps in [0, 1] at the same size."""
+    """Image -> ``n_parsing`` face-parsing maps in [0, 1] at the image size, or at
+    ``in_scale`` times it (an LR input is first bicubic-upsampled by ``in_scale``)."""
 
-    def __init__(self, channels: int, nf: int, depth: int, stacks: int, n_parsing: int):
+    def __init__(self, channels: int, nf: int, depth: int, stacks: int, n_parsing: int,
+                 in_scale: int = 1):
         super().__init__()
         self.depth = depth
+        self.in_scale = in_scale
         self.head = nn.Sequential(_conv(channels, nf), nn.ReLU(inplace=True), ResBlock(nf),
                                   _conv(nf, nf, stride=2), nn.ReLU(inplace=True))
         self.hourglasses = nn.Sequential(*[Hourglass(depth, nf) for _ in range(stacks)])
@@ -235,6 +261,8 @@ class PriorBranch(nn.Module):
         self.out = nn.Conv2d(nf, n_parsing, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_scale > 1:
+            x = skip_base(x, (x.shape[-2] * self.in_scale, x.shape[-1] * self.in_scale))
         unit = 2 ** (self.depth + 1)
         if x.shape[-2] % unit or x.shape[-1] % unit:
             raise ValueError(f"facesr prior branch: the SR size {tuple(x.shape[-2:])} must be a "
@@ -247,32 +275,38 @@ class PriorBranch(nn.Module):
 class Fusion(nn.Module):
     """concat(coarse, parsing) -> conv -> ReLU -> residual block -> conv -> final SR."""
 
-    def __init__(self, channels: int, n_parsing: int, nf: int):
+    def __init__(self, channels: int, n_parsing: int, nf: int, input_skip: bool = False):
         super().__init__()
         self.head = _conv(channels + n_parsing, nf)
         self.res = ResBlock(nf)
         self.tail = _conv(nf, channels)
+        self.input_skip = input_skip
+        if input_skip:
+            zero_init_(self.tail)
 
     def forward(self, coarse: torch.Tensor, parsing: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.head(torch.cat([coarse, parsing], dim=1)))
-        return self.tail(self.res(h))
+        out = self.tail(self.res(h))
+        return coarse + out if self.input_skip else out
 
 
 class FaceSRNet(nn.Module):
-    """Method 1's network: SR branch -> prior branch (on the coarse SR) -> fusion."""
+    """Method 1's network: SR branch and prior branch (both on the LR input, or the prior
+    on the coarse SR with ``prior_input: coarse_sr``) -> fusion."""
 
     def __init__(self, cfg: FaceSRModelConfig, channels: int = 3, scale: int = 8):
         super().__init__()
         self.scale = scale
         self.sr = SRBranch(channels, cfg.nf, cfg.n_blocks, scale, cfg.se_reduction,
-                           cfg.se_activation, cfg.block_residual)
+                           cfg.se_activation, cfg.block_residual, cfg.input_skip)
+        self.prior_input = cfg.prior_input
         self.prior = PriorBranch(channels, cfg.prior_nf, cfg.prior_depth, cfg.prior_stacks,
-                                 cfg.n_parsing)
-        self.fusion = Fusion(channels, cfg.n_parsing, cfg.nf)
+                                 cfg.n_parsing, scale if cfg.prior_input == "lr" else 1)
+        self.fusion = Fusion(channels, cfg.n_parsing, cfg.nf, cfg.input_skip)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         coarse = self.sr(x)
-        parsing = self.prior(coarse)
+        parsing = self.prior(x if self.prior_input == "lr" else coarse)
         fine = self.fusion(coarse, parsing)
         return {"coarse": coarse, "parsing": parsing, "fine": fine}
 
@@ -315,6 +349,8 @@ class FaceSRFamily(GANFamily):
 
     name = "facesr"
     task = "face_sr"
+    #: evaluation protocol: RGB faces, PSNR/SSIM on RGB (raygan.platform.evaluation.PROTOCOLS)
+    eval_protocol = "rgb"
     ModelConfig = FaceSRModelConfig
     LossConfig = FaceSRLossConfig
     default_config = "facesr_cnn.yaml"

@@ -1,7 +1,7 @@
 """Perceptual adversarial network with a feature pyramid (Li, Wu, Zheng, Yu).
 
-Family ``pan``. Base: pix2pix (Isola et al. 2017) with a Laplacian-style image pyramid of
-``levels`` (3) levels, multi-scale discriminators and a discriminator-feature perceptual
+Family ``pan``. Base: pix2pix (Isola et al. 2017) with Laplacian and Gaussian image pyramids of
+``levels`` (3) levels each, multi-scale discriminators and a discriminator-feature perceptual
 loss (as in Wang et al.'s PAN). Tasks: ``sr`` (x4), ``inpaint``, ``paired`` (pix2pix
 ``A|B`` pairs, see ``raygan.datasets.paired``), ``edges`` (edges -> photo).
 
@@ -26,6 +26,11 @@ task; the task's ``mask`` is not fed, as in pix2pix-style inpainting); for ``edg
 RGB edge map; for ``paired`` the stored input image. ``model.in_channels`` overrides the
 input width (0 = ``data.channels``).
 
+**Input skip** (``model.input_skip``, off in the paper configs, on in the CPU SR preset):
+the outermost transposed conv loses its tanh and starts at zero, and G returns the
+condition (the bicubic-upsampled input for SR) plus half its output (the U-Net works in
+[-1, 1] units), so the untrained G is bicubic exactly (``raygan.models.common``).
+
 Pyramid
 -------
 ``p_0 = y``, ``p_{k+1} = d(p_k)`` with ``d`` = 5x5 binomial blur ([1,4,6,4,1]/16 outer
@@ -33,7 +38,10 @@ product, reflect padding) then **nearest** x1/2 downsampling (keep every second 
 ``u`` = **bicubic** upsampling to the finer level's size. High-frequency residuals
 ``h_k = p_k - u(p_{k+1})`` for k = 0 .. levels-2; the top level keeps the low-pass
 ``p_{levels-1}``. Reconstruction ``p_k = h_k + u(p_{k+1})`` holds by construction
-(:func:`reconstruct`); it is exact up to float rounding.
+(:func:`reconstruct`); it is exact up to float rounding. The discriminators read three
+levels of *each* pyramid (the paper): residuals ``h_0, h_1, h_2`` (so the Gaussian pyramid
+is built one level deeper, ``p_3``, which no discriminator sees on its own) and low-pass
+images ``p_0, p_1, p_2``.
 
 Discriminators (:class:`PANDiscriminator`, one module holding them all)
 ----------------------------------------------------------------------
@@ -41,11 +49,17 @@ Every scale discriminator is pix2pix's 70x70 PatchGAN (``d_layers`` = 3: conv4x4
 LReLU; [conv4x4 s2, IN, LReLU] x2; conv4x4 s1 8ndf, IN, LReLU; conv4x4 s1 -> 1 logit map),
 identical architecture per scale, separate weights:
 
-* ``high[k]``, k = 0 .. levels-2 (2 discriminators): conditional, input
+* ``high[k]``, k = 0 .. high_levels-1 (3 discriminators): conditional, input
   ``concat(P_k(c), h_k(y))`` where ``c`` is the (upsampled) input image; L_cGAN^high.
   With ``model.conditional: false`` the condition is dropped and they see ``h_k(y)`` only.
-* ``low[k]``, k = 0 .. levels-1 (3 discriminators): unconditional, input ``P_k(y)``
+* ``low[k]``, k = 0 .. low_levels-1 (3 discriminators): unconditional, input ``P_k(y)``
   (the Gaussian pyramid, i.e. the image's low-frequency content at every scale); L_GAN^low.
+
+``model.high_levels`` / ``model.low_levels`` (null: ``model.levels`` = 3) set the counts;
+``high_levels: 2`` is this project's earlier reading (a 3-level Laplacian pyramid whose top
+level keeps only the low-pass). The coarsest residual ``h_2`` of a 256 patch is 64x64 (a
+70x70 PatchGAN gives a 6x6 logit map on it); the paper does not say how the residuals are
+scaled or whether a discriminator also sees ``p_3``, so they are used raw and ``p_3`` is not.
 
 A group is only built (and trained) when the generator loss uses it: ``high`` if
 ``loss.high > 0`` or the perceptual term reads it, ``low`` likewise; with neither,
@@ -74,8 +88,8 @@ Content loss (generator-only pretraining): L1.
 Parameter counts (defaults: ngf = ndf = 64, num_downs 8, d_layers 3, RGB): G 54,409,603
 (pix2pix's unet_256 with batch norm: 54.414 M; instance norm has no affine parameters but
 the convolutions get biases); each conditional PatchGAN 2,767,809 (6 input channels; pix2pix
-with BN: 2.769 M), each unconditional one 2,764,737; the whole D (2 high + 3 low)
-13,829,829. ``tests/test_pan.py`` pins these.
+with BN: 2.769 M), each unconditional one 2,764,737; the whole D (3 high + 3 low)
+16,597,638. ``tests/test_pan.py`` pins these.
 """
 
 from __future__ import annotations
@@ -87,6 +101,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygan.models.common import zero_init_
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
 
 # registers the "paired" data task with raygan.datasets.degradations.TASKS
@@ -102,9 +117,15 @@ class PANModelConfig:
     num_downs: int = 8            # U-Net downsamplings (8 = pix2pix unet_256)
     dropout: float = 0.5          # decoder dropout, the noise source
     d_layers: int = 3             # PatchGAN stride-2 layers (3 = 70x70 receptive field)
-    levels: int = 3               # pyramid levels
+    levels: int = 3               # levels of each pyramid: that many high and low Ds
+    #: high-frequency (conditional, Laplacian) discriminators (None: levels); 2 = this
+    #: project's earlier reading, where the top level kept only the low-pass
+    high_levels: Optional[int] = None
+    low_levels: Optional[int] = None  # low-frequency (Gaussian) discriminators (None: levels)
     conditional: bool = True      # high-frequency D sees the input (False: ablation)
     in_channels: int = 0          # G input channels (0: the task's, see PANFamily)
+    #: CPU presets: G = condition + (zero-initialised, tanh-free) U-Net output
+    input_skip: bool = False
 
     def validate(self) -> None:
         from raygan.platform.config import ConfigError
@@ -113,6 +134,18 @@ class PANModelConfig:
             raise ConfigError(f"model.num_downs: the pix2pix U-Net needs >= 5, got {self.num_downs}")
         if self.levels < 2:
             raise ConfigError(f"model.levels: a pyramid needs >= 2 levels, got {self.levels}")
+        for key in ("high_levels", "low_levels"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: must be >= 1 (or null: model.levels), "
+                                  f"got {getattr(self, key)}")
+
+    @property
+    def n_high(self) -> int:
+        return self.levels if self.high_levels is None else self.high_levels
+
+    @property
+    def n_low(self) -> int:
+        return self.levels if self.low_levels is None else self.low_levels
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         for key in ("ngf", "ndf", "d_layers"):
@@ -205,7 +238,7 @@ class UnetBlock(nn.Module):
 
     def __init__(self, outer_nc: int, inner_nc: int, input_nc: Optional[int] = None,
                  submodule: Optional[nn.Module] = None, outermost: bool = False,
-                 innermost: bool = False, dropout: float = 0.0):
+                 innermost: bool = False, dropout: float = 0.0, tanh: bool = True):
         super().__init__()
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
@@ -213,7 +246,7 @@ class UnetBlock(nn.Module):
         downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
         if outermost:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1)
-            layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
+            layers = [downconv, submodule, uprelu, upconv] + ([nn.Tanh()] if tanh else [])
         elif innermost:
             # no norm on the 1x1 bottleneck (instance norm needs > 1 pixel)
             upconv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=True)
@@ -236,9 +269,11 @@ class UnetGenerator(nn.Module):
     """pix2pix U-Net; [0, 1] in and out; upsamples the input by ``scale`` first (SR)."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
-                 num_downs: int = 8, dropout: float = 0.5, scale: int = 1):
+                 num_downs: int = 8, dropout: float = 0.5, scale: int = 1,
+                 input_skip: bool = False):
         super().__init__()
         self.scale = scale
+        self.input_skip = input_skip
         self.num_downs = num_downs
         block = UnetBlock(ngf * 8, ngf * 8, innermost=True)
         for _ in range(num_downs - 5):
@@ -247,7 +282,11 @@ class UnetGenerator(nn.Module):
         block = UnetBlock(ngf * 2, ngf * 4, submodule=block)
         block = UnetBlock(ngf, ngf * 2, submodule=block)
         self.model = UnetBlock(out_channels, ngf, input_nc=in_channels, submodule=block,
-                               outermost=True)
+                               outermost=True, tanh=not input_skip)
+
+    def zero_output_(self) -> None:
+        """Zero the outermost transposed conv: with ``input_skip`` G starts as its condition."""
+        zero_init_(self.model.model[3])
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         """The input at the output size: bicubic x``scale`` upsampling for SR, else itself."""
@@ -263,6 +302,8 @@ class UnetGenerator(nn.Module):
             raise ValueError(f"pan generator: image size {tuple(x.shape[-2:])} must be a "
                              f"multiple of {unit} (2 ** model.num_downs); adjust data.patch / "
                              f"data.val_crop or model.num_downs")
+        if self.input_skip:  # a correction in [-1, 1] units over the condition
+            return x + self.model(x * 2 - 1) / 2
         return (self.model(x * 2 - 1) + 1) / 2
 
 
@@ -301,16 +342,18 @@ class PatchGAN(nn.Module):
 class PANDiscriminator(nn.Module):
     """All scale discriminators in one module: ``high`` (conditional, on h_k) and ``low``."""
 
-    def __init__(self, channels: int, cond_channels: int, ndf: int, n_layers: int, levels: int,
-                 use_high: bool, use_low: bool, conditional: bool):
+    def __init__(self, channels: int, cond_channels: int, ndf: int, n_layers: int,
+                 high_levels: int, low_levels: int, use_high: bool, use_low: bool,
+                 conditional: bool):
         super().__init__()
-        self.levels = levels
         self.conditional = conditional
         c_high = channels + (cond_channels if conditional else 0)
         self.high = nn.ModuleList([PatchGAN(c_high, ndf, n_layers)
-                                   for _ in range(levels - 1)] if use_high else [])
+                                   for _ in range(high_levels)] if use_high else [])
         self.low = nn.ModuleList([PatchGAN(channels, ndf, n_layers)
-                                  for _ in range(levels)] if use_low else [])
+                                  for _ in range(low_levels)] if use_low else [])
+        # h_k needs p_{k+1}: a Gaussian pyramid one level deeper than the high Ds it feeds
+        self.levels = max(len(self.high) + 1, len(self.low), 2)
 
     def forward(self, y: torch.Tensor, cond: Optional[torch.Tensor] = None,
                 parts: Sequence[str] = ("high", "low")) -> Dict[str, List[Tuple[torch.Tensor, List[torch.Tensor]]]]:
@@ -362,6 +405,8 @@ class PANFamily(GANFamily):
 
     name = "pan"
     task = "sr"
+    #: evaluation protocol: RGB, PSNR/SSIM on RGB (raygan.platform.evaluation.PROTOCOLS)
+    eval_protocol = "rgb"
     ModelConfig = PANModelConfig
     LossConfig = PANLossConfig
     default_config = "pan_sr.yaml"
@@ -378,6 +423,11 @@ class PANFamily(GANFamily):
         self.task_name = task or self.task
         self.scale = data_cfg.scale if (data_cfg is not None and self.task_name == "sr") else 1
         self.in_channels = model_cfg.in_channels or self.channels
+        if model_cfg.input_skip and self.in_channels != self.channels:
+            from raygan.platform.config import ConfigError
+
+            raise ConfigError(f"model.input_skip: the input ({self.in_channels} channels) "
+                              f"cannot be added to the output ({self.channels} channels)")
         c = loss_cfg
         perc = c.perceptual > 0
         self.use_high = c.high > 0 or (perc and c.perceptual_d in ("high", "both"))
@@ -392,16 +442,18 @@ class PANFamily(GANFamily):
     def build_generator(self) -> nn.Module:
         m = self.model_cfg
         g = UnetGenerator(self.in_channels, self.channels, m.ngf, m.num_downs, m.dropout,
-                          self.scale)
+                          self.scale, m.input_skip)
         init_weights(g)
+        if g.input_skip:
+            g.zero_output_()  # after init_weights, which would redraw it
         return g
 
     def build_discriminator(self) -> Optional[nn.Module]:
         if not (self.use_high or self.use_low):
             return None
         m = self.model_cfg
-        d = PANDiscriminator(self.channels, self.in_channels, m.ndf, m.d_layers, m.levels,
-                             self.use_high, self.use_low, m.conditional)
+        d = PANDiscriminator(self.channels, self.in_channels, m.ndf, m.d_layers, m.n_high,
+                             m.n_low, self.use_high, self.use_low, m.conditional)
         init_weights(d)
         return d
 

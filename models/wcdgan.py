@@ -44,6 +44,9 @@ Choices the paper leaves open, and what this file does:
   output is described, so ``global_residual`` defaults to False. (The figure itself could
   not be consulted when this file was written: check it and flip the default if it draws
   an input-to-output addition.) On, the output is reconstruction + input.
+  ``identity_init`` (with ``global_residual``) zeroes the last reconstruction conv so the
+  untrained generator returns its input exactly (see ``raygan.models.common``); the CPU
+  presets use both, the paper config neither.
 * **Padding**: every convolution is stride 1 with "same" zero padding (dilated ones pad by
   their dilation), so any input size works, including odd ones like 37x41.
 * **Initialisation**: PyTorch defaults.
@@ -62,6 +65,12 @@ patch size: for 80x80 patches it is the identity (the plain flattened SRGAN head
 sizes (e.g. 32x32 -> 2x2) are resampled to 5x5. The output is a raw score (no sigmoid):
 the least-squares GAN loss acts on it directly.
 
+Schedule (``wcdgan.yaml``): G alone is pretrained for 4 epochs over 80x80 patches cut at
+stride 75 from DIV2K's 800 images (``train.epoch_unit: patches``, counted from the
+manifest's image sizes: ~390k patches, ~97k iterations at batch 16). The length of the
+adversarial phase that follows is our assumption (~100k iterations, ``train.steps`` =
+200,000 in all), as is that the step learning-rate schedule counts pretraining iterations.
+
 Losses (``LossConfig``): pretraining uses L1 only; adversarial training uses
 ``l1 * L1 + perceptual * VGG19(conv5_4, before ReLU, torchvision index 34) + adversarial *
 LSGAN + tv * TV``. The perceptual distance criterion (L1 by default) is not pinned down by
@@ -77,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygan.models.common import zero_init_
 from raygan.platform.config import ConfigError
 from raygan.platform.losses import GAN_KINDS, PerceptualLoss, tv_loss
 from raygan.platform.registry import GANFamily, LossAndLogs, register_family
@@ -91,6 +101,7 @@ class ModelConfig:
     mixed_width: int = 32       # output channels of each branch of a mixed convolution
     dilations: Tuple[int, int, int, int] = (1, 2, 4, 8)  # of the four chained mixed convolutions
     global_residual: bool = False    # add the input image to the output
+    identity_init: bool = False      # with global_residual: zero the last conv (G starts as the identity)
     d_features: int = 64        # width of the first discriminator layer
     d_max_features: int = 512   # width cap of the discriminator
     d_pool: int = 5             # adaptive pooling size before the FC layers
@@ -201,6 +212,9 @@ class WCDGANGenerator(nn.Module):
             nn.Conv2d(f, channels, 3, padding=1),
         )
 
+        if cfg.global_residual and cfg.identity_init:
+            zero_init_(self.reconstruct[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f0 = self.shallow(x)
         out = self.reconstruct(self.deep(f0) + f0)
@@ -241,6 +255,9 @@ class WCDGANDiscriminator(nn.Module):
 class WCDGANFamily(GANFamily):
     name = "wcdgan"
     task = "jpeg"
+    #: evaluation protocol of the paper (Table 1: JPEG of the BT.601 Y image, PSNR/SSIM on Y);
+    #: see raygan.platform.evaluation.PROTOCOLS
+    eval_protocol = "y"
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "wcdgan.yaml"

@@ -43,7 +43,8 @@ def build_parser(family: str) -> argparse.ArgumentParser:
     p.add_argument("--name", help="Ray run name")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
-    p.add_argument("--workdir", help="folder for local defaults (demo shards, MLflow db, Ray results)")
+    p.add_argument("--workdir", help="folder for local defaults (demo shards, MLflow db, Ray results); "
+                   "default .raygan, or $RAYGAN_HOME (else ~/.raygan) under `ray job submit`")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="NAME",
                    help="resume a finished or killed run (default: the latest run of this family)")
     p.add_argument("--summary-json", help="also write the summary JSON to this file")

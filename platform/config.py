@@ -70,7 +70,16 @@ class DataConfig:
     val_max_images: Optional[int] = None  # cap on validation images (None: all)
     hole_min: float = 0.25     # inpainting: hole area fraction range
     hole_max: float = 0.5
-    min_size: int = 0          # skip records smaller than this (0: the patch size)
+    min_size: int = 0          # training: skip records with a side below this (0: none)
+    #: how a training image becomes a patch: random (a random data.patch crop) |
+    #: center_square_resize (the centred largest square, resized to data.patch; DequantizerNet)
+    crop: str = "random"
+    #: training images whose short side is below the patch: resize (scale up, short side =
+    #: the patch, aspect kept) | pad (reflect-pad up to the patch) | skip (drop the record)
+    small_images: str = "resize"
+    #: a worker that has skipped more than this fraction of the records it read stops the
+    #: run with the reasons (1.0: never); checked after each pass and every 200 records
+    max_skip_fraction: float = 0.05
 
 
 @dataclass
@@ -81,6 +90,8 @@ class OptimConfig:
     betas: Tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     lr_step: int = 20000       # multiply lr by lr_gamma every lr_step iterations
+    #: the same in epochs (train.epoch_unit), resolved from the data; wins over lr_step when set
+    lr_step_epochs: Optional[float] = None
     lr_gamma: float = 0.5
     grad_clip: float = 0.0     # max grad norm (0: off)
 
@@ -88,7 +99,14 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 100000        # total iterations, pretraining included
-    pretrain_epochs: float = 4.0  # generator-only epochs before adversarial training
+    #: total length in epochs (train.epoch_unit), resolved from the data; wins over steps when set
+    epochs: Optional[float] = None
+    #: what an epoch is: images (one sample per image) | patches (every epoch_patch square
+    #: at stride epoch_stride of every image, counted from the manifest's image sizes)
+    epoch_unit: str = "images"
+    epoch_patch: Optional[int] = None   # patch side for epoch_unit=patches (None: data.patch)
+    epoch_stride: Optional[int] = None  # stride for epoch_unit=patches (None: epoch_patch)
+    pretrain_epochs: float = 0.0  # generator-only epochs before adversarial training
     pretrain_steps: Optional[int] = None  # overrides pretrain_epochs when set
     ema_decay: float = 0.999   # EMA of G (0: off)
     amp: str = "none"          # none | bf16 | fp16
@@ -113,6 +131,9 @@ class RayConfig:
     cpus_per_worker: float = 1.0
     address: Optional[str] = None   # None: attach to RAY_ADDRESS or start a local Ray
     storage: Optional[str] = None   # Ray Train storage path, local or s3:// (None: workdir)
+    #: a local storage path (and sqlite MLflow) is on a filesystem every node mounts; without
+    #: it, a cluster with more than one alive node refuses local paths (use s3://)
+    shared_storage: bool = False
     name: Optional[str] = None      # Ray run name (None: <family>-<timestamp>)
     max_failures: int = 3
     keep_checkpoints: int = 2       # best N by validation PSNR (the latest is kept too)
@@ -264,9 +285,32 @@ def parse_override(text: str) -> Tuple[List[str], Any]:
     return key.split("."), value
 
 
+#: ``(section, wins, other)``: keys that say the same thing in two units. ``wins`` is used
+#: when it is not null. A YAML layer (over its ``base:``) or an override that sets ``other``
+#: without ``wins`` resets ``wins`` to null, so the value set last is the one used
+#: (``--steps 500`` on a config given in ``train.epochs`` trains 500 steps).
+EXCLUSIVE_KEYS = (
+    ("train", "epochs", "steps"),
+    ("optim", "lr_step_epochs", "lr_step"),
+    ("train", "pretrain_steps", "pretrain_epochs"),
+)
+
+
+def _reset_exclusive(merged: Dict[str, Any], layer: Dict[str, Any]) -> None:
+    """Apply the EXCLUSIVE_KEYS rule for a ``layer`` merged into ``merged`` (in place)."""
+    for section, wins, other in EXCLUSIVE_KEYS:
+        sec = layer.get(section)
+        if isinstance(sec, dict) and other in sec and wins not in sec:
+            target = merged.get(section)
+            if isinstance(target, dict) and target.get(wins) is not None:
+                target[wins] = None
+
+
 def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
+        if len(path) == 2:
+            _reset_exclusive(raw, {path[0]: {path[1]: value}})
         node = raw
         for part in path[:-1]:
             nxt = node.get(part)
@@ -291,7 +335,9 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     base = data.pop("base", None)
     if base:
         parent = _read_yaml((path.parent / base).resolve())
+        layer = data
         data = _deep_merge(parent, data)
+        _reset_exclusive(data, layer)
     return data
 
 
@@ -312,6 +358,9 @@ _CHOICES = {
     "train.amp": ("none", "bf16", "fp16"),
     "train.ddp_compression": ("none", "fp16", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.epoch_unit": ("images", "patches"),
+    "data.crop": ("random", "center_square_resize"),
+    "data.small_images": ("resize", "pad", "skip"),
 }
 _POSITIVE = (
     "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "train.steps",
@@ -342,6 +391,13 @@ def _validate(cfg: RunConfigSpec) -> None:
         get_task(cfg.data.task)
     except KeyError as exc:
         raise ConfigError(f"data.task: {exc.args[0]}") from None
+    if not 0 <= cfg.data.max_skip_fraction <= 1:
+        raise ConfigError(f"data.max_skip_fraction: must be in [0, 1], got {cfg.data.max_skip_fraction}")
+    for key in ("train.epochs", "optim.lr_step_epochs", "train.epoch_patch", "train.epoch_stride"):
+        if flat[key] is not None and not flat[key] > 0:
+            raise ConfigError(f"{key}: must be > 0 (or null), got {flat[key]!r}")
+    if cfg.train.pretrain_epochs < 0:
+        raise ConfigError(f"train.pretrain_epochs: must be >= 0, got {cfg.train.pretrain_epochs}")
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
     for key in ("optim.lr_g", "optim.lr_d"):

@@ -226,7 +226,7 @@ class GANEngine:
         self.step += 1
         logs["loss_g"] = float(loss_g.detach())
         logs["lr_g"] = self.opt_g.param_groups[0]["lr"]
-        logs["pretraining"] = float(self.pretraining)
+        logs["pretraining"] = float(self.step - 1 < self.pretrain_steps)  # the step just taken
         return logs
 
     # ---------------------------------------------------------------------- validation

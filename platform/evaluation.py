@@ -6,9 +6,26 @@ A *model* is a registered MLflow model (``models:/name/version``), a run's model
 set (its ``val`` split). Every image is degraded deterministically by the task (seeded by its
 key), restored by every model, and scored on RGB and on Y.
 
-The Y protocol (``protocol="y"``) degrades and restores the BT.601 Y image alone, as the
-papers' Y tables do for models trained on Y (``data.channels: 1``); with ``protocol="rgb"``
-Y metrics are measured on the RGB outputs.
+Protocols (:data:`PROTOCOLS`; the table header names the one used and marks the columns
+that are the paper's metric):
+
+* ``y``: the BT.601 studio-range Y image alone is degraded, restored and scored, as the
+  papers' Y tables do (WCDGAN Table 1: the Y image is JPEG-compressed as a grayscale image).
+  A grayscale source (mode L, or RGB with three equal channels) is used as it is: its gray
+  values are the Y image (``raygan.datasets.degradations.y_image_uint8``). Models trained
+  on Y (``data.channels: 1``).
+* ``rgb``: RGB is degraded and restored; the paper's metric is PSNR/SSIM on RGB.
+* ``rgb-y``: the same images and numbers as ``rgb``, but the paper's metric is PSNR/SSIM on
+  the Y of the outputs (DAGAN: RGB quantized to k bits, scored on Y).
+
+Default protocol (``protocol=None``, what ``jobs/evaluate.py`` does without ``--protocol``):
+each family declares its paper's (``eval_protocol`` on the family class: wcdgan ``y``, dagan
+``rgb-y``, dequantizer, facesr and pan ``rgb``). With a trained model the first one decides:
+its family's protocol, except that the model's channels win: a model trained on Y is always
+evaluated with ``y``, and a 3-channel model cannot be fed a Y image, so a family whose paper
+uses ``y`` gets ``rgb-y`` (RGB JPEG input, scored on Y; not comparable with the paper's Y
+rows, the header says so). With baselines only, the task decides (:data:`TASK_PROTOCOLS`:
+jpeg ``y`` as WCDGAN's Table 1, bitdepth ``rgb-y`` as DAGAN, anything else ``rgb``).
 """
 
 from __future__ import annotations
@@ -30,6 +47,19 @@ from raygan.platform.config import DataConfig, from_dict
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
 
+#: protocol -> (what is degraded, restored and scored; the columns that are the paper's metric)
+PROTOCOLS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "y": ("the BT.601 studio-range Y image is degraded, restored and scored, grayscale images "
+          "as they are", ("psnr", "ssim")),
+    "rgb": ("RGB is degraded, restored and scored", ("psnr", "ssim")),
+    "rgb-y": ("RGB is degraded and restored, scored on the BT.601 Y of the output",
+              ("psnr_y", "ssim_y")),
+}
+#: default protocol per task when only baselines are evaluated (the paper whose baseline rows
+#: the task reproduces: jpeg WCDGAN Table 1, bitdepth DAGAN); other tasks: "rgb"
+TASK_PROTOCOLS: Dict[str, str] = {"jpeg": "y", "bitdepth": "rgb-y"}
+COLUMN_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y"}
+
 
 class EvaluationError(ValueError):
     pass
@@ -40,6 +70,7 @@ class Evaluated:
     name: str
     module: nn.Module
     channels: int
+    family: Optional[str] = None  # None for baselines
 
 
 def load_model(spec: str, data_cfg: DataConfig) -> Evaluated:
@@ -52,7 +83,55 @@ def load_model(spec: str, data_cfg: DataConfig) -> Evaluated:
 
     module, config = load_generator(spec)
     channels = int(config.get("data", {}).get("channels", 3))
-    return Evaluated(spec, module, channels)
+    return Evaluated(spec, module, channels, config.get("family"))
+
+
+def family_protocol(family: Optional[str]) -> Optional[str]:
+    """The evaluation protocol a family declares (its paper's), None if unknown."""
+    if not family:
+        return None
+    from raygan.platform.registry import get_family
+
+    try:
+        cls = get_family(family)
+    except KeyError:
+        return None
+    protocol = getattr(cls, "eval_protocol", "rgb")
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"family {family} declares eval_protocol {protocol!r}, "
+                              f"not one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def resolve_protocol(protocol: Optional[str], task: str,
+                     loaded: Sequence[Evaluated]) -> Tuple[str, str]:
+    """(protocol, why) -- the given one, else the default (see the module docstring)."""
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise EvaluationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        return protocol, "given"
+    trained = [ev for ev in loaded if not _is_baseline(ev.name)]
+    if not trained:
+        return TASK_PROTOCOLS.get(task, "rgb"), f"default of task {task}"
+    ev = trained[0]
+    declared = family_protocol(ev.family)
+    if declared is None:
+        declared, why = TASK_PROTOCOLS.get(task, "rgb"), f"default of task {task}"
+    else:
+        why = f"default of family {ev.family}"
+    if ev.channels == 1 and declared != "y":
+        return "y", f"{why} is {declared}, but the model is trained on Y (1 channel)"
+    if ev.channels != 1 and declared == "y":
+        return "rgb-y", (f"{why} is y, impossible for a model trained on {ev.channels} channels: "
+                         f"RGB is degraded and the output scored on Y, not comparable with the "
+                         f"paper's Y rows")
+    return declared, why
+
+
+def _is_baseline(name: str) -> bool:
+    from raygan.models.baselines import BASELINES
+
+    return name in BASELINES
 
 
 def iter_set(uri: str, data_cfg: DataConfig, storage_cfg=None) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -96,18 +175,25 @@ def _to_display(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *,
-             protocol: str = "rgb", border: int = 0, lpips_weights: str = "auto",
+             protocol: Optional[str] = "rgb", border: int = 0, lpips_weights: str = "auto",
              grid_images: int = 3, storage_cfg=None, progress: bool = True,
              max_images: Optional[int] = None) -> Dict[str, Any]:
-    """Score every model on every set. Returns rows, the markdown table and grids."""
+    """Score every model on every set. Returns rows, the markdown table and grids.
+
+    ``protocol``: one of :data:`PROTOCOLS`, or None for the default (module docstring); the
+    result's ``protocol`` and ``header`` say which was used and why.
+    """
     from raygan.datasets.degradations import SkipRecord, get_task, key_rng
 
-    if protocol not in ("rgb", "y"):
-        raise EvaluationError(f"protocol must be rgb or y, got {protocol!r}")
-    data_cfg.channels = 1 if protocol == "y" else 3
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise EvaluationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     task = get_task(data_cfg.task)
     loaded = [load_model(m, data_cfg) for m in models]
+    protocol, why = resolve_protocol(protocol, data_cfg.task, loaded)
+    data_cfg.channels = 1 if protocol == "y" else 3
     for ev in loaded:
+        if _is_baseline(ev.name):
+            ev.channels = data_cfg.channels  # baselines work on any channel count
         if ev.channels != data_cfg.channels:
             raise EvaluationError(
                 f"model {ev.name} was trained on {ev.channels}-channel images but protocol "
@@ -167,21 +253,47 @@ def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *
             grids[set_name] = np.concatenate(grid_rows, axis=0)
     from raygan.datasets.degradations import task_tag
 
-    header = (f"task {task_tag(data_cfg)}, protocol {protocol}; "
+    what, paper_cols = PROTOCOLS[protocol]
+    header = (f"task {task_tag(data_cfg)}, protocol {protocol} ({why}): {what}; the paper's "
+              f"metric: {'/'.join(COLUMN_NAMES[c] for c in paper_cols)} (marked *); "
               + M.metric_conventions(border, protocol == "y")
               + "; PSNR-Y/SSIM-Y on the BT.601 MATLAB-compatible Y (16-235) of the outputs"
               + ("; LPIPS AlexNet" if lpips.available else "; LPIPS: weights absent, not computed"))
-    return {"rows": rows, "markdown": to_markdown(rows, header), "header": header, "grids": grids}
+    notes = []
+    bits = getattr(data_cfg, "bits", None)
+    if (data_cfg.task == "bitdepth" and isinstance(bits, int) and 1 <= bits <= 7
+            and {"mig", "br"} & {ev.name for ev in loaded}):
+        from raygan.models.baselines import expand_bits
+
+        codes = torch.arange(1 << bits)
+        if torch.equal(expand_bits(codes, bits, "mig"), expand_bits(codes, bits, "br")):
+            why_same = (f"255/(2^{bits}-1) = {255 // ((1 << bits) - 1)} is an integer, and "
+                        f"multiplying the {bits}-bit code by it repeats the code's bits"
+                        if 8 % bits == 0 else
+                        f"rounding q*255/{(1 << bits) - 1} and repeating the bits of q agree on "
+                        f"all {1 << bits} codes")
+            notes.append(f"At {bits} bits MIG and BR (bit replication) give identical images: "
+                         f"{why_same}. Equal mig and br rows are expected, not a bug.")
+    return {"rows": rows, "markdown": to_markdown(rows, header, paper_cols, notes), "header": header,
+            "protocol": protocol, "protocol_reason": why, "paper_columns": list(paper_cols),
+            "notes": notes, "grids": grids}
 
 
-def to_markdown(rows: List[Dict[str, Any]], header: str) -> str:
+def to_markdown(rows: List[Dict[str, Any]], header: str, paper_columns: Sequence[str] = (),
+                notes: Sequence[str] = ()) -> str:
+    """The table; ``paper_columns`` (keys of COLUMN_NAMES) are marked ``*``, ``notes`` follow."""
+    names = [COLUMN_NAMES[c] + (" *" if c in paper_columns else "")
+             for c in ("psnr", "ssim", "psnr_y", "ssim_y")]
     lines = [f"<!-- {header} -->", f"*{header}*", "",
-             "| set | model | PSNR | SSIM | PSNR-Y | SSIM-Y | LPIPS | images |",
+             f"| set | model | {' | '.join(names)} | LPIPS | images |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lp = "–" if math.isnan(r["lpips"]) else f"{r['lpips']:.4f}"
         lines.append(f"| {r['set']} | {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
                      f"{r['psnr_y']:.2f} | {r['ssim_y']:.4f} | {lp} | {r['images']} |")
+    if notes:
+        lines.append("")
+        lines.extend(f"Note: {n}" for n in notes)
     return "\n".join(lines) + "\n"
 
 

@@ -57,15 +57,18 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
     ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory.
     """
-    from raygan.datasets.pipeline import make_train_loader, make_val_loader, steps_per_epoch, ShardSet
+    from raygan.datasets.pipeline import make_train_loader, make_val_loader, resolve_schedule
     from raygan.platform.checkpoint import load_checkpoint, save_checkpoint
     from raygan.platform.engine import GANEngine
     from raygan.platform.perceptual import build_lpips
 
     torch.manual_seed(cfg.seed + rank)
+    # Epoch-valued keys (train.epochs, optim.lr_step_epochs, train.pretrain_epochs) become
+    # iterations in the unit of train.epoch_unit (images, or patches from the manifest's
+    # image sizes); cfg is a resolved copy from here on (its train.steps is the real total).
+    cfg, epoch_steps = resolve_schedule(cfg, world)
     engine = GANEngine(cfg, device=device, wrap_model=wrap_model)
-    n_train = ShardSet.open(cfg.data.train, "train", cfg.storage).count
-    engine.set_pretraining(steps_per_epoch(n_train, cfg.data.batch, world))
+    engine.set_pretraining(epoch_steps)
     resumed_from = 0
     if restore_dir is not None:
         load_checkpoint(restore_dir, engine)
@@ -122,16 +125,40 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
         for k, v in logs.items():
             running[k] = running.get(k, 0.0) + v
         n_running += 1
-        if logger is not None and (engine.step % cfg.train.log_every == 0):
-            logger.metrics({f"train_{k}": v / n_running for k, v in running.items()}, step=engine.step)
-            logger.metrics({"skipped_records_rank0": skipped}, step=engine.step)
         if engine.step % cfg.train.log_every == 0:
+            means = {k: v / n_running for k, v in running.items()}
+            if logger is not None:
+                logger.metrics({f"train_{k}": v for k, v in means.items()}, step=engine.step)
+                logger.metrics({"skipped_records_rank0": skipped}, step=engine.step)
+            if rank == 0:
+                print(progress_line(engine.step, cfg.train.steps, means, images * world,
+                                    time.time() - t0, resumed_from), flush=True)
             running, n_running = {}, 0
         if engine.step % cfg.train.val_every == 0 or engine.step == cfg.train.steps:
             validate_and_report(final=engine.step == cfg.train.steps)
     if not last:  # resumed at the final step: validate once more so the run has metrics
         validate_and_report(final=True)
     return last
+
+
+#: loss keys shown on the console, in this order, when a family logs them
+_PROGRESS_KEYS = ("loss_g", "loss_d", "g_l1", "g_mse", "g_vgg", "g_adv", "l1", "mse_fine")
+
+
+def progress_line(step: int, total: int, losses: Dict[str, float], images: int,
+                  elapsed_s: float, start_step: int = 0) -> str:
+    """``step 40/400 (10%) | loss_g 0.0213 g_l1 0.0213 | 12.3 img/s | ETA 4m05s``.
+
+    ``images`` is counted over all ranks since ``start_step`` (a resumed run's first step).
+    """
+    shown = " ".join(f"{k} {losses[k]:.4g}" for k in _PROGRESS_KEYS if k in losses)
+    done = max(step - start_step, 0)
+    rate = images / elapsed_s if elapsed_s > 0 else 0.0
+    eta = (total - step) * elapsed_s / done if done else float("nan")
+    eta_txt = "?" if eta != eta else f"{int(eta // 60)}m{int(eta % 60):02d}s"
+    phase = " pretrain" if losses.get("pretraining", 0.0) >= 1.0 else ""
+    return (f"step {step}/{total} ({100 * step // max(total, 1)}%){phase} | {shown} | "
+            f"{rate:.1f} img/s | ETA {eta_txt}")
 
 
 def initialize_from(engine, uri: str, cfg: RunConfigSpec) -> None:
@@ -222,6 +249,112 @@ def _init_ray(cfg: RunConfigSpec) -> None:
                  num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * cfg.ray.cpus_per_worker)))
 
 
+# Where a submitted job's outputs go. `ray job submit --working-dir .` runs the entrypoint in
+# a temporary copy, <session>/runtime_resources/working_dir_files/_ray_pkg_<hash>/, deleted
+# with the Ray session; the default workdir (.raygan, relative) would put the MLflow db and
+# the checkpoints there. A submitted job's default workdir is therefore $RAYGAN_HOME or
+# ~/.raygan, announced on the job's log; explicit paths inside the copy are refused.
+RAYGAN_HOME_ENV = "RAYGAN_HOME"
+#: set by Ray's job supervisor for the entrypoint of `ray job submit` (runtime env + metadata)
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def stable_workdir(environ=None) -> Path:
+    """A submitted job's default workdir: ``$RAYGAN_HOME``, else ``~/.raygan``."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(RAYGAN_HOME_ENV) or Path.home() / ".raygan").expanduser().resolve()
+
+
+def ray_job_copy(environ=None, cwd=None) -> Optional[Path]:
+    """The temporary working-dir copy this driver runs in, when it is a `ray job submit`
+    entrypoint with a ``working_dir`` (None otherwise)."""
+    environ = os.environ if environ is None else environ
+    if RAY_JOB_ENV not in environ:
+        return None
+    cwd = Path(cwd or os.getcwd()).resolve()
+    try:
+        runtime_env = json.loads(environ[RAY_JOB_ENV]).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        runtime_env = {}
+    return cwd if runtime_env.get("working_dir") or "runtime_resources" in cwd.parts else None
+
+
+def local_tracking_path(uri: str) -> Optional[str]:
+    """The file behind a local MLflow store (``sqlite:///x.db``, ``file:``, a path); None for a server."""
+    if uri.startswith("sqlite:///"):
+        return uri[len("sqlite:///"):]
+    if uri.startswith("file:"):
+        from urllib.parse import urlparse
+
+        return urlparse(uri).path
+    return None if "://" in uri else uri
+
+
+def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[str]:
+    """For the driver of a submitted Ray job: move the default workdir to
+    :func:`stable_workdir` and refuse workdir, storage or MLflow paths that fall inside the
+    job's temporary working-dir copy (ConfigError). Returns a line to print, or None when
+    this is not a submitted job."""
+    from raygan.platform import storage
+    from raygan.platform.config import ConfigError
+
+    environ = os.environ if environ is None else environ
+    if RAY_JOB_ENV not in environ:
+        return None
+    base = Path(cwd or os.getcwd()).resolve()
+    note = ""
+    if cfg.workdir == RunConfigSpec.workdir:
+        cfg.workdir = str(stable_workdir(environ))
+        note = f" (the default for submitted jobs; set --workdir or ${RAYGAN_HOME_ENV} to change it)"
+    copy = ray_job_copy(environ, base)
+    if copy is not None:
+        tracking = cfg.mlflow.tracking_uri or environ.get("MLFLOW_TRACKING_URI")
+        candidates = [("--workdir", cfg.workdir)]
+        if cfg.ray.storage and storage.is_local(cfg.ray.storage):
+            candidates.append(("--storage", storage.local_path(cfg.ray.storage)))
+        if tracking and local_tracking_path(tracking) is not None:
+            candidates.append(("MLFLOW_TRACKING_URI", local_tracking_path(tracking)))
+        for what, path in candidates:
+            resolved = (base / Path(path).expanduser()).resolve()
+            if resolved == copy or copy in resolved.parents:
+                raise ConfigError(
+                    f"{what} {path} is inside Ray's temporary copy of --working-dir ({copy}), "
+                    "which is deleted with the Ray session: give --workdir an absolute path (or "
+                    f"leave it out for {stable_workdir(environ)}), --storage s3://... or an "
+                    "absolute path, and MLFLOW_TRACKING_URI an MLflow server or an absolute sqlite path")
+    return f"raygan: submitted Ray job; workdir {cfg.workdir}{note}"
+
+
+def check_node_local_storage(storage_uri: str, alive_nodes: int, shared_storage: bool,
+                             tracking_uri: Optional[str] = None) -> None:
+    """Refuse node-local checkpoint storage (and a local MLflow file) on a multi-node cluster.
+
+    Workers on other nodes can neither write nor restore checkpoints under a path that only
+    one node has; ``ray.shared_storage=true`` says the path is on a filesystem every node
+    mounts. Raises ConfigError; pure (the caller counts the alive nodes)."""
+    from raygan.platform import storage
+    from raygan.platform.config import ConfigError
+
+    if alive_nodes <= 1 or shared_storage:
+        return
+    fix = ("or set ray.shared_storage=true if every node mounts that path")
+    if storage.is_local(storage_uri):
+        raise ConfigError(
+            f"ray.storage: {storage_uri} is a node-local path but the Ray cluster has {alive_nodes} "
+            f"alive nodes: use --storage s3://bucket/prefix, {fix}")
+    if tracking_uri and local_tracking_path(tracking_uri) is not None:
+        raise ConfigError(
+            f"MLflow tracking {tracking_uri} is a node-local file but the Ray cluster has "
+            f"{alive_nodes} alive nodes (rank 0 may log from another node): set "
+            f"MLFLOW_TRACKING_URI to an MLflow server, {fix}")
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 def resolve_data(cfg: RunConfigSpec) -> None:
     """Fill in data.train: the embedded demo shards when none are given."""
     from raygan.platform import storage
@@ -253,6 +386,7 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     from raygan.platform.engine import build_family, count_parameters
     from raygan.platform.perceptual import resolve_weights  # noqa: F401  (fail early below)
 
+    job_note = place_job_outputs(cfg)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg.workdir = str(workdir)
@@ -282,12 +416,16 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     storage_path, filesystem = storage.ray_storage(storage_uri, cfg.storage)
 
     tracking_uri = tracking.resolve_tracking_uri(cfg)
+    _init_ray(cfg)
+    check_node_local_storage(storage_uri, _alive_nodes(), cfg.ray.shared_storage, tracking_uri)
+    if job_note:
+        print(f"{job_note}\nraygan: checkpoints -> {storage_uri.rstrip('/')}/{name}, "
+              f"MLflow -> {tracking_uri}", flush=True)
     params = flatten(to_dict(cfg))
     params.update({"params_generator": params_g, "params_discriminator": params_d,
                    "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights)})
     run_id = tracking.start_run(cfg, name, resume is not None, params)
 
-    _init_ray(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri},

@@ -78,3 +78,15 @@ def test_bicubic_matches_dataset_bicubic_up(scale):
         assert (got - ref).abs().max().item() * 255 <= 1.0 + 1e-4  # PIL works in fixed point
     flat = torch.full((1, 3, 5, 5), 0.4)
     torch.testing.assert_close(Bicubic(scale)(flat), torch.full((1, 3, 5 * scale, 5 * scale), 102 / 255))
+
+
+def test_mig_equals_bit_replication_at_4_bits_and_where_else():
+    """Why equal MIG and BR rows in a 4-bit table are expected: 255 / 15 = 17 is an integer and
+    multiplying by it repeats the 4-bit code (likewise 255 and 85 for 1 and 2 bits); at 3 and 7
+    bits rounding and replication happen to agree on every code; only 5 and 6 bits differ."""
+    same = {}
+    for bits in range(1, 8):
+        q = torch.arange(1 << bits)
+        same[bits] = torch.equal(expand_bits(q, bits, "mig"), expand_bits(q, bits, "br"))
+    assert same == {1: True, 2: True, 3: True, 4: True, 5: False, 6: False, 7: True}
+    assert expand_bits(torch.arange(16), 4, "mig").tolist() == [17 * v for v in range(16)]

@@ -73,3 +73,28 @@ def test_round_trip_through_dict_and_flatten():
     assert to_dict(again) == to_dict(cfg)
     flat = flatten(to_dict(cfg))
     assert flat["data.quality"] == 7 and "model.features" in flat
+
+
+def test_iterations_and_epochs_the_value_set_last_is_used(tmp_path):
+    """train.steps/epochs, optim.lr_step/lr_step_epochs, train.pretrain_steps/epochs: a
+    layer or override that sets one unit without the other resets the other (to null)."""
+    base = load_config(CONFIGS / "dagan.yaml")
+    assert (base.train.epochs, base.optim.lr_step_epochs) == (80, 10)
+    cpu = load_config(CONFIGS / "dagan_cpu.yaml")  # base: dagan.yaml, sets steps and lr_step
+    assert (cpu.train.epochs, cpu.train.steps, cpu.optim.lr_step_epochs, cpu.optim.lr_step) == (None, 120, None, 100)
+    cfg = load_config(CONFIGS / "dagan.yaml", ["train.steps=7", "optim.lr_step=3"])
+    assert (cfg.train.epochs, cfg.train.steps, cfg.optim.lr_step_epochs) == (None, 7, None)
+    cfg = load_config(CONFIGS / "dagan_cpu.yaml", ["train.epochs=2"])
+    assert cfg.train.epochs == 2  # epochs set last: used (resolved from the data at run start)
+    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.pretrain_epochs=1"])
+    assert (cfg.train.pretrain_steps, cfg.train.pretrain_epochs) == (None, 1)
+    # a round trip keeps what was used
+    again = config_from_dict(to_dict(base))
+    assert (again.train.epochs, again.optim.lr_step_epochs) == (80, 10)
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {CONFIGS / 'dagan.yaml'}\ntrain:\n  steps: 11\n")
+    assert load_config(child).train.epochs is None
+    for bad in ("train.epochs=0", "optim.lr_step_epochs=-1", "train.epoch_unit=tiles",
+                "data.crop=center", "data.small_images=drop", "data.max_skip_fraction=2"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(CONFIGS / "dagan.yaml", [bad])

@@ -221,7 +221,9 @@ def test_yaml_configs_load():
     assert cfg.model.modules == 4 and cfg.model.groups == 4 and cfg.model.self_attention
     assert cfg.loss.gan_kind == "hinge" and cfg.loss.beta == 0.5 and cfg.loss.adversarial == 1e-2
     assert cfg.optim.lr_g == 1e-4 and cfg.optim.lr_gamma == 0.1
-    assert cfg.optim.lr_step == 10 * 313  # 10 epochs of ceil(5000 / 16) iterations
+    # DIV2K's 800 images, 80 epochs, lr / 10 every 10 epochs (resolved from the data: 4,000
+    # and 500 iterations at batch 16 on one worker, see tests/test_pipeline.py)
+    assert (cfg.train.epochs, cfg.train.epoch_unit, cfg.optim.lr_step_epochs) == (80, "images", 10)
     cpu = load_config(CONFIGS / "dagan_cpu.yaml", ["train.perceptual_weights=random",
                                                    "model.self_attention=false", "data.bits=6"])
     assert cpu.preset.startswith("cpu-") and cpu.family == "dagan"

@@ -140,8 +140,9 @@ def test_sr_crops_align_to_scale():
 
 def test_too_small_records_are_skippable():
     img = random_image(np.random.default_rng(0), 20, 40)
-    with pytest.raises(dg.SkipRecord):
-        dg.TASKS["jpeg"]({"key": "k", "target": img}, _cfg(patch=32), np.random.default_rng(0), True)
+    with pytest.raises(dg.SkipRecord, match="data.small_images=skip"):
+        dg.TASKS["jpeg"]({"key": "k", "target": img}, _cfg(patch=32, small_images="skip"),
+                         np.random.default_rng(0), True)
     with pytest.raises(dg.SkipRecord):  # data.min_size above the patch
         dg.TASKS["jpeg"]({"key": "k", "target": random_image(np.random.default_rng(0), 40, 40)},
                          _cfg(patch=32, min_size=48), np.random.default_rng(0), True)
@@ -189,3 +190,43 @@ def test_a_task_with_record_extras_can_be_registered():
             dg.get_task("test-paired")({"key": "k", "target": img}, cfg, np.random.default_rng(0), True)
     finally:
         dg.TASKS.pop("test-paired")
+
+
+def test_small_images_are_resized_or_padded_to_the_patch_never_skipped_by_default():
+    """Aligned CelebA (178x218) with PAN's 256 patch: a 256 crop under resize and pad."""
+    img = random_image(np.random.default_rng(0), 218, 178)  # H x W
+    assert DataConfig().small_images == "resize"
+    for policy in ("resize", "pad"):
+        for task in ("inpaint", "jpeg"):
+            out = dg.TASKS[task]({"key": "k", "target": img}, _cfg(task=task, patch=256, small_images=policy),
+                                 np.random.default_rng(1), True)
+            assert out["target"].shape == (3, 256, 256) and out["input"].shape == (3, 256, 256)
+    # resize scales the short side to the patch, aspect kept: 178x218 -> 256x314
+    grown = dg.grow_to({"target": img}, 256, "resize")["target"]
+    assert grown.shape == (314, 256, 3)
+    # pad keeps the pixels and reflects around them: 39 + 178 + 39 columns
+    padded = dg.grow_to({"target": img, "maps": np.zeros((218, 178, 11), np.uint8)}, 256, "pad")
+    assert padded["target"].shape == (256, 256, 3) and padded["maps"].shape == (256, 256, 11)
+    np.testing.assert_array_equal(padded["target"][19:19 + 218, 39:39 + 178], img)
+    # maps and other non-image fields are resized with nearest neighbour (values kept)
+    maps = (np.arange(218 * 178 * 2).reshape(218, 178, 2) % 2).astype(np.uint8)
+    r = dg.grow_to({"target": img, "parsing": maps}, 256, "resize")
+    assert r["parsing"].shape == (314, 256, 2) and set(np.unique(r["parsing"])) <= {0, 1}
+
+
+def test_center_square_resize_crop_takes_the_whole_square():
+    # a 60x100 image whose left/right 20 columns are black: the centred 60x60 square is all
+    # white, so its 32x32 resize is too (a random crop would catch black columns)
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[:, 20:80] = 255
+    cfg = _cfg(patch=32, crop="center_square_resize", quality=95)
+    for seed in range(3):
+        t = dg.TASKS["jpeg"]({"key": "k", "target": img}, cfg, np.random.default_rng(seed), True)["target"]
+        assert t.shape == (3, 32, 32) and t.min().item() == 1.0
+    # a smaller image than the patch is resized up, not skipped
+    small = dg.TASKS["jpeg"]({"key": "k", "target": img[:20, :24]}, cfg, np.random.default_rng(0), True)
+    assert small["target"].shape == (3, 32, 32)
+    # SR: the resized patch keeps the scale alignment (30 -> 28 at x4)
+    sr = dg.TASKS["sr"]({"key": "k", "target": img}, _cfg(task="sr", scale=4, patch=30, crop="center_square_resize"),
+                        np.random.default_rng(0), True)
+    assert sr["target"].shape == (3, 28, 28) and sr["input"].shape == (3, 7, 7)

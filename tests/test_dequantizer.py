@@ -162,6 +162,9 @@ def test_named_run_configs(run):
     assert cfg.optim.optimizer == "adam" and cfg.optim.lr_g == 1e-4 and cfg.optim.betas == (0.9, 0.999)
     assert cfg.loss.gan_kind == "vanilla" and cfg.loss.vgg_layer == 35
     assert cfg.preset == f"paper-{run}" and cfg.mlflow.registered_model == f"raygan-dequantizer-{run}"
+    # the paper: squares resized to 96x96, no augmentation, 50 epochs (25k its for 8,000 images)
+    assert (cfg.data.crop, cfg.data.augment) == ("center_square_resize", False)
+    assert (cfg.train.epochs, cfg.train.epoch_unit) == (50, "images")
     if run == "phi":
         assert cfg.train.init_from == "models:/raygan-dequantizer-gimel/latest"
     else:
@@ -173,6 +176,20 @@ def test_default_and_cpu_configs():
     assert base.family == "dequantizer" and base.preset == "paper"
     cpu = load_config(CONFIGS / "dequantizer_cpu.yaml", ["train.perceptual_weights=random"])
     assert cpu.preset.startswith("cpu-") and cpu.data.patch < 96
+    assert (cpu.data.crop, cpu.data.augment, cpu.train.epochs) == ("random", True, None)
+
+
+def test_training_images_are_square_cropped_and_resized_to_96():
+    from raygan.datasets.degradations import get_task
+
+    cfg = load_config(CONFIGS / "dequantizer.yaml", ["train.perceptual_weights=random"])
+    # a 150x300 photo: the centred 150x150 square resized to 96x96; left/right quarters black
+    img = np.zeros((150, 300, 3), np.uint8)
+    img[:, 75:225] = 200
+    for seed in range(3):
+        s = get_task("jpeg")({"key": "k", "target": img}, cfg.data, np.random.default_rng(seed), True)
+        assert s["target"].shape == (3, 96, 96)
+        assert torch.allclose(s["target"], torch.full_like(s["target"], 200 / 255))
 
 
 # ------------------------------------------------------------------------ deploy API

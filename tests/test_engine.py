@@ -161,3 +161,44 @@ def test_initialize_from_checkpoint_and_registered_model(tmp_path, monkeypatch):
     # The registered model carries the EMA generator (what validation scores and ships).
     for p, q in zip(src.ema.model.parameters(), from_registry.generator.parameters()):
         assert torch.equal(p, q)
+
+
+def test_run_loop_converts_epochs_with_the_epoch_unit(image_folder, tmp_path):
+    """run_loop (no Ray): train.epochs, train.pretrain_epochs and optim.lr_step_epochs become
+    iterations counted in patches from the manifest's image sizes."""
+    import math
+
+    from raygan.datasets.shards import write_shards
+    from raygan.platform.trainer import run_loop
+
+    torch.set_num_threads(1)
+    m = write_shards([image_folder], str(tmp_path / "s"), val_fraction=0.3, parallel="none", progress=False)
+    n = m["splits"]["train"]["count"]
+    assert m["splits"]["train"]["image_sizes"] == [[72, 64, n]]
+    # 64x72 images, 32 px patches at stride 32: 2 x 2 = 4 patches each; batch 2 -> 2n its/epoch
+    cfg = tiny_cfg("train.pretrain_steps=null", "train.pretrain_epochs=0.25", "train.epochs=0.5",
+                   "optim.lr_step_epochs=0.25", "optim.lr_gamma=0.5", "train.epoch_unit=patches",
+                   "train.epoch_patch=32", "train.epoch_stride=32", "train.ema_decay=0",
+                   f"data.train={tmp_path / 's'}", f"workdir={tmp_path / 'w'}", "data.loader_workers=0",
+                   "data.shuffle_buffer=2", "train.log_every=1", "train.val_every=1000",
+                   "data.val_crop=16", "data.val_max_images=1", "train.device=cpu")
+    assert cfg.train.steps == 200000  # wcdgan.yaml's, unused: train.epochs wins
+
+    class Log:
+        rows = []
+
+        def metrics(self, values, step):
+            if "train_loss_g" in values:
+                self.rows.append((step, values))
+
+        def image(self, *a, **k):
+            pass
+
+    log = Log()
+    last = run_loop(cfg, logger=log)
+    assert last["step"] == n == len(log.rows)                      # 0.5 epoch of 2n iterations
+    pre = [step for step, v in log.rows if v["train_pretraining"] == 1.0]
+    assert pre == list(range(1, math.ceil(n / 2) + 1))             # 0.25 epoch, generator only
+    lrs = [v["train_lr_g"] for _, v in log.rows]
+    k = math.ceil(n / 2)                                            # lr halves every 0.25 epoch
+    assert lrs[k - 2] == pytest.approx(2e-4) and lrs[k - 1] == pytest.approx(1e-4)

@@ -146,3 +146,50 @@ def test_configs_load_and_engine_runs_both_variants():
         assert np.isfinite(logs["loss_g"])
         assert ("loss_d" in logs) == name.startswith("facesr_gan")
         assert isinstance(eng.opt_g, torch.optim.RMSprop)
+
+
+def test_both_branches_read_the_lr_input_by_default():
+    """The thesis' "two independent branches": SR and prior branch both get the LR face;
+    prior_input=coarse_sr keeps the former FSRNet-style series wiring."""
+    torch.manual_seed(0)
+    assert FaceSRModelConfig().prior_input == "lr"
+    for name in ("facesr_cnn.yaml", "facesr_gan.yaml"):
+        assert load_config(CONFIGS / name, ["train.perceptual_weights=random"]).model.prior_input == "lr"
+    x = torch.rand(1, 3, 4, 4)
+    for wiring in ("lr", "coarse_sr"):
+        g = FaceSRNet(FaceSRModelConfig(prior_input=wiring, **TINY), 3, 8)
+        seen = {}
+        hooks = [getattr(g, part).register_forward_hook(
+                     lambda mod, inp, out, part=part: seen.__setitem__(part, (inp, out)))
+                 for part in ("sr", "prior", "fusion")]
+        with torch.no_grad():
+            out = g(x)
+        for h in hooks:
+            h.remove()
+        assert seen["sr"][0][0] is x
+        assert seen["fusion"][0][0] is out["coarse"] and seen["fusion"][0][1] is out["parsing"]
+        if wiring == "lr":
+            assert seen["prior"][0][0] is x  # the LR input itself, not the SR branch's output
+        else:
+            assert seen["prior"][0][0] is out["coarse"]
+        assert out["parsing"].shape == (1, 11, 32, 32)
+    # independence: with the LR wiring the parsing maps do not depend on the SR branch
+    g = FaceSRNet(FaceSRModelConfig(**TINY), 3, 8)
+    with torch.no_grad():
+        p0 = g(x)["parsing"]
+        for p in g.sr.parameters():
+            p.add_(0.5)
+        torch.testing.assert_close(g(x)["parsing"], p0)
+    with pytest.raises(ConfigError, match="model.prior_input"):
+        load_config(CONFIGS / "facesr_cnn.yaml", ["model.prior_input=hr"])
+
+
+def test_no_generator_pretraining_unless_configured():
+    from raygan.platform.config import TrainConfig
+
+    assert TrainConfig().pretrain_epochs == 0 and TrainConfig().pretrain_steps is None
+    for name in ("facesr_cnn.yaml", "facesr_gan.yaml"):
+        cfg = load_config(CONFIGS / name, ["train.perceptual_weights=random"])
+        assert cfg.train.pretrain_epochs == 0 and cfg.train.pretrain_steps is None
+    cfg = load_config(CONFIGS / "facesr_gan.yaml", ["train.pretrain_epochs=5"])
+    assert cfg.train.pretrain_epochs == 5  # configurable

@@ -41,7 +41,7 @@ def test_paper_size_parameter_counts():
     assert n_params(PatchGAN(6, 64, 3)) == 2767809   # conditional (pix2pix: 2.769 M with BN)
     assert n_params(PatchGAN(3, 64, 3)) == 2764737
     d = PANFamily(PANModelConfig(), PANLossConfig(), DataConfig(task="sr", scale=4)).build_discriminator()
-    assert (len(d.high), len(d.low)) == (2, 3) and n_params(d) == 13829829
+    assert (len(d.high), len(d.low)) == (3, 3) and n_params(d) == 16597638
     print(f"pan G {n_params(g):,} D {n_params(d):,}")
     # N(0, 0.02^2) initialisation
     fam = PANFamily(PANModelConfig(**TINY), PANLossConfig(layer_weights=[1.0, 1.0]), None)
@@ -123,14 +123,14 @@ def test_high_and_low_ablations_remove_their_terms():
 
     no_high = family("sr", high=0.0)
     d = no_high.build_discriminator()
-    assert len(d.high) == 2 and len(d.low) == 3   # high Ds still feed the perceptual term
+    assert len(d.high) == 3 and len(d.low) == 3   # high Ds still feed the perceptual term
     loss, logs = no_high.generator_loss(d, out, batch)
     assert "gan_high" not in logs and "gan_low" in logs
     assert loss.item() == pytest.approx(5 * logs["gan_low"] + logs["perceptual"] + 100 * logs["l1"], rel=1e-5)
 
     no_low = family("sr", low=0.0)
     d = no_low.build_discriminator()
-    assert len(d.low) == 0 and len(d.high) == 2
+    assert len(d.low) == 0 and len(d.high) == 3
     loss, logs = no_low.generator_loss(d, out, batch)
     assert "gan_low" not in logs and "gan_high" in logs
     ld, dlogs = no_low.discriminator_loss(d, out.detach(), batch)
@@ -189,3 +189,45 @@ def test_configs_load_and_engine_step():
         logs = eng.train_step(sr_batch())
     assert {"loss_d", "gan_high", "gan_low", "perceptual"} <= set(logs)
     assert np.isfinite(logs["loss_g"])
+
+
+def test_three_levels_of_each_pyramid_by_default_and_the_knob():
+    """The paper: three levels for each pyramid, 3 high-frequency and 3 low-frequency Ds."""
+    assert PANModelConfig().levels == 3
+    cfg = load_config(CONFIGS / "pan_sr.yaml", ["train.perceptual_weights=random"])
+    d = PANFamily(cfg.model, cfg.loss, cfg.data).build_discriminator()
+    assert (len(d.high), len(d.low)) == (3, 3)
+    # the high Ds see h_0, h_1, h_2 (256, 128, 64 px), the low ones p_0, p_1, p_2
+    torch.manual_seed(0)
+    fam = family("sr")
+    d = fam.build_discriminator()
+    assert (len(d.high), len(d.low)) == (3, 3)
+    sizes = {"high": [], "low": []}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, part=part: sizes[part].append(inp[0].shape[-1]))
+             for part in ("high", "low") for m in getattr(d, part)]
+    y, c = torch.rand(2, 1, 3, 32, 32)
+    out = d(y, c)
+    for h in hooks:
+        h.remove()
+    assert sizes == {"high": [32, 16, 8], "low": [32, 16, 8]}
+    assert len(out["high"]) == 3 and len(out["low"]) == 3
+    # knobs: the former 2 high + 3 low, or any count per pyramid
+    d = family("sr", model={"high_levels": 2}).build_discriminator()
+    assert (len(d.high), len(d.low)) == (2, 3)
+    d = family("sr", model={"levels": 2, "low_levels": 1}).build_discriminator()
+    assert (len(d.high), len(d.low)) == (2, 1)
+    with pytest.raises(ConfigError, match="model.high_levels"):
+        load_config(CONFIGS / "pan_sr.yaml", ["model.high_levels=0"])
+
+
+def test_pan_recipe_has_no_learning_rate_decay_and_resizes_small_images():
+    for t in ("sr", "inpaint", "edges", "paired"):
+        cfg = load_config(CONFIGS / f"pan_{t}.yaml", ["train.perceptual_weights=random"])
+        assert cfg.optim.lr_gamma == 1.0   # constant learning rate
+        assert (cfg.data.small_images, cfg.data.max_skip_fraction) == ("resize", 0.05)
+    from raygan.datasets.degradations import get_task
+
+    cfg = load_config(CONFIGS / "pan_inpaint.yaml", ["train.perceptual_weights=random"])
+    face = np.random.default_rng(0).integers(0, 256, (218, 178, 3), dtype=np.uint8)  # aligned CelebA
+    s = get_task("inpaint")({"key": "k", "target": face}, cfg.data, np.random.default_rng(0), True)
+    assert s["target"].shape == s["input"].shape == (3, 256, 256) and s["mask"].shape == (1, 256, 256)

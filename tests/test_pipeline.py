@@ -3,6 +3,7 @@ import itertools
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,12 @@ from raygan.datasets.shards import ShardError, ShardSetWriter, write_shards
 from raygan.platform.config import DataConfig
 
 torch.set_num_threads(1)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+TINY_WCDGAN = ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_features=8",
+               "model.d_max_features=8", "model.d_fc=8", "model.d_pool=1",
+               "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=16",
+               "train.pretrain_steps=null"]
 
 
 def _png(arr):
@@ -80,7 +87,9 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
     # Shuffle buffer 1: sample j is yielded when sample j+1 is processed. Each pass reads
     # bad, small, good0..3, so yield 4k+1 (k = 0, 1, ...) happens right after a pass's two
     # skips: [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] for 12 yields (4 passes started).
-    ds = pl.TrainStream(pl.ShardSet(dst), _cfg(shuffle_buffer=1), rank=0, world=1, seed=0)
+    # 2 of 6 records skipped: allowed here (data.max_skip_fraction=1.0, small ones skipped)
+    cfg = _cfg(shuffle_buffer=1, small_images="skip", max_skip_fraction=1.0)
+    ds = pl.TrainStream(pl.ShardSet(dst), cfg, rank=0, world=1, seed=0)
     out = list(itertools.islice(iter(ds), 12))
     assert all(s["key"].startswith("good") for s in out)
     assert [s["n_skipped"] for s in out] == [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]
@@ -105,15 +114,44 @@ def test_truncated_shard_counts_lost_records(shard_root, tmp_path):
         f.write(b"this is not a tar file at all" * 40)
     items = list(pl.iter_shard(path))  # no manifest count: the shard counts as one
     assert len(items) == 1 and isinstance(items[0], pl.Skipped)
-    # the training stream survives a broken shard
-    ds = pl.TrainStream(ss, _cfg(), rank=0, world=1, seed=0)
+    # the training stream survives a broken shard (when allowed to skip that many records)
+    ds = pl.TrainStream(ss, _cfg(max_skip_fraction=1.0), rank=0, world=1, seed=0)
     assert len(list(itertools.islice(iter(ds), 10))) == 10
 
 
 def test_nothing_usable_raises_instead_of_hanging(shard_root):
-    ds = pl.TrainStream(pl.ShardSet.open(shard_root, "train"), _cfg(patch=96), rank=0, world=1)
+    cfg = _cfg(patch=96, small_images="skip", max_skip_fraction=1.0)
+    ds = pl.TrainStream(pl.ShardSet.open(shard_root, "train"), cfg, rank=0, world=1)
     with pytest.raises(RuntimeError, match="no usable training samples.*smaller than 96"):
         next(iter(ds))
+
+
+def test_too_many_skipped_records_stop_the_run_with_the_reason(shard_root, tmp_path):
+    train = pl.ShardSet.open(shard_root, "train")
+    # every 64x72 image is below a 96 patch: resized by default, so nothing is skipped
+    ds = pl.TrainStream(train, _cfg(patch=96), rank=0, world=1)
+    assert next(iter(ds))["target"].shape == (3, 96, 96)
+    # under skip, the whole corpus would go: the run stops and says what, why and the options
+    ds = pl.TrainStream(train, _cfg(patch=96, small_images="skip"), rank=0, world=1)
+    with pytest.raises(pl.TooManySkipped, match=r"skipped \d+ of the \d+ training records") as err:
+        next(iter(ds))
+    msg = str(err.value)
+    assert "100%" in msg and "data.max_skip_fraction=0.05" in msg and "data.small_images" in msg
+    assert "smaller than the patch" in msg and "is 64x72, smaller than 96px" in msg
+    # one bad record in 40 (2.5 %) is under the 5 % default: the stream goes on
+    rng = np.random.default_rng(0)
+    dst = str(tmp_path / "few_bad")
+    with ShardSetWriter(dst, shard_size=100) as w:
+        w.add("train", "bad", {"png": b"not an image"})
+        for i in range(39):
+            w.add("train", f"good{i:02d}", {"png": _png(random_image(rng, 40, 40))})
+        w.close()
+    ds = pl.TrainStream(pl.ShardSet(dst), _cfg(shuffle_buffer=1), rank=0, world=1)
+    assert len(list(itertools.islice(iter(ds), 100))) == 100
+    # ... and a lower threshold stops it at the end of the first pass
+    ds = pl.TrainStream(pl.ShardSet(dst), _cfg(shuffle_buffer=1, max_skip_fraction=0.02), rank=0, world=1)
+    with pytest.raises(pl.TooManySkipped, match=r"skipped 1 of the 40 .*1 x undecodable"):
+        list(itertools.islice(iter(ds), 100))
 
 
 @pytest.mark.parametrize("shard_size", [2, 100])  # shard-level split / sample-level split
@@ -261,3 +299,88 @@ def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch):
                         lambda uri, storage_cfg=None: Flaky(real_open(uri, storage_cfg), 100))
     items = list(pl.iter_shard(path, expected=expected, max_attempts=2))
     assert [(type(i).__name__, getattr(i, "count", None)) for i in items] == [("Skipped", expected)]
+
+
+def _sized_shards(tmp_path, sizes, name="sized"):
+    """A shard set whose manifest records ``sizes`` ([(w, h, n)]) for its train split."""
+    dst = str(tmp_path / name)
+    with ShardSetWriter(dst, shard_size=1000) as w:
+        i = 0
+        for width, height, n in sizes:
+            for _ in range(n):
+                w.add("train", f"k{i:05d}", {"png": b"x"}, size=(width, height))
+                i += 1
+        w.close()
+    return pl.ShardSet.open(dst, "train")
+
+
+def test_patch_epochs_count_patches_from_the_manifest_sizes(tmp_path):
+    from raygan.platform.config import load_config
+
+    # (floor((H - p) / s) + 1) * (floor((W - p) / s) + 1), p = 80, s = 75
+    assert pl.patches_per_image(2040, 1356, 80, 75) == 18 * 27 == 486
+    assert pl.patches_per_image(80, 80, 80, 75) == 1
+    assert pl.patches_per_image(155, 154, 80, 75) == 2 * 1
+    assert pl.patches_per_image(178, 218, 256, 256) == 1  # smaller than the patch: one (resized)
+    ss = _sized_shards(tmp_path, [(2040, 1356, 3), (2040, 1536, 1), (1356, 2040, 1)])
+    # 3 * 486 + (floor(1456/75)+1 = 20) * 27 + 486 (portrait: the same grid transposed)
+    expected = 3 * 486 + 20 * 27 + 486
+    cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null"])
+    assert (cfg.train.epoch_unit, cfg.train.epoch_patch, cfg.train.epoch_stride) == ("patches", 80, 75)
+    assert pl.epoch_samples(ss, cfg.train, cfg.data) == expected == 2484
+    resolved, spe = pl.resolve_schedule(cfg, 1, ss)
+    assert spe == expected // 16 == 155
+    from raygan.platform.engine import GANEngine
+    eng = GANEngine(load_config(CONFIGS / "wcdgan.yaml", TINY_WCDGAN))
+    eng.set_pretraining(spe)
+    assert eng.pretrain_steps == 4 * 155  # WCDGAN: 4 epochs of patches
+    assert pl.resolve_schedule(cfg, 2, ss)[1] == expected // 32
+    # DIV2K-like: 800 images of 2040x1356 give ~389k patches, ~97k iterations for 4 epochs
+    div2k = _sized_shards(tmp_path, [(2040, 1356, 800)], "div2k")
+    assert pl.epoch_samples(div2k, cfg.train, cfg.data) == 800 * 486
+    assert 4 * pl.resolve_schedule(cfg, 1, div2k)[1] == 4 * (800 * 486 // 16) == 97200
+    # epoch_unit images: the image count; stride defaults to the patch (no overlap)
+    images = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null", "train.epoch_unit=images"])
+    assert pl.epoch_samples(ss, images.train, images.data) == 5
+    tiled = load_config(CONFIGS / "wcdgan.yaml", ["train.epoch_stride=null", "train.epoch_patch=null"])
+    assert pl.epoch_samples(ss, tiled.train, tiled.data) == 3 * 16 * 25 + 19 * 25 + 25 * 16
+
+
+def test_epochs_resolve_total_steps_and_lr_steps_from_the_data(tmp_path):
+    from raygan.platform.config import load_config
+
+    ss = _sized_shards(tmp_path, [(2040, 1356, 800)])  # DIV2K's 800 training images
+    cfg = load_config(CONFIGS / "dagan.yaml")
+    assert (cfg.train.epochs, cfg.optim.lr_step_epochs, cfg.optim.lr_gamma) == (80, 10, 0.1)
+    resolved, spe = pl.resolve_schedule(cfg, 1, ss)
+    assert spe == 50 and resolved.train.steps == 4000 and resolved.optim.lr_step == 500
+    assert cfg.train.steps != 4000  # the caller's config is left as it was
+    resolved, spe = pl.resolve_schedule(cfg, 2, ss)
+    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (25, 2000, 250)
+    # iterations given last win: the CPU preset and --steps keep their step counts
+    cpu = load_config(CONFIGS / "dagan_cpu.yaml")
+    assert cpu.train.epochs is None and cpu.optim.lr_step_epochs is None
+    assert pl.resolve_schedule(cpu, 2, ss) == (cpu, 0)  # nothing epoch-valued: data not read
+    assert load_config(CONFIGS / "dagan.yaml", ["train.steps=300"]).train.epochs is None
+    # DequantizerNet: 50 epochs of 8,000 images at batch 16 = 25,000 iterations
+    deq = load_config(CONFIGS / "dequantizer.yaml")
+    assert pl.resolve_schedule(deq, 1, _sized_shards(tmp_path, [(96, 96, 8000)], "deq"))[0].train.steps == 25000
+
+
+def test_patch_epochs_without_manifest_sizes_name_the_fix(tmp_path):
+    import json as _json
+    from raygan.platform.config import load_config
+
+    ss = _sized_shards(tmp_path, [(100, 100, 4)])
+    path = tmp_path / "sized" / "manifest.json"
+    m = _json.loads(path.read_text())
+    del m["splits"]["train"]["image_sizes"]  # a manifest written before sizes were recorded
+    path.write_text(_json.dumps(m))
+    old = pl.ShardSet.open(str(tmp_path / "sized"), "train")
+    assert old.image_sizes is None and ss.image_sizes == [(100, 100, 4)]
+    cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null"])
+    with pytest.raises(ShardError, match="re-run jobs/make_shards.py.*train.epoch_unit=images"):
+        pl.resolve_schedule(cfg, 1, old)
+    # explicit iterations need no sizes
+    cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=40"])
+    assert pl.resolve_schedule(cfg, 1, old)[1] == 0

@@ -132,7 +132,7 @@ def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_ser
            "--working-dir", str(ROOT), "--", "python", "jobs/train_wcdgan.py",
            "--data", shards, "--storage", f"s3://{s3_bucket}/ray", "--endpoint-url", s3_server,
            "--workers", "2", "--steps", "6", "--experiment", "e2e-s3", "--name", "e2e-s3",
-           f"mlflow.tracking_uri={mlflow_server['url']}", "train.val_every=3", *TINY]
+           "--workdir", str(tmp_path / "work"), f"mlflow.tracking_uri={mlflow_server['url']}", "train.val_every=3", *TINY]
     job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=900)
     assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
     summary = summary_from(job.stdout)
@@ -259,3 +259,36 @@ def test_every_family_job_through_ray_job_submit(family, ray_head, tmp_path, dem
     summary = summary_from(job.stdout)
     assert summary["steps"] == 2 and summary["registered_model"].startswith(f"raygan-{family}")
     assert Path(summary["best_checkpoint"]).is_dir()
+
+
+def test_submitted_job_outputs_outlive_the_job(ray_head, tmp_path, demo_shards):
+    """No --workdir, --storage or MLFLOW_TRACKING_URI: a submitted job trains into $RAYGAN_HOME
+    (~/.raygan when unset), not into Ray's temporary working-dir copy, and says where."""
+    home = (tmp_path / "home").resolve()
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": {"RAYGAN_HOME": str(home)}}),
+           "--", "python", "jobs/train_wcdgan.py", "--data", demo_shards, "--workers", "1",
+           "--steps", "2", "--name", "outlives", "train.val_every=2", *TINY]
+    job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
+    summary = summary_from(job.stdout)
+    assert f"raygan: submitted Ray job; workdir {home} (the default" in job.stdout
+    assert f"raygan: checkpoints -> {home / 'ray_results' / 'outlives'}, MLflow -> sqlite:///{home / 'mlflow.db'}" in job.stdout
+    best = Path(summary["best_checkpoint"])
+    assert best.parent == home / "ray_results" / "outlives" and (best / "generator.safetensors").is_file()
+    assert summary["mlflow_tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
+    assert (home / "mlflow.db").is_file() and (home / "runs" / "latest-wcdgan.txt").read_text() == "outlives"
+
+
+def test_submitted_job_refuses_storage_inside_its_temporary_copy(ray_head, tmp_path, demo_shards):
+    """A relative --storage in a submitted job would land in the temporary copy: refused before
+    anything is created, with one line naming the ways out."""
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", str(ROOT), "--", "python", "jobs/train_wcdgan.py", "--data", demo_shards,
+           "--workdir", str(tmp_path / "w"), "--storage", "ray_results", "--steps", "2", *TINY]
+    job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300)
+    out = job.stdout + job.stderr
+    assert job.returncode != 0 and "exit code 2" in out, out[-6000:]
+    assert "error: --storage ray_results is inside Ray's temporary copy of --working-dir (" in out
+    assert "runtime_resources" in out and "MLFLOW_TRACKING_URI" in out
+    assert not (tmp_path / "w").exists()

@@ -223,3 +223,29 @@ def test_storage_parallel_auto_threshold(monkeypatch, image_folder, tmp_path):
     sh.write_shards([image_folder], str(tmp_path / "o2"), parallel="auto", progress=False)
     assert called
     shutil.rmtree(tmp_path / "o2")
+
+
+def test_manifest_records_each_splits_image_sizes(mixed_folder, tmp_path):
+    """write_shards: a [w, h, n] histogram per split, from the samples' json sizes."""
+    m = sh.write_shards([mixed_folder], str(tmp_path / "s"), val_fraction=0.3, seed=0,
+                        min_size=32, parallel="none", progress=False)
+    for split, entry in m["splits"].items():
+        sizes = entry["image_sizes"]
+        assert sum(n for _, _, n in sizes) == entry["count"]
+        assert sizes == sorted(sizes)
+    every = {(w, h): 0 for w, h in [(72, 64), (50, 40), (40, 40)]}
+    for entry in m["splits"].values():
+        for w, h, n in entry["image_sizes"]:
+            every[(w, h)] += n
+    assert every == {(72, 64): 12, (50, 40): 1, (40, 40): 1}  # 12 photos, the gray, the RGBA
+    # the generic writer: size= or the json field; a split with an unknown size gets none
+    with sh.ShardSetWriter(str(tmp_path / "w"), shard_size=2) as w:
+        w.add("train", "a", {"png": b"x", "json": json.dumps({"width": 178, "height": 218}).encode()})
+        w.add("train", "b", {"png": b"x"}, size=(178, 218))
+        w.add("train", "c", {"png": b"x"}, size=(2040, 1356))
+        w.add("val", "d", {"png": b"x"})  # no size
+        out = w.close()
+    assert out["splits"]["train"]["image_sizes"] == [[178, 218, 2], [2040, 1356, 1]]
+    assert "image_sizes" not in out["splits"]["val"]
+    on_disk = json.loads(open(tmp_path / "w" / "manifest.json").read())
+    assert on_disk["splits"]["train"]["image_sizes"] == [[178, 218, 2], [2040, 1356, 1]]
