@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Short CPU runs of every family on ../shared/data (BSDS500 + T91 train, Set5 + Set14 val),
 # each evaluated against its baselines. Reproduces the "CPU runs" table of the README:
-#     bash docs/cpu_runs.sh [STEPS]
+#     bash docs/cpu_runs.sh [FAMILY...]        (default: every family; STEPS=N overrides steps)
 # Writes .raygan/cpu_runs/<run>/{summary.json,eval/table.md}. Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-200}
+STEPS=${STEPS:-}
+ONLY=("$@")
 PY=.venv/bin/python
 OUT=.raygan/cpu_runs
 DATA=../shared/data
@@ -19,10 +20,13 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 MLFLOW_DISA
 
 run() {  # name config evaluate-args...
   local name=$1 config=$2; shift 2
+  if [ ${#ONLY[@]} -gt 0 ] && [[ ! " ${ONLY[*]} " =~ " $name " ]]; then return; fi
+  local steps=()
+  [ -n "$STEPS" ] && steps=(--steps "$STEPS")
   [ -f "$OUT/$name/summary.json" ] || \
   $PY jobs/train_$(basename "$config" | cut -d_ -f1).py --config "$config" --data "$DATA_URI" \
-      --steps "$STEPS" --name "cpu-$name-$(date +%s)" --summary-json "$OUT/$name/summary.json" \
-      train.val_every="$STEPS" data.val_max_images=4 > "$OUT/$name/train.log" 2>&1
+      "${steps[@]}" --name "cpu-$name-$(date +%s)" --summary-json "$OUT/$name/summary.json" \
+      data.val_max_images=4 > "$OUT/$name/train.log" 2>&1
   local ckpt
   ckpt=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$OUT/$name/summary.json")
   $PY jobs/evaluate.py --model "$ckpt" "$@" --out "$OUT/$name/eval" --no-progress \

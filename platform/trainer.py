@@ -404,7 +404,11 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     params_g = count_parameters(family.build_generator())
     params_d = count_parameters(family.build_discriminator())
     resolve_data(cfg)
-    ShardSet.open(cfg.data.train, "train", cfg.storage)
+    from raygan.datasets.pipeline import resolve_schedule
+
+    # Fails here, not in the workers, on a manifest that cannot count epochs; the resolved
+    # iterations are logged with the params.
+    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, ShardSet.open(cfg.data.train, "train", cfg.storage))
     val_uri, val_split = resolve_val_uri(cfg.data, cfg.storage, cfg.workdir)
     ShardSet(val_uri, cfg.storage, val_split)
 
@@ -423,7 +427,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
               f"MLflow -> {tracking_uri}", flush=True)
     params = flatten(to_dict(cfg))
     params.update({"params_generator": params_g, "params_discriminator": params_d,
-                   "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights)})
+                   "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights),
+                   "resolved_steps": schedule.train.steps, "resolved_lr_step": schedule.optim.lr_step})
     run_id = tracking.start_run(cfg, name, resume is not None, params)
 
     trainer = TorchTrainer(
