@@ -240,6 +240,7 @@ def test_engine_train_step():
         "train.perceptual_weights=random", "train.device=cpu", "model.features=8",
         "model.modules=1", "model.groups=2", "model.d_features=8", "model.d_fc=16",
         "data.patch=16", "loss.vgg_layer=3", "train.pretrain_steps=1",
+        "loss.content=both",  # the preset trains on MSE alone (no pretrained VGG offline)
     ])
     engine = GANEngine(cfg)
     engine.set_pretraining(10)

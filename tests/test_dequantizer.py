@@ -255,7 +255,7 @@ def test_engine_step_checkpoint_and_dequantize_by_uri(tmp_path):
     cfg = load_config(CONFIGS / "dequantizer_cpu.yaml", [
         "train.perceptual_weights=random", "train.device=cpu", "model.features=8",
         "model.res_blocks=1", "model.d_features=8", "model.d_fc=16", "data.patch=16",
-        "loss.vgg_layer=3",
+        "loss.vgg_layer=3", "loss.content=1.0", "train.pretrain_steps=0",
     ])
     engine = GANEngine(cfg)
     target = torch.rand(2, 3, 16, 16)

@@ -241,7 +241,9 @@ def test_demo_shards_build_offline(tmp_path, monkeypatch):
     from raygan.datasets.samples import ensure_demo_shards
 
     uri = ensure_demo_shards(str(tmp_path))
-    assert uri == str(tmp_path / "demo_shards")
+    from raygan.datasets.samples import DEMO_DIRNAME
+
+    assert uri == str(tmp_path / DEMO_DIRNAME)
     mtime = os.path.getmtime(os.path.join(uri, "manifest.json"))
     assert ensure_demo_shards(str(tmp_path)) == uri  # idempotent: not rebuilt
     assert os.path.getmtime(os.path.join(uri, "manifest.json")) == mtime

@@ -89,7 +89,8 @@ def test_cpu_demo_preset_pulls_ahead_of_its_jpeg_input():
     """The demo preset's model beats its JPEG q10 input on a fixed validation image after a
     fixed number of steps (no timing): RGB and Y PSNR, as `make demo` reports them."""
     torch.manual_seed(0)
-    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.lpips_weights=off"])
+    # one process with the demo's per-step batch: 2 workers x 4
+    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.lpips_weights=off", "data.batch=8"])
     engine = GANEngine(cfg, device=torch.device("cpu"))
     engine.set_pretraining(steps_per_epoch=1)
     # Training crops come from the validation photo itself: the test pins that the preset's
