@@ -315,7 +315,7 @@ def resize_array(a: np.ndarray, size: Tuple[int, int], image: bool = True) -> np
     if a.shape[:2] == (h, w):
         return np.ascontiguousarray(a)
     if image and a.dtype == np.uint8 and (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        return np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((w, h), Image.BICUBIC))
+        return bicubic_up(np.ascontiguousarray(a), (h, w))
     rows = np.minimum((np.arange(h) + 0.5) * a.shape[0] / h, a.shape[0] - 1).astype(np.int64)
     cols = np.minimum((np.arange(w) + 0.5) * a.shape[1] / w, a.shape[1] - 1).astype(np.int64)
     return np.ascontiguousarray(a[rows][:, cols])
