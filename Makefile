@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) jobs/train_wcdgan.py --config jobs/configs/wcdgan_cpu_demo.yaml --summary-json .raygan/demo_summary.json
+	$(PY) jobs/train_wcdgan.py --config models/configs/wcdgan_cpu_demo.yaml --summary-json .raygan/demo_summary.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs tests

@@ -52,6 +52,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from raygan.platform.errors import SkipRecord
+from raygan.platform.registry import TASKS
+
 __all__ = [
     "SkipRecord", "Task", "TASKS", "register_task", "get_task", "task_tag", "key_rng",
     "rgb_to_y_uint8", "is_gray", "y_image_uint8", "jpeg", "quantize", "bicubic_down",
@@ -60,8 +63,6 @@ __all__ = [
 ]
 
 
-class SkipRecord(ValueError):
-    """A record cannot make a sample (too small, missing field); the pipeline counts it."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -511,18 +512,13 @@ class EdgesTask(Task):
         return {"input": e[..., 0] if fields["target"].ndim == 2 else e}
 
 
-TASKS: Dict[str, Task] = {}
-
-
 def register_task(task: Any) -> Any:
-    """Register a Task instance (or a Task subclass, instantiated) under ``task.name``.
-
-    Usable as a class decorator; returns its argument.
-    """
+    """Register a Task instance (or a Task subclass, instantiated) under ``task.name`` in
+    :data:`raygan.platform.registry.TASKS`. Usable as a class decorator; returns its argument."""
     inst = task() if isinstance(task, type) else task
     if not isinstance(inst, Task) or not inst.name:
         raise TypeError(f"register_task: expected a named Task, got {task!r}")
-    TASKS[inst.name] = inst
+    TASKS.register(inst.name, inst)
     return task
 
 
@@ -530,19 +526,9 @@ for _cls in (JpegTask, BitDepthTask, SuperResolutionTask, InpaintTask, EdgesTask
     register_task(_cls)
 
 
-# Tasks that read extra record fields live beside their ingesters; import them on a miss.
-_TASK_MODULES = ("raygan.datasets.faces", "raygan.datasets.paired")
-
-
 def get_task(name: Optional[str]) -> Task:
-    if name not in TASKS:
-        import importlib
-
-        for module in _TASK_MODULES:
-            importlib.import_module(module)
-    if name not in TASKS:
-        raise KeyError(f"unknown data task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    """The registered task ``name`` (KeyError listing the registered ones otherwise)."""
+    return TASKS.get(name)
 
 
 def task_tag(data_cfg: Any) -> str:

@@ -62,7 +62,10 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from raygan.datasets.degradations import SkipRecord, Task, bicubic_down, register_task
+from raygan.datasets.degradations import Task, bicubic_down, register_task
+from raygan.platform.errors import SkipRecord
+from raygan.datasets.shards import ShardSetWriter, ray_map_ordered, split_of
+from raygan.platform import storage
 
 __all__ = [
     "PARTS", "N_MAPS", "FLIP_PERM", "IMG_DIR", "MASK_DIR", "PARSING_FORMAT", "FaceSRTask",
@@ -128,8 +131,6 @@ def decode_parsing(field: Any) -> np.ndarray:
 
 def find_faces(src: str, storage_cfg: Any = None) -> List[Tuple[int, str, Dict[str, str]]]:
     """``[(index, image uri, {part: mask uri})]`` sorted by index, for a CelebAMask-HQ root."""
-    from raygan.platform import storage
-
     base = src.rstrip("/")
     files = storage.list_files(base, storage_cfg=storage_cfg)
     images: Dict[int, str] = {}
@@ -168,7 +169,6 @@ def load_face(index: int, image_uri: str, mask_uris: Dict[str, str], size: int =
     """Read one face and its 11 maps: (size x size x 3 uint8, size x size x 11 uint8 {0,1})."""
     from PIL import Image
 
-    from raygan.platform import storage
 
     try:
         with Image.open(io.BytesIO(storage.read_bytes(image_uri, storage_cfg=storage_cfg))) as im:
@@ -219,26 +219,7 @@ def _map_ordered(items: List[Tuple], size: int, storage_cfg: Any, use_ray: bool)
         for it in items:
             yield _encode_one(it, size, storage_cfg)
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        step = 32
-        chunks = [items[i:i + step] for i in range(0, len(items), step)]
-        remote = ray.remote(num_cpus=1, max_retries=2)(_encode_chunk)
-        pending, nxt = [], 0
-        while nxt < len(chunks) or pending:
-            while nxt < len(chunks) and len(pending) < 2 * cpus:
-                pending.append(remote.remote(chunks[nxt], size, storage_cfg))
-                nxt += 1
-            yield from ray.get(pending.pop(0))  # in order: deterministic shards
-    finally:
-        if started:
-            ray.shutdown()
+    yield from ray_map_ordered(_encode_chunk, items, size, storage_cfg, chunk=32)
 
 
 def write_face_shards(src: str, dst: str, size: int = 128, val_fraction: float = 0.1,
@@ -251,7 +232,6 @@ def write_face_shards(src: str, dst: str, size: int = 128, val_fraction: float =
     by index); otherwise a face goes to val iff ``split_of(str(index), seed, val_fraction)``.
     Train faces are written in a seeded random order, val faces by index.
     """
-    from raygan.datasets.shards import ShardSetWriter, split_of
 
     if size % 8 or size < 8:
         raise ValueError(f"size must be a positive multiple of 8 (the SR scale), got {size}")

@@ -34,7 +34,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from raygan.datasets.degradations import SkipRecord, Task, register_task
+from raygan.datasets.degradations import Task, register_task
+from raygan.platform.errors import SkipRecord
+from raygan.datasets.shards import (IMAGE_EXTENSIONS, ShardSetWriter, encode_image, sanitize_key, split_of)
+from raygan.platform import storage
 
 __all__ = ["PairedTask", "split_ab", "write_paired_shards", "decode_image_field"]
 
@@ -56,8 +59,6 @@ def decode_image_field(field: Any, name: str = "input") -> np.ndarray:
 
 
 def _to_rgb_array(data: bytes, what: str) -> np.ndarray:
-    from raygan.datasets.shards import encode_image
-
     png, _, _ = encode_image(data)  # EXIF, grayscale/palette/16-bit, alpha -> RGB, as images
     return decode_image_field(png, what)
 
@@ -87,9 +88,6 @@ def _rel_stem(uri: str, base: str) -> str:
 
 
 def _list_images(src: str, storage_cfg: Any) -> List[str]:
-    from raygan.datasets.shards import IMAGE_EXTENSIONS
-    from raygan.platform import storage
-
     if storage.is_local(src) and not os.path.isdir(storage.local_path(src)):
         raise FileNotFoundError(f"source folder {src} does not exist")
     base = src.rstrip("/")
@@ -105,8 +103,6 @@ def _list_images(src: str, storage_cfg: Any) -> List[str]:
 
 def _splits_of(rels: List[str], seed: int, val_fraction: float) -> Dict[str, str]:
     """relpath -> split: train/val/test sub-folders if present, else the seeded hash."""
-    from raygan.datasets.shards import split_of
-
     tops = {r.split("/", 1)[0] for r in rels if "/" in r}
     if "train" in tops and ({"val", "test"} & tops):
         val_dir = "val" if "val" in tops else "test"
@@ -127,9 +123,6 @@ def write_paired_shards(dst: str, pairs: Optional[str] = None, inputs: Optional[
                         min_size: int = 0, storage_cfg: Any = None,
                         progress: bool = True) -> Dict[str, Any]:
     """Ingest A|B images (``pairs``) or two aligned folders (``inputs`` + ``targets``)."""
-    from raygan.datasets.shards import ShardSetWriter, sanitize_key
-    from raygan.platform import storage
-
     if (pairs is None) == (inputs is None and targets is None):
         raise ValueError("give either pairs=<A|B folder> or inputs=<folder> and targets=<folder>")
     if pairs is None and (inputs is None or targets is None):

@@ -10,6 +10,8 @@
   DataLoader worker); every yielded sample carries ``n_skipped``, the number of records
   skipped (corrupt, undecodable, too small) in that worker since its previous sample, so
   the collated batch sum is exact.
+* :func:`resolve_data` decides once where a run's training and validation shards are
+  (a :class:`DataPlan`, sent to the workers as plain data).
 * :func:`make_val_loader` is deterministic: val shards in order, the first
   ``val_max_images`` records, ``i % world == rank``, masks seeded from the sample key.
 
@@ -41,20 +43,23 @@ import tarfile
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from raygan.datasets.degradations import SkipRecord, Task, get_task, key_rng
-from raygan.datasets.shards import MANIFEST_NAME, ShardError, read_manifest
+from raygan.datasets.degradations import Task, get_task, key_rng
+from raygan.platform.errors import ShardError, SkipRecord, TooManySkipped
+from raygan.datasets.samples import ensure_demo_shards
+from raygan.datasets.shards import MANIFEST_NAME, read_manifest
 from raygan.platform import storage
+from raygan.platform.config import DEFAULT_WORKDIR
 
 __all__ = [
     "ShardSet", "Skipped", "iter_shard", "decode_record", "TrainStream", "ValStream",
     "steps_per_epoch", "patches_per_image", "epoch_samples", "resolve_schedule",
-    "TooManySkipped", "make_train_loader", "make_val_loader", "resolve_train_uri",
-    "resolve_val_uri",
+    "TooManySkipped", "make_train_loader", "make_val_loader", "DataPlan", "resolve_data",
 ]
 
 _IMAGE_EXTS = ("png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff", "ppm", "pgm")
@@ -90,6 +95,8 @@ class ShardSet:
         self.uri = uri
         self.storage_cfg = storage_cfg
         self.manifest: Optional[Dict[str, Any]] = None
+        #: the shard-set root whose manifest lists this split (None: a bare folder of tars)
+        self.root: Optional[str] = None
         shards: List[str] = []
         counts: List[Optional[int]] = []
         manifest = read_manifest(uri, storage_cfg)
@@ -102,14 +109,14 @@ class ShardSet:
                 raise ShardError(f"{storage.join(uri, MANIFEST_NAME)} has no split {split!r} "
                                  f"(it has {', '.join(sorted(manifest['splits']))})")
             base = storage.join(uri, split)
-            self.manifest = manifest
+            self.manifest, self.root = manifest, uri
         else:
             pm = read_manifest(parent, storage_cfg) if parent is not None else None
             if pm is not None and name in pm["splits"]:
                 if split not in (None, name):
                     raise ShardError(f"{uri} is the {name!r} split of the shard set {parent}, "
                                      f"not split {split!r}: open {parent} instead")
-                split, base, manifest, self.manifest = name, uri, pm, pm
+                split, base, manifest, self.manifest, self.root = name, uri, pm, pm, parent
         if manifest is not None:
             for entry in manifest["splits"][split]["shards"]:
                 shards.append(storage.join(base, entry["name"]))
@@ -160,6 +167,65 @@ class ShardSet:
 
     def __repr__(self) -> str:
         return f"ShardSet({self.uri!r}, split={self.split!r}, shards={len(self.shards)})"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """What was resolved, as plain data (sent from the driver to the Ray workers)."""
+        return {"uri": self.uri, "split": self.split, "root": self.root, "shards": list(self.shards),
+                "shard_counts": list(self.shard_counts), "manifest": self.manifest}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], storage_cfg: Any = None) -> "ShardSet":
+        """A ShardSet from :meth:`to_dict` output, without reading the storage again."""
+        ss = cls.__new__(cls)
+        ss.uri, ss.split, ss.root, ss.manifest = data["uri"], data["split"], data["root"], data["manifest"]
+        ss.shards, ss.shard_counts = list(data["shards"]), list(data["shard_counts"])
+        ss.storage_cfg = storage_cfg
+        return ss
+
+
+@dataclass
+class DataPlan:
+    """The training and validation shard sets of a run, resolved once (by the driver, or by
+    a plain single-process run) and handed to every worker: nobody re-reads manifests."""
+
+    train: ShardSet
+    val: Optional[ShardSet]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"train": self.train.to_dict(), "val": self.val.to_dict() if self.val else None}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], storage_cfg: Any = None) -> "DataPlan":
+        val = data["val"]
+        return cls(ShardSet.from_dict(data["train"], storage_cfg),
+                   ShardSet.from_dict(val, storage_cfg) if val is not None else None)
+
+
+def resolve_data(data_cfg: Any, storage_cfg: Any = None, workdir: str = DEFAULT_WORKDIR,
+                 with_val: bool = True) -> DataPlan:
+    """Where a run's data is, decided once.
+
+    ``data.train``, or the embedded demo shards (built on first use under ``workdir``) when
+    unset; local paths are made absolute (Ray workers may run in another directory), and
+    ``data_cfg`` is updated to what was chosen. Validation: ``data.val`` (its val split when
+    it is a shard-set root), else the val split next to the training set (``dst`` for
+    ``dst/train``). Missing or empty shard sets fail here with a :class:`ShardError`.
+    """
+    if not data_cfg.train:
+        data_cfg.train = ensure_demo_shards(workdir)
+    for key in ("train", "val"):
+        uri = getattr(data_cfg, key)
+        if uri and storage.is_local(uri):
+            setattr(data_cfg, key, str(Path(storage.local_path(uri)).resolve()))
+    train = ShardSet.open(data_cfg.train, "train", storage_cfg)
+    if not with_val:
+        return DataPlan(train, None)
+    if data_cfg.val:
+        val_uri = data_cfg.val
+        val_split = "val" if read_manifest(val_uri, storage_cfg) is not None else None
+    else:  # the val split of the shard set the training split belongs to
+        val_uri, val_split = train.root or data_cfg.train, "val"
+    return DataPlan(train, ShardSet(val_uri, storage_cfg, val_split))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -350,7 +416,7 @@ def epoch_samples(shardset: "ShardSet", train_cfg: Any, data_cfg: Any) -> int:
     return sum(n * patches_per_image(w, h, patch, stride) for w, h, n in sizes)
 
 
-def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"] = None) -> Tuple[Any, int]:
+def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"]) -> Tuple[Any, int]:
     """``(cfg', steps_per_epoch)``: a copy of the run config whose ``train.steps`` and
     ``optim.lr_step`` are the iterations of ``train.epochs`` / ``optim.lr_step_epochs`` when
     those are set, for ``world`` workers of ``data.batch``; and the iterations of one epoch
@@ -365,7 +431,7 @@ def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"] = None
     if not needs:
         return cfg, 0
     if shardset is None:
-        shardset = ShardSet.open(resolve_train_uri(cfg.data, cfg.workdir), "train", cfg.storage)
+        raise ValueError("resolve_schedule: epoch-valued keys need the training ShardSet")
     spe = steps_per_epoch(epoch_samples(shardset, t, cfg.data), cfg.data.batch, world)
     cfg = copy.deepcopy(cfg)
     if t.epochs is not None:
@@ -375,8 +441,6 @@ def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"] = None
     return cfg, spe
 
 
-class TooManySkipped(RuntimeError):
-    """More than ``data.max_skip_fraction`` of a worker's records were skipped."""
 
 
 class _SkipLog:
@@ -546,23 +610,11 @@ class TrainStream(IterableDataset):
             pass_no += 1
 
 
-def resolve_train_uri(data_cfg: Any, workdir: str = ".raygan") -> str:
-    """``data_cfg.train``, or the embedded demo shards (built on first use) when unset."""
-    if data_cfg.train:
-        return data_cfg.train
-    from raygan.datasets.samples import ensure_demo_shards
-
-    return ensure_demo_shards(workdir)
-
-
-def make_train_loader(data_cfg: Any, storage_cfg: Any = None, rank: int = 0, world: int = 1,
-                      seed: int = 0, workdir: str = ".raygan") -> DataLoader:
-    """An infinite DataLoader of ``data_cfg.batch`` samples (drop_last) for one rank.
-
-    The shard set is ``loader.dataset.shardset`` (its ``.count`` feeds steps_per_epoch).
-    """
-    shardset = ShardSet.open(resolve_train_uri(data_cfg, workdir), "train", storage_cfg)
-    ds = TrainStream(shardset, data_cfg, storage_cfg, rank=rank, world=world, seed=seed)
+def make_train_loader(plan: DataPlan, data_cfg: Any, rank: int = 0, world: int = 1,
+                      seed: int = 0) -> DataLoader:
+    """An infinite DataLoader of ``data_cfg.batch`` samples (drop_last) for one rank, over
+    ``plan.train`` (``loader.dataset.shardset``)."""
+    ds = TrainStream(plan.train, data_cfg, plan.train.storage_cfg, rank=rank, world=world, seed=seed)
     nw = int(data_cfg.loader_workers)
     return DataLoader(ds, batch_size=int(data_cfg.batch), num_workers=nw, drop_last=True,
                       persistent_workers=nw > 0, prefetch_factor=2 if nw > 0 else None)
@@ -619,23 +671,8 @@ class ValStream:
                 yield batch
 
 
-def resolve_val_uri(data_cfg: Any, storage_cfg: Any = None, workdir: str = ".raygan") -> Tuple[str, Optional[str]]:
-    """``(uri, split)`` of the validation set: ``data_cfg.val`` (its val split when it is a
-    shard-set root), else the val split next to the training set (``dst`` for ``dst/train``)."""
-    if data_cfg.val:
-        uri = data_cfg.val
-        return uri, ("val" if read_manifest(uri, storage_cfg) is not None else None)
-    uri = resolve_train_uri(data_cfg, workdir)
-    if read_manifest(uri, storage_cfg) is None:
-        parent, name = _parent(uri)
-        pm = read_manifest(parent, storage_cfg) if parent is not None else None
-        if pm is not None and name in pm["splits"]:
-            return parent, "val"
-    return uri, "val"
-
-
-def make_val_loader(data_cfg: Any, storage_cfg: Any = None, rank: int = 0, world: int = 1,
-                    workdir: str = ".raygan") -> ValStream:
-    """Validation batches for one rank: ``data_cfg.val``, else the val split next to train."""
-    uri, split = resolve_val_uri(data_cfg, storage_cfg, workdir)
-    return ValStream(ShardSet(uri, storage_cfg, split), data_cfg, storage_cfg, rank, world)
+def make_val_loader(plan: DataPlan, data_cfg: Any, rank: int = 0, world: int = 1) -> ValStream:
+    """Validation batches for one rank over ``plan.val`` (re-iterable: make it once)."""
+    if plan.val is None:
+        raise ShardError("make_val_loader: the data plan was resolved without validation data")
+    return ValStream(plan.val, data_cfg, plan.val.storage_cfg, rank, world)

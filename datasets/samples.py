@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from typing import List, Tuple
 
+from raygan.datasets.shards import MANIFEST_NAME, write_shards
+
 __all__ = ["ensure_demo_shards", "demo_image_paths", "DEMO_TRAIN", "DEMO_VAL"]
 
 #: colour photographs only. The demo restores colour JPEG q10, whose error is mostly in the
@@ -55,7 +57,6 @@ def ensure_demo_shards(workdir: str = ".raygan") -> str:
     Built in a temporary sibling folder and renamed into place, so concurrent callers
     (several Ray workers) never see a half-written set.
     """
-    from raygan.datasets.shards import MANIFEST_NAME, write_shards
 
     dst = os.path.abspath(os.path.join(workdir, DEMO_DIRNAME))
     if os.path.isfile(os.path.join(dst, MANIFEST_NAME)):

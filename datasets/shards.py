@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from raygan.platform import storage
+from raygan.platform.errors import ShardError
 
 __all__ = [
     "ShardError", "ShardSetWriter", "write_shards", "encode_image", "sanitize_key",
@@ -60,8 +61,6 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
-class ShardError(ValueError):
-    """Bad shard input or output (no images, bad key, missing manifest); names the place."""
 
 
 def shard_name(index: int) -> str:
@@ -277,10 +276,6 @@ def read_manifest(uri: str, storage_cfg: Any = None) -> Optional[Dict[str, Any]]
 # ----------------------------------------------------------------------------- encoding
 
 
-class _Skip(Exception):
-    pass
-
-
 def _to_rgb(im) -> Any:
     from PIL import Image
 
@@ -344,34 +339,35 @@ def _encode_sequential(uris: List[str], min_size: int, storage_cfg: Any) -> Iter
         yield _encode_chunk([uri], min_size, storage_cfg)[0]
 
 
-def _encode_ray(uris: List[str], min_size: int, storage_cfg: Any) -> Iterable[Tuple]:
-    """Chunked Ray tasks, results yielded in input order with a bounded number in flight."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+def ray_map_ordered(fn: Any, items: List[Any], *args: Any, chunk: Optional[int] = None) -> Iterable[Any]:
+    """``fn(chunk_of_items, *args)`` (returning a list) as Ray tasks over ``items``; results
+    are yielded in input order (shards come out deterministic) with at most 2 tasks per CPU
+    in flight. Starts a private local Ray when none is running, and stops it after."""
     import ray
 
-    started = False
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        started = True
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        chunk = int(min(64, max(4, math.ceil(len(uris) / (4 * cpus)))))
-        chunks = [uris[i:i + chunk] for i in range(0, len(uris), chunk)]
-        remote = ray.remote(num_cpus=1, max_retries=2)(_encode_chunk)
-        cfg_ref = ray.put(storage_cfg)
-        max_inflight = 2 * cpus
+        chunk = chunk or int(min(64, max(4, math.ceil(len(items) / (4 * cpus)))))
+        chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        arg_refs = [ray.put(a) for a in args]
         pending: List[Any] = []
-        next_chunk = 0
-        while next_chunk < len(chunks) or pending:
-            while next_chunk < len(chunks) and len(pending) < max_inflight:
-                pending.append(remote.remote(chunks[next_chunk], min_size, cfg_ref))
-                next_chunk += 1
-            results = ray.get(pending.pop(0))  # in order: the output is deterministic
-            yield from results
+        nxt = 0
+        while nxt < len(chunks) or pending:
+            while nxt < len(chunks) and len(pending) < 2 * cpus:
+                pending.append(remote.remote(chunks[nxt], *arg_refs))
+                nxt += 1
+            yield from ray.get(pending.pop(0))
     finally:
         if started:
             ray.shutdown()
+
+
+def _encode_ray(uris: List[str], min_size: int, storage_cfg: Any) -> Iterable[Tuple]:
+    return ray_map_ordered(_encode_chunk, uris, min_size, storage_cfg)
 
 
 # ----------------------------------------------------------------------------- job

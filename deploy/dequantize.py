@@ -9,7 +9,7 @@ Images are PIL images (mode L, RGB; RGBA/P/... are converted to RGB) or uint8 nu
 the same mode family, or a uint8 array of the same shape layout).
 
 ``model`` is a generator ``nn.Module`` (taking (B, C, H, W) in [0, 1]) or anything
-``raygan.deploy.loading.load_generator`` accepts: ``models:/name/version``, ``runs:/...``,
+``raygan.platform.restorer.load_generator`` accepts: ``models:/name/version``, ``runs:/...``,
 a local or ``s3://`` checkpoint directory. Loaded models are cached per URI.
 
 No padding is needed: DequantizerNet's generator is fully convolutional with stride-1 convs
@@ -20,12 +20,15 @@ size works as well), so images of any size, odd ones included, go through unchan
 from __future__ import annotations
 
 import functools
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from raygan.datasets.degradations import jpeg
+from raygan.platform.restorer import load_generator
 
 ImageLike = Union[Image.Image, np.ndarray]
 
@@ -60,7 +63,6 @@ def quantize(image: ImageLike, quality: int) -> ImageLike:
     Calls ``raygan.datasets.degradations.jpeg``, the training data's degradation (PIL/libjpeg,
     standard tables scaled by quality, 4:2:0 chroma for RGB, grayscale JPEG for L).
     """
-    from raygan.datasets.degradations import jpeg
 
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
         raise ValueError(f"quality: JPEG quality must be an integer in 1..100, got {quality!r}")
@@ -70,8 +72,6 @@ def quantize(image: ImageLike, quality: int) -> ImageLike:
 
 @functools.lru_cache(maxsize=4)
 def _load(uri: str) -> nn.Module:
-    from raygan.deploy.loading import load_generator
-
     loaded = load_generator(uri)
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     if not isinstance(model, nn.Module):

@@ -1,6 +1,6 @@
 """Side-by-side throughput benchmark of the data pipeline and the GAN step.
 
-    python jobs/bench_train.py [--config jobs/configs/wcdgan_cpu_demo.yaml] [--steps 6] [key=value ...]
+    python jobs/bench_train.py [--config models/configs/wcdgan_cpu_demo.yaml] [--steps 6] [key=value ...]
 
 Measures, in one run on this machine (ratios are what matter; the machine is shared):
   1. images/s of the S3-shard pipeline in steady state (moto's S3 server in its own
@@ -25,9 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
@@ -152,11 +150,11 @@ def _ray_bench_loop(config):
     import ray.train
     import ray.train.torch
 
-    from raygan.platform.config import config_from_dict
+    from raygan.platform.config import build_config
     from raygan.platform.engine import GANEngine
 
     torch.set_num_threads(1)
-    cfg = gan_phase(config_from_dict(config["cfg"]))
+    cfg = gan_phase(build_config(config["cfg"]))
     engine = GANEngine(cfg, device=ray.train.torch.get_device(), wrap_model=ray.train.torch.prepare_model)
     rank = ray.train.get_context().get_world_rank()
     times = time_steps(engine, synthetic_batch(cfg, seed=rank), config["steps"])
@@ -216,7 +214,7 @@ def main(argv=None) -> int:
     from raygan.platform.engine import GANEngine
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "jobs/configs/wcdgan_cpu_demo.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "models/configs/wcdgan_cpu_demo.yaml"))
     ap.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
     ap.add_argument("--images", type=int, default=48, help="images for the pipeline benchmark")
     ap.add_argument("overrides", nargs="*")

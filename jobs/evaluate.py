@@ -19,13 +19,12 @@ protocol was used, why, and marks the paper's metric columns with *.
 """
 import argparse
 import json
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
 
 
 def main(argv=None) -> int:
@@ -55,19 +54,17 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from raygan.platform.config import ConfigError
-    from raygan.platform.evaluation import EvaluationError, data_config, evaluate, to_csv
-    from raygan.datasets.shards import ShardError
-    from raygan.platform.checkpoint import CheckpointError
-    from raygan.platform.storage import StorageError
+    from raygan.platform.config import resolve_tracking_uri
+    from raygan.platform.errors import CheckpointError, ConfigError, EvaluationError, ShardError, StorageError
+    from raygan.platform.evaluation import data_config, evaluate, to_csv
+    from raygan.platform.restorer import load_generator
 
+    uri = resolve_tracking_uri(args.tracking_uri)  # models:/ and runs:/ load from it too
     try:
         base = None
         for m in args.model:  # a trained model's own data settings are the defaults
             if "/" in m or Path(m).exists():
-                from raygan.deploy.loading import load_generator
-
-                base = load_generator(m)[1].get("data")
+                base = load_generator(m, uri)[1].get("data")
                 break
         task = args.task or (base or {}).get("task")
         if not task:
@@ -76,7 +73,7 @@ def main(argv=None) -> int:
         result = evaluate(args.model, args.sets, data_cfg, protocol=args.protocol,
                           border=args.border, lpips_weights=args.lpips_weights,
                           grid_images=args.grid_images, progress=not args.no_progress,
-                          max_images=args.max_images)
+                          max_images=args.max_images, tracking_uri=uri)
     except (ConfigError, EvaluationError, StorageError, ShardError, CheckpointError,
             FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -94,8 +91,6 @@ def main(argv=None) -> int:
     if not args.no_mlflow:
         import mlflow
 
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-            f"sqlite:///{Path('.raygan').resolve() / 'mlflow.db'}"
         mlflow.set_tracking_uri(uri)
         from raygan.platform.tracking import get_or_create_experiment
 

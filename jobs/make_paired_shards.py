@@ -14,10 +14,8 @@ line; exits 2 with a one-line message on bad arguments, storage errors or unusab
 
 from __future__ import annotations
 
-import os
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -57,9 +55,8 @@ def main(argv=None) -> int:
         parser.error(f"--shard-size must be >= 1, got {args.shard_size}")
 
     from raygan.datasets.paired import write_paired_shards
-    from raygan.datasets.shards import ShardError
+    from raygan.platform.errors import ShardError, StorageError
     from raygan.platform.config import StorageConfig
-    from raygan.platform.storage import StorageError
 
     storage_cfg = StorageConfig(endpoint_url=args.endpoint_url)
     try:

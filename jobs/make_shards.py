@@ -10,11 +10,8 @@ on bad arguments, storage errors or unusable inputs. Credentials come from the A
 
 from __future__ import annotations
 
-import os
 
-# Before Ray is imported anywhere: no cluster on macOS/Windows, no usage stats.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -54,9 +51,9 @@ def main(argv=None) -> int:
     if args.min_size < 0:
         parser.error(f"--min-size must be >= 0, got {args.min_size}")
 
-    from raygan.datasets.shards import ShardError, write_shards
+    from raygan.datasets.shards import write_shards
+    from raygan.platform.errors import ShardError, StorageError
     from raygan.platform.config import StorageConfig
-    from raygan.platform.storage import StorageError
 
     storage_cfg = StorageConfig(endpoint_url=args.endpoint_url)
     try:

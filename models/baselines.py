@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 EXPANSIONS = ("zp", "mig", "br")

@@ -83,15 +83,15 @@ the SRGAN dense layer 8192 -> 1024). The paper gives no count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.common import zero_init_
-from raygan.platform.losses import PerceptualLoss
-from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.blocks import VGGStyleDiscriminator, srgan_stages, zero_init_
+from raygan.platform.errors import ConfigError
 
 CONTENT_KINDS = ("mse", "vgg", "both")
 DAGAN_GAN_KINDS = ("hinge", "vanilla")
@@ -114,11 +114,11 @@ class ModelConfig:
     def validate(self) -> None:
         for name in ("features", "groups", "attention_reduction", "d_features", "d_fc"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name}: must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name}: must be > 0, got {getattr(self, name)}")
         if self.modules < 0:
-            raise ValueError(f"model.modules: must be >= 0, got {self.modules}")
+            raise ConfigError(f"model.modules: must be >= 0, got {self.modules}")
         if self.d_pool < 0:
-            raise ValueError(f"model.d_pool: must be >= 0 (0: patch // 16), got {self.d_pool}")
+            raise ConfigError(f"model.d_pool: must be >= 0 (0: patch // 16), got {self.d_pool}")
 
 
 @dataclass
@@ -131,14 +131,14 @@ class LossConfig:
 
     def validate(self) -> None:
         if self.content not in CONTENT_KINDS:
-            raise ValueError(f"loss.content: {self.content!r} is not one of {', '.join(CONTENT_KINDS)}")
+            raise ConfigError(f"loss.content: {self.content!r} is not one of {', '.join(CONTENT_KINDS)}")
         if self.gan_kind not in DAGAN_GAN_KINDS:
-            raise ValueError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
+            raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                              f"{', '.join(DAGAN_GAN_KINDS)}")
         if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"loss.beta: must be in [0, 1], got {self.beta}")
+            raise ConfigError(f"loss.beta: must be in [0, 1], got {self.beta}")
         if self.adversarial < 0:
-            raise ValueError(f"loss.adversarial: weight must be >= 0, got {self.adversarial}")
+            raise ConfigError(f"loss.adversarial: weight must be >= 0, got {self.adversarial}")
 
     @property
     def uses_vgg(self) -> bool:
@@ -243,30 +243,15 @@ class DAGANGenerator(nn.Module):
         return out if self.training else out.clamp(0, 1)
 
 
-class DAGANDiscriminator(nn.Module):
-    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None, patch: int = 64):
-        super().__init__()
-        cfg = cfg or ModelConfig()
-        base, slope = cfg.d_features, cfg.d_slope
-        act = lambda: nn.LeakyReLU(slope, inplace=True)  # noqa: E731
-        layers = [nn.Conv2d(channels, base, 3, padding=1), act(),
-                  nn.Conv2d(base, base, 3, stride=2, padding=1), nn.BatchNorm2d(base), act()]
-        width = base
-        for stage in range(1, 4):
-            nxt = base * 2 ** stage
-            layers += [nn.Conv2d(width, nxt, 3, padding=1), nn.BatchNorm2d(nxt), act(),
-                       nn.Conv2d(nxt, nxt, 3, stride=2, padding=1), nn.BatchNorm2d(nxt), act()]
-            if cfg.self_attention and stage in (1, 2):
-                layers.append(SelfAttention(nxt, cfg.attention_reduction))
-            width = nxt
-        self.features = nn.Sequential(*layers)
-        pool = cfg.d_pool or max(1, patch // 16)
-        self.pool = nn.AdaptiveAvgPool2d(pool)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * pool * pool, cfg.d_fc), act(),
-                                  nn.Linear(cfg.d_fc, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+def DAGANDiscriminator(channels: int = 3, cfg: Optional[ModelConfig] = None,
+                       patch: int = 64) -> VGGStyleDiscriminator:
+    """SRGAN's D (LeakyReLU ``d_slope``) with self-attention after the 128- and 256-wide
+    stride-2 layers (unless DAGAN*); pooled to ``d_pool`` (0: patch // 16) -> ``d_fc`` -> 1."""
+    cfg = cfg or ModelConfig()
+    after = ({i: (lambda w: SelfAttention(w, cfg.attention_reduction)) for i in (3, 5)}
+             if cfg.self_attention else None)
+    return VGGStyleDiscriminator(channels, srgan_stages(cfg.d_features), slope=cfg.d_slope,
+                                 pool=cfg.d_pool or max(1, patch // 16), fc=cfg.d_fc, after=after)
 
 
 # --------------------------------------------------------------------------------- family
@@ -283,12 +268,6 @@ class DAGANFamily(GANFamily):
     LossConfig = LossConfig
     default_config = "dagan.yaml"
 
-    def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None,
-                 perceptual_weights: str = "auto"):
-        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
-        self.perceptual_weights = perceptual_weights
-        self.perceptual: Optional[PerceptualLoss] = None
-
     @property
     def adversarial_enabled(self) -> bool:
         return bool(self.model_cfg.discriminator) and self.loss_cfg.adversarial > 0
@@ -302,11 +281,8 @@ class DAGANFamily(GANFamily):
         patch = getattr(self.data_cfg, "patch", 64) if self.data_cfg is not None else 64
         return DAGANDiscriminator(self.channels, self.model_cfg, patch)
 
-    def setup(self, device: torch.device) -> None:
-        if self.loss_cfg.uses_vgg:
-            self.perceptual = PerceptualLoss(
-                self.loss_cfg.vgg_layer, getattr(self, "perceptual_weights", "auto"), "mse"
-            ).to(device)
+    def perceptual_spec(self):
+        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.uses_vgg else None
 
     def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
         lc, target = self.loss_cfg, batch["target"]
@@ -317,9 +293,7 @@ class DAGANFamily(GANFamily):
             total = total + (lc.beta if lc.content == "both" else 1.0) * mse
             logs["g_mse"] = mse.item()
         if lc.uses_vgg:
-            if self.perceptual is None:
-                self.setup(out.device)
-            vgg = self.perceptual(out, target)
+            vgg = self.perceptual_distance(out, target)
             total = total + ((1.0 - lc.beta) if lc.content == "both" else 1.0) * vgg
             logs["g_vgg"] = vgg.item()
         logs["g_content"] = total.item()

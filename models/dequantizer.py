@@ -62,15 +62,15 @@ The paper gives no counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.common import skip_base, zero_init_
-from raygan.platform.losses import PerceptualLoss
-from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.blocks import VGGStyleDiscriminator, skip_base, srgan_stages, zero_init_
+from raygan.platform.errors import ConfigError
 
 DEQUANTIZER_GAN_KINDS = ("vanilla", "bce", "lsgan", "hinge")
 
@@ -90,12 +90,12 @@ class ModelConfig:
     def validate(self) -> None:
         for name in ("features", "first_kernel", "d_features", "d_fc"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name}: must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name}: must be > 0, got {getattr(self, name)}")
         for name in ("res_blocks", "upsample_blocks"):
             if getattr(self, name) < 0:
-                raise ValueError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
         if self.first_kernel % 2 == 0:
-            raise ValueError(f"model.first_kernel: must be odd, got {self.first_kernel}")
+            raise ConfigError(f"model.first_kernel: must be odd, got {self.first_kernel}")
 
 
 @dataclass
@@ -108,13 +108,13 @@ class LossConfig:
 
     def validate(self) -> None:
         if self.gan_kind not in DEQUANTIZER_GAN_KINDS:
-            raise ValueError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
+            raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                              f"{', '.join(DEQUANTIZER_GAN_KINDS)}")
         for name in ("adversarial", "content", "pixel"):
             if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
         if self.content == 0 and self.pixel == 0:
-            raise ValueError("loss.content and loss.pixel are both 0: the generator has no "
+            raise ConfigError("loss.content and loss.pixel are both 0: the generator has no "
                              "content loss")
 
 
@@ -169,28 +169,12 @@ class DequantizerGenerator(nn.Module):
         return (torch.tanh(out) + 1) / 2
 
 
-class DequantizerDiscriminator(nn.Module):
-    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
-        super().__init__()
-        cfg = cfg or ModelConfig()
-        base, slope = cfg.d_features, cfg.d_slope
-        layers = [nn.Conv2d(channels, base, 3, padding=1), nn.LeakyReLU(slope, inplace=True)]
-        width = base
-        # (width multiplier, stride) of the 7 conv-BN-LReLU blocks after the first conv
-        for mult, stride in ((1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2)):
-            out = base * mult
-            layers += [nn.Conv2d(width, out, 3, stride=stride, padding=1), nn.BatchNorm2d(out),
-                       nn.LeakyReLU(slope, inplace=True)]
-            width = out
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(width, cfg.d_fc, 1), nn.LeakyReLU(slope, inplace=True),
-            nn.Conv2d(cfg.d_fc, 1, 1),  # raw logit: no sigmoid (BCE-with-logits applies it)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).flatten(1)  # (B, 1)
+def DequantizerDiscriminator(channels: int = 3, cfg: Optional[ModelConfig] = None) -> VGGStyleDiscriminator:
+    """SRGAN's D (LeakyReLU ``d_slope``), globally pooled -> ``d_fc`` -> 1 raw logit (the
+    paper's dense layers, applied to the pooled features so any crop size works)."""
+    cfg = cfg or ModelConfig()
+    return VGGStyleDiscriminator(channels, srgan_stages(cfg.d_features), slope=cfg.d_slope,
+                                 pool=1, fc=cfg.d_fc)
 
 
 @register_family
@@ -204,32 +188,21 @@ class DequantizerFamily(GANFamily):
     LossConfig = LossConfig
     default_config = "dequantizer.yaml"
 
-    def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None,
-                 perceptual_weights: str = "auto"):
-        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
-        self.perceptual_weights = perceptual_weights
-        self.perceptual: Optional[PerceptualLoss] = None
-
     def build_generator(self) -> nn.Module:
         return DequantizerGenerator(self.channels, self.model_cfg)
 
     def build_discriminator(self) -> nn.Module:
         return DequantizerDiscriminator(self.channels, self.model_cfg)
 
-    def setup(self, device: torch.device) -> None:
-        if self.loss_cfg.content > 0:
-            self.perceptual = PerceptualLoss(
-                self.loss_cfg.vgg_layer, getattr(self, "perceptual_weights", "auto"), "mse"
-            ).to(device)
+    def perceptual_spec(self):
+        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.content > 0 else None
 
     def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
         lc, target = self.loss_cfg, batch["target"]
         total = out.new_zeros((), dtype=torch.float32)
         logs: Dict[str, float] = {}
         if lc.content > 0:
-            if self.perceptual is None:
-                self.setup(out.device)
-            vgg = self.perceptual(out, target)
+            vgg = self.perceptual_distance(out, target)
             total = total + lc.content * vgg
             logs["g_vgg"] = vgg.item()
         if lc.pixel > 0:

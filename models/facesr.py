@@ -77,11 +77,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.common import skip_base, zero_init_
-from raygan.platform.registry import GANFamily, LossAndLogs, register_family
-
-# registers the "face_sr" data task with raygan.datasets.degradations.TASKS
-import raygan.datasets.faces  # noqa: F401,E402
+from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.blocks import VGGStyleDiscriminator, skip_base, srgan_stages, zero_init_
+from raygan.platform.errors import ConfigError
 
 N_PARSING = 11
 
@@ -109,8 +107,6 @@ class FaceSRModelConfig:
     prior_input: str = "lr"
 
     def validate(self) -> None:
-        from raygan.platform.config import ConfigError
-
         if self.variant not in ("cnn", "gan"):
             raise ConfigError(f"model.variant: {self.variant!r} is not one of cnn, gan")
         if self.prior_input not in ("lr", "coarse_sr"):
@@ -136,8 +132,6 @@ class FaceSRLossConfig:
     vgg_layer: int = 35           # torchvision VGG19 features index (35 = relu5_4)
 
     def validate(self) -> None:
-        from raygan.platform.config import ConfigError
-
         if self.gan_kind not in ("vanilla", "bce", "lsgan", "hinge"):
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                               "vanilla, bce, lsgan, hinge")
@@ -311,33 +305,14 @@ class FaceSRNet(nn.Module):
         return {"coarse": coarse, "parsing": parsing, "fine": fine}
 
 
-class SRGANDiscriminator(nn.Module):
-    """SRGAN's D: 8 conv layers (64..512, stride 2 every other) -> dense 1024 -> dense 1."""
-
-    def __init__(self, channels: int = 3, nf: int = 64, image_size: int = 128):
-        super().__init__()
-        if image_size % 16:
-            raise ValueError(f"data.patch: the SRGAN discriminator halves the size 4 times, "
-                             f"so the image size must be a multiple of 16, got {image_size}")
-        self.image_size = image_size
-        layers = [_conv(channels, nf), nn.LeakyReLU(0.2, inplace=True)]
-        cin = nf
-        for i, (cout, stride) in enumerate([(nf, 2), (2 * nf, 1), (2 * nf, 2), (4 * nf, 1),
-                                            (4 * nf, 2), (8 * nf, 1), (8 * nf, 2)]):
-            layers += [_conv(cin, cout, stride=stride), nn.BatchNorm2d(cout),
-                       nn.LeakyReLU(0.2, inplace=True)]
-            cin = cout
-        self.features = nn.Sequential(*layers)
-        side = image_size // 16
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, 1024),
-                                        nn.LeakyReLU(0.2, inplace=True), nn.Linear(1024, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"facesr discriminator was built for {self.image_size}x"
-                             f"{self.image_size} images (data.patch) but got "
-                             f"{tuple(x.shape[-2:])}")
-        return self.classifier(self.features(x))
+def SRGANDiscriminator(channels: int = 3, nf: int = 64, image_size: int = 128) -> VGGStyleDiscriminator:
+    """SRGAN's D: 8 conv layers (64..512, stride 2 every other) -> dense 1024 -> dense 1, on
+    the flattened (image_size/16)^2 map, so it takes ``image_size`` x ``image_size`` only."""
+    if image_size % 16:
+        raise ConfigError(f"data.patch: the SRGAN discriminator halves the size 4 times, "
+                          f"so the image size must be a multiple of 16, got {image_size}")
+    return VGGStyleDiscriminator(channels, srgan_stages(nf), slope=0.2, pool=image_size // 16,
+                                 fc=1024, image_size=image_size)
 
 
 # --------------------------------------------------------------------------- family
@@ -359,7 +334,6 @@ class FaceSRFamily(GANFamily):
         super().__init__(model_cfg, loss_cfg, data_cfg)
         self.scale = getattr(data_cfg, "scale", 8) if data_cfg is not None else 8
         self.image_size = getattr(data_cfg, "patch", 128) if data_cfg is not None else 128
-        self.perceptual = None
 
     def build_generator(self) -> nn.Module:
         return FaceSRNet(self.model_cfg, self.channels, self.scale)
@@ -369,12 +343,9 @@ class FaceSRFamily(GANFamily):
             return None
         return SRGANDiscriminator(self.channels, self.model_cfg.d_nf, self.image_size)
 
-    def setup(self, device: torch.device) -> None:
-        if self.model_cfg.variant == "gan" and self.loss_cfg.beta > 0:
-            from raygan.platform.losses import PerceptualLoss
-
-            weights = getattr(self, "perceptual_weights", "auto")
-            self.perceptual = PerceptualLoss(self.loss_cfg.vgg_layer, weights, "mse").to(device)
+    def perceptual_spec(self):
+        on = self.model_cfg.variant == "gan" and self.loss_cfg.beta > 0
+        return (self.loss_cfg.vgg_layer, "mse") if on else None
 
     def restored(self, out: Any) -> torch.Tensor:
         return out["fine"].clamp(0, 1)
@@ -389,8 +360,8 @@ class FaceSRFamily(GANFamily):
         l_prior = F.mse_loss(out["parsing"].float(), batch["parsing"].float())
         l_fine = F.mse_loss(out["fine"].float(), target.float())
         loss = c.w_coarse * l_coarse + c.w_prior * l_prior + c.w_fine * l_fine
-        return loss, {"mse_coarse": float(l_coarse.detach()), "mse_prior": float(l_prior.detach()),
-                      "mse_fine": float(l_fine.detach()), "content": float(loss.detach())}
+        return loss, {"g_coarse": float(l_coarse.detach()), "g_prior": float(l_prior.detach()),
+                      "g_fine": float(l_fine.detach()), "g_content": float(loss.detach())}
 
     def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
         content, logs = self.content_loss(out, batch)
@@ -399,16 +370,13 @@ class FaceSRFamily(GANFamily):
         c = self.loss_cfg
         loss = c.alpha * content
         if c.beta > 0:
-            if self.perceptual is None:
-                raise RuntimeError("facesr: call family.setup(device) before the GAN losses "
-                                   "(it builds the VGG19 perceptual network)")
-            l_vgg = self.perceptual(out["fine"], batch["target"])
+            l_vgg = self.perceptual_distance(out["fine"], batch["target"])
             loss = loss + c.beta * l_vgg
-            logs["vgg"] = float(l_vgg.detach())
+            logs["g_vgg"] = float(l_vgg.detach())
         l_adv = self.adversarial_term(D, self.restored(out), c.gamma)
         if l_adv is not None:
             loss = loss + c.gamma * l_adv
-            logs["adv"] = float(l_adv.detach())
+            logs["g_adv"] = float(l_adv.detach())
         return loss, logs
 
 

@@ -101,11 +101,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.common import zero_init_
-from raygan.platform.registry import GANFamily, LossAndLogs, register_family
-
-# registers the "paired" data task with raygan.datasets.degradations.TASKS
-import raygan.datasets.paired  # noqa: F401,E402
+from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.blocks import zero_init_
+from raygan.platform.errors import ConfigError
+from raygan.platform.losses import gan_loss
 
 # --------------------------------------------------------------------------- config
 
@@ -128,8 +127,6 @@ class PANModelConfig:
     input_skip: bool = False
 
     def validate(self) -> None:
-        from raygan.platform.config import ConfigError
-
         if self.num_downs < 5:
             raise ConfigError(f"model.num_downs: the pix2pix U-Net needs >= 5, got {self.num_downs}")
         if self.levels < 2:
@@ -167,8 +164,6 @@ class PANLossConfig:
     perceptual_margin: float = 0.0  # PAN's D-side margin m (0: off)
 
     def validate(self) -> None:
-        from raygan.platform.config import ConfigError
-
         if self.gan_kind not in ("vanilla", "bce", "lsgan", "hinge"):
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                               "vanilla, bce, lsgan, hinge")
@@ -414,8 +409,6 @@ class PANFamily(GANFamily):
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None):
         super().__init__(model_cfg, loss_cfg, data_cfg)
         if len(loss_cfg.layer_weights) != model_cfg.d_layers + 1:
-            from raygan.platform.config import ConfigError
-
             raise ConfigError(f"loss.layer_weights: one weight per PatchGAN activation "
                               f"(model.d_layers + 1 = {model_cfg.d_layers + 1}), got "
                               f"{len(loss_cfg.layer_weights)}")
@@ -424,8 +417,6 @@ class PANFamily(GANFamily):
         self.scale = data_cfg.scale if (data_cfg is not None and self.task_name == "sr") else 1
         self.in_channels = model_cfg.in_channels or self.channels
         if model_cfg.input_skip and self.in_channels != self.channels:
-            from raygan.platform.config import ConfigError
-
             raise ConfigError(f"model.input_skip: the input ({self.in_channels} channels) "
                               f"cannot be added to the output ({self.channels} channels)")
         c = loss_cfg
@@ -480,15 +471,13 @@ class PANFamily(GANFamily):
 
     def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
         l1 = F.l1_loss(out.float(), batch["target"].float())
-        return l1, {"l1": float(l1.detach())}
+        return l1, {"g_l1": float(l1.detach())}
 
     def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
-        from raygan.platform.losses import gan_loss
-
         c = self.loss_cfg
         l1 = F.l1_loss(out.float(), batch["target"].float())
         loss = c.l1 * l1
-        logs = {"l1": float(l1.detach())}
+        logs = {"g_l1": float(l1.detach())}
         if D is None:
             return loss, logs
         cond = self.condition(batch)
@@ -496,22 +485,20 @@ class PANFamily(GANFamily):
         if c.high > 0 and d_fake["high"]:
             l_high = gan_loss(c.gan_kind, [o[0] for o in d_fake["high"]], True, for_discriminator=False)
             loss = loss + c.high * l_high
-            logs["gan_high"] = float(l_high.detach())
+            logs["g_adv_high"] = float(l_high.detach())
         if c.low > 0 and d_fake["low"]:
             l_low = gan_loss(c.gan_kind, [o[0] for o in d_fake["low"]], True, for_discriminator=False)
             loss = loss + c.low * l_low
-            logs["gan_low"] = float(l_low.detach())
+            logs["g_adv_low"] = float(l_low.detach())
         if c.perceptual > 0:
             with torch.no_grad():
                 d_real = D(batch["target"], cond, parts=self._perceptual_parts())
             l_perc = self._perceptual(d_real, d_fake)
             loss = loss + c.perceptual * l_perc
-            logs["perceptual"] = float(l_perc.detach())
+            logs["g_perceptual"] = float(l_perc.detach())
         return loss, logs
 
     def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
-        from raygan.platform.losses import gan_loss
-
         c = self.loss_cfg
         real = batch["target"]
         n = real.shape[0]

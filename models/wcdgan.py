@@ -80,16 +80,16 @@ the text and is a config switch (``perceptual_criterion``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.common import zero_init_
-from raygan.platform.config import ConfigError
-from raygan.platform.losses import GAN_KINDS, PerceptualLoss, tv_loss
-from raygan.platform.registry import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.blocks import VGGStyleDiscriminator, zero_init_
+from raygan.platform.errors import ConfigError
+from raygan.platform.losses import GAN_KINDS, tv_loss
 
 
 @dataclass
@@ -224,28 +224,17 @@ class WCDGANGenerator(nn.Module):
 # -------------------------------------------------------------------------- discriminator
 
 
-class WCDGANDiscriminator(nn.Module):
-    def __init__(self, channels: int = 3, cfg: Optional[ModelConfig] = None):
-        super().__init__()
-        cfg = cfg or ModelConfig()
-        layers = []
-        width, in_ch = cfg.d_features, channels
-        for i, stride in enumerate((1, 2, 1, 2, 1, 2, 1, 2, 1)):
-            if stride == 2:
-                width = min(2 * width, cfg.d_max_features)
-            layers += [nn.Conv2d(in_ch, width, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
-            if i > 0:
-                layers.append(nn.BatchNorm2d(width))
-            in_ch = width
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(cfg.d_pool)
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_ch * cfg.d_pool ** 2, cfg.d_fc), nn.ReLU(inplace=True),
-            nn.Linear(cfg.d_fc, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+def WCDGANDiscriminator(channels: int = 3, cfg: Optional[ModelConfig] = None) -> VGGStyleDiscriminator:
+    """9 convolutions, conv -> ReLU -> BN (the first without BN), width doubling at each
+    stride-2 layer up to ``d_max_features``; pooled to ``d_pool`` -> ``d_fc`` -> 1."""
+    cfg = cfg or ModelConfig()
+    stages, width = [], cfg.d_features
+    for stride in (1, 2, 1, 2, 1, 2, 1, 2, 1):
+        if stride == 2:
+            width = min(2 * width, cfg.d_max_features)
+        stages.append((width, stride))
+    return VGGStyleDiscriminator(channels, stages, slope=0.0, norm_after_act=True,
+                                 pool=cfg.d_pool, fc=cfg.d_fc)
 
 
 # ------------------------------------------------------------------------------- family
@@ -262,27 +251,15 @@ class WCDGANFamily(GANFamily):
     LossConfig = LossConfig
     default_config = "wcdgan.yaml"
 
-    def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None,
-                 perceptual_weights: str = "auto"):
-        super().__init__(model_cfg or ModelConfig(), loss_cfg or LossConfig(), data_cfg)
-        self.perceptual_weights = perceptual_weights
-        self.perceptual: Optional[PerceptualLoss] = None
-
     def build_generator(self) -> nn.Module:
         return WCDGANGenerator(self.channels, self.model_cfg)
 
     def build_discriminator(self) -> nn.Module:
         return WCDGANDiscriminator(self.channels, self.model_cfg)
 
-    def setup(self, device: torch.device) -> None:
+    def perceptual_spec(self):
         lc = self.loss_cfg
-        if lc.perceptual > 0:
-            self.perceptual = PerceptualLoss(
-                lc.perceptual_layer, getattr(self, "perceptual_weights", "auto"),
-                lc.perceptual_criterion,
-            ).to(device)
-        #: what the VGG19 was initialised from, for run parameters
-        self.perceptual_init = self.perceptual.init if self.perceptual is not None else "unused"
+        return (lc.perceptual_layer, lc.perceptual_criterion) if lc.perceptual > 0 else None
 
     def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
         loss = F.l1_loss(out.float(), batch["target"].float())
@@ -293,9 +270,7 @@ class WCDGANFamily(GANFamily):
         l1 = F.l1_loss(out.float(), target.float())
         total, logs = lc.l1 * l1, {"g_l1": l1.item()}
         if lc.perceptual > 0:
-            if self.perceptual is None:
-                self.setup(out.device)
-            vgg = self.perceptual(out, target)
+            vgg = self.perceptual_distance(out, target)
             total = total + lc.perceptual * vgg
             logs["g_vgg"] = vgg.item()
         adv = self.adversarial_term(D, out, lc.adversarial)
@@ -306,7 +281,6 @@ class WCDGANFamily(GANFamily):
             tv = tv_loss(out.float())
             total = total + lc.tv * tv
             logs["g_tv"] = tv.item()
-        logs["g_total"] = total.item()
         return total, logs
 
 __all__ = ["LossConfig", "ModelConfig", "WCDB", "WCDGANDiscriminator", "WCDGANFamily",

@@ -15,18 +15,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from raygan.platform.errors import CheckpointError
 
 WEIGHT_FILES = ("generator", "generator_ema", "discriminator")
 STATE_FILE = "training_state.pt"
 META_FILE = "meta.json"
 
 
-class CheckpointError(RuntimeError):
-    pass
 
 
 def _plain(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -77,8 +77,3 @@ def generator_weights(directory: str | os.PathLike, prefer_ema: bool = True
     weights = load_weights(directory)
     sd = weights.get("generator_ema") if prefer_ema else None
     return meta["config"], (sd if sd is not None else weights["generator"])
-
-
-def latest_local_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
-    cks = sorted(Path(run_dir).glob("checkpoint_*"))
-    return cks[-1] if cks else None

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from raygan.platform.errors import CheckpointError, ConfigError, StorageError
+from raygan.platform.config import load_config
+from raygan.platform.trainer import run_training
+
 
 _SHORTHANDS = {
     "data": "data.train", "val_data": "data.val", "storage": "ray.storage",
@@ -62,14 +62,11 @@ def collect_overrides(args: argparse.Namespace) -> List[str]:
 
 
 def train_main(family: str, argv: Optional[List[str]] = None) -> int:
-    from raygan.platform.config import ConfigError, load_config
-
     args = build_parser(family).parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, collect_overrides(args), family=None if args.config else family)
         if cfg.family != family:
             raise ConfigError(f"family: this job trains {family!r} but the config names {cfg.family!r}")
-        from raygan.platform.trainer import run_training
 
         summary = run_training(cfg, resume=args.resume)
     except UserFacingErrors() as exc:
@@ -85,8 +82,5 @@ def train_main(family: str, argv: Optional[List[str]] = None) -> int:
 
 def UserFacingErrors() -> tuple:
     """Errors that are the user's to fix: reported in one line, without a traceback."""
-    from raygan.platform.checkpoint import CheckpointError
-    from raygan.platform.config import ConfigError
-    from raygan.platform.storage import StorageError
 
     return (ConfigError, StorageError, CheckpointError, FileNotFoundError, ValueError)

@@ -8,6 +8,7 @@ by the family's own dataclasses (see ``raygan.platform.registry``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
+from raygan.platform.errors import ConfigError
+from raygan.platform.registry import FAMILIES, TASKS
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names the key."""
+
 
 
 class _Loader(yaml.SafeLoader):
@@ -36,6 +38,10 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
 
 def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+#: where local defaults live (demo shards, the sqlite MLflow store, Ray storage)
+DEFAULT_WORKDIR = ".raygan"
 
 
 @dataclass
@@ -152,7 +158,7 @@ class RunConfigSpec:
     family: str = "wcdgan"
     seed: int = 0
     #: where local defaults live: demo shards, sqlite MLflow, Ray storage
-    workdir: str = ".raygan"
+    workdir: str = DEFAULT_WORKDIR
     preset: str = "paper"  # a label: "paper" or the name of a CPU-sized preset
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
@@ -385,10 +391,8 @@ def _validate(cfg: RunConfigSpec) -> None:
         raise ConfigError("data.hole_min/hole_max: need 0 < hole_min <= hole_max < 1")
     if cfg.data.loader_workers < 0:
         raise ConfigError("data.loader_workers: must be >= 0")
-    from raygan.datasets.degradations import get_task
-
     try:
-        get_task(cfg.data.task)
+        TASKS.get(cfg.data.task)
     except KeyError as exc:
         raise ConfigError(f"data.task: {exc.args[0]}") from None
     if not 0 <= cfg.data.max_skip_fraction <= 1:
@@ -406,15 +410,16 @@ def _validate(cfg: RunConfigSpec) -> None:
 
 
 def build_config(raw: Dict[str, Any]) -> RunConfigSpec:
-    """Validate a raw mapping (YAML + overrides) into a RunConfigSpec."""
-    from raygan.platform.registry import get_family
+    """Validate a raw mapping (YAML + overrides) into a RunConfigSpec.
 
+    Families and tasks are looked up in ``raygan.platform.registry``, which the entry points
+    fill (``import raygan.models``, ``import raygan.datasets.tasks``)."""
     raw = dict(raw)
     family_name = raw.get("family", RunConfigSpec.family)
     if not isinstance(family_name, str):
         raise ConfigError(f"family: expected a family name, got {family_name!r}")
     try:
-        family = get_family(family_name)
+        family = FAMILIES.get(family_name)
     except KeyError as exc:
         raise ConfigError(f"family: {exc.args[0]}") from None
     model = from_dict(family.ModelConfig, raw.pop("model", None), "model")
@@ -429,20 +434,48 @@ def build_config(raw: Dict[str, Any]) -> RunConfigSpec:
 
 def load_config(path: Optional[Union[str, Path]], overrides: List[str] = (),
                 family: Optional[str] = None) -> RunConfigSpec:
-    """Read a family YAML (or the family's default one), apply overrides, validate."""
+    """Read a family YAML (or the family's default one), apply overrides, validate.
+
+    ``path`` is a file, or the name of a YAML shipped with a registered family
+    (``models/configs``, package data), e.g. ``wcdgan_cpu_demo.yaml``."""
     if path is None:
         if family is None:
             raise ConfigError("no config file and no family given")
-        from raygan.platform.registry import get_family
-
-        path = Path(__file__).resolve().parent.parent / "jobs" / "configs" / get_family(family).default_config
-    raw = _read_yaml(Path(path))
+        try:
+            cls = FAMILIES.get(family)
+        except KeyError as exc:
+            raise ConfigError(f"family: {exc.args[0]}") from None
+        path = cls.config_dir() / cls.default_config
+    raw = _read_yaml(find_config(path))
     if family is not None:
         raw.setdefault("family", family)
     raw = apply_overrides(raw, list(overrides))
     return build_config(raw)
 
 
-def config_from_dict(data: Dict[str, Any]) -> RunConfigSpec:
-    """Rebuild a config from ``to_dict`` output (checkpoints, Ray workers, MLflow models)."""
-    return build_config(data)
+def resolve_tracking_uri(explicit: Optional[str] = None, workdir: Optional[str] = None) -> str:
+    """The MLflow tracking URI every entry point uses: ``explicit`` (``mlflow.tracking_uri``,
+    ``--tracking-uri``), else ``MLFLOW_TRACKING_URI``, else the local sqlite store
+    ``<workdir>/mlflow.db`` (``workdir`` default ``.raygan``, as ``make demo`` writes it)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path(workdir or DEFAULT_WORKDIR).resolve() / 'mlflow.db')}"
+
+
+def config_dirs() -> List[Path]:
+    """The folders of the registered families' YAML files (package data)."""
+    return sorted({FAMILIES.get(name).config_dir() for name in FAMILIES})
+
+
+def find_config(path: Union[str, Path]) -> Path:
+    """``path`` if it is a file, else the shipped config of that name (ConfigError if neither)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.name == str(path):
+        for d in config_dirs():
+            if (d / p.name).is_file():
+                return d / p.name
+    shipped = ", ".join(sorted({f.name for d in config_dirs() for f in d.glob("*.yaml")}))
+    raise ConfigError(f"config file {path} does not exist (shipped configs: {shipped or 'none'})")

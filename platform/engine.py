@@ -30,8 +30,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+import raygan.datasets.tasks  # noqa: F401  (registers the built-in data tasks)
+import raygan.models  # noqa: F401  (registers the built-in families)
+from raygan.models.base import GANFamily
+from raygan.platform import metrics as M
 from raygan.platform.config import RunConfigSpec
-from raygan.platform.registry import GANFamily, get_family
+from raygan.platform.registry import FAMILIES
 
 WrapFn = Callable[..., nn.Module]
 
@@ -55,7 +59,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def build_family(cfg: RunConfigSpec) -> GANFamily:
-    family = get_family(cfg.family)(cfg.model, cfg.loss, cfg.data)
+    family = FAMILIES.get(cfg.family)(cfg.model, cfg.loss, cfg.data)
     family.perceptual_weights = cfg.train.perceptual_weights
     return family
 
@@ -212,7 +216,7 @@ class GANEngine:
                 self._optimize(loss_d, self.opt_d, self.D)
                 _set_requires_grad(self.discriminator, False)
                 logs.update(d_logs)
-                logs["loss_d"] = float(loss_d.detach())
+                logs["d_total"] = float(loss_d.detach())
             with self._autocast():
                 loss_g, g_logs = fam.generator_loss(self.discriminator, out, batch)
             self._optimize(loss_g, self.opt_g, self.G)
@@ -224,21 +228,19 @@ class GANEngine:
         if self.ema is not None:
             self.ema.update(self.generator)
         self.step += 1
-        logs["loss_g"] = float(loss_g.detach())
+        logs["g_total"] = float(loss_g.detach())
         logs["lr_g"] = self.opt_g.param_groups[0]["lr"]
         logs["pretraining"] = float(self.step - 1 < self.pretrain_steps)  # the step just taken
         return logs
 
     # ---------------------------------------------------------------------- validation
     @torch.no_grad()
-    def validate(self, batches: Iterable[Dict[str, Any]], lpips_model: Optional[nn.Module] = None,
+    def validate(self, batches: Iterable[Dict[str, Any]], lpips: Optional[M.LPIPSMetric] = None,
                  grid_images: int = 0) -> Dict[str, Any]:
         """PSNR/SSIM (RGB and Y) of the model and of the degraded input, summed over ranks.
 
         Returns ``{"metrics": {...means...}, "count": n, "grid": [(degraded, output, target)]}``.
         """
-        from raygan.platform import metrics as M
-
         model = self.eval_generator()
         was_training = model.training
         model.eval()
@@ -259,16 +261,11 @@ class GANEngine:
             if degraded.shape[1] != target.shape[1]:
                 degraded = degraded.mean(1, keepdim=True).expand_as(target)
             for name, img in (("", out), ("input_", degraded)):
-                vals = {
-                    f"{name}psnr": M.psnr(img, target, border=border),
-                    f"{name}ssim": M.ssim(img, target, border=border),
-                    f"{name}psnr_y": M.psnr(img, target, border=border, y=True),
-                    f"{name}ssim_y": M.ssim(img, target, border=border, y=True),
-                }
-                if lpips_model is not None:
-                    vals[f"{name}lpips"] = M.lpips_distance(lpips_model, img, target)
+                vals = M.score(img, target, border, lpips)
+                if lpips is None or not lpips.available:
+                    del vals["lpips"]
                 for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.double().sum())
+                    sums[name + k] = sums.get(name + k, 0.0) + float(v.double().sum())
             count += target.shape[0]
             if len(grid) < grid_images:
                 for i in range(min(target.shape[0], grid_images - len(grid))):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -41,11 +41,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from raygan.datasets.degradations import get_task, key_rng, task_tag
+from raygan.platform.errors import ConfigError, EvaluationError, SkipRecord
+from raygan.datasets.pipeline import ShardSet, Skipped, decode_record, iter_shard
+from raygan.datasets.shards import IMAGE_EXTENSIONS, read_manifest
+from raygan.models.baselines import BASELINES, build_baseline, expand_bits
 from raygan.platform import metrics as M
-from raygan.platform.config import DataConfig, from_dict
+from raygan.platform import storage
+from raygan.platform.config import DataConfig, apply_overrides, from_dict
+from raygan.platform.registry import FAMILIES
+from raygan.platform.restorer import load_generator
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
+METRICS = M.SCORES
 
 #: protocol -> (what is degraded, restored and scored; the columns that are the paper's metric)
 PROTOCOLS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
@@ -61,8 +68,6 @@ TASK_PROTOCOLS: Dict[str, str] = {"jpeg": "y", "bitdepth": "rgb-y"}
 COLUMN_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y"}
 
 
-class EvaluationError(ValueError):
-    pass
 
 
 @dataclass
@@ -73,15 +78,12 @@ class Evaluated:
     family: Optional[str] = None  # None for baselines
 
 
-def load_model(spec: str, data_cfg: DataConfig) -> Evaluated:
-    """A baseline by name, else anything :func:`raygan.deploy.loading.load_generator` reads."""
-    from raygan.models.baselines import BASELINES, build_baseline
+def load_model(spec: str, data_cfg: DataConfig, tracking_uri: Optional[str] = None) -> Evaluated:
+    """A baseline by name, else anything :func:`raygan.platform.restorer.load_generator` reads."""
 
     if spec in BASELINES:
         return Evaluated(spec, build_baseline(spec, data_cfg), data_cfg.channels)
-    from raygan.deploy.loading import load_generator
-
-    module, config = load_generator(spec)
+    module, config = load_generator(spec, tracking_uri)
     channels = int(config.get("data", {}).get("channels", 3))
     return Evaluated(spec, module, channels, config.get("family"))
 
@@ -90,10 +92,9 @@ def family_protocol(family: Optional[str]) -> Optional[str]:
     """The evaluation protocol a family declares (its paper's), None if unknown."""
     if not family:
         return None
-    from raygan.platform.registry import get_family
 
     try:
-        cls = get_family(family)
+        cls = FAMILIES.get(family)
     except KeyError:
         return None
     protocol = getattr(cls, "eval_protocol", "rgb")
@@ -129,8 +130,6 @@ def resolve_protocol(protocol: Optional[str], task: str,
 
 
 def _is_baseline(name: str) -> bool:
-    from raygan.models.baselines import BASELINES
-
     return name in BASELINES
 
 
@@ -138,11 +137,10 @@ def iter_set(uri: str, data_cfg: DataConfig, storage_cfg=None) -> Iterator[Tuple
     """(key, decoded record) of a folder of images or of a shard set's val split."""
     from PIL import Image, UnidentifiedImageError
 
-    from raygan.platform import storage
 
     local = storage.is_local(uri) and Path(storage.local_path(uri)).is_dir()
     files = ([p for p in sorted(Path(storage.local_path(uri)).rglob("*"))
-              if p.suffix.lower() in IMAGE_SUFFIXES] if local else [])
+              if p.suffix.lower() in IMAGE_EXTENSIONS] if local else [])
     if files:
         for p in files:
             try:
@@ -153,8 +151,6 @@ def iter_set(uri: str, data_cfg: DataConfig, storage_cfg=None) -> Iterator[Tuple
                 continue
             yield p.stem, {"target": arr, "key": p.stem}
         return
-    from raygan.datasets.pipeline import ShardSet, Skipped, decode_record, iter_shard
-    from raygan.datasets.shards import read_manifest
 
     split = "val" if read_manifest(uri, storage_cfg) is not None else None
     shardset = ShardSet(uri, storage_cfg, split)
@@ -166,29 +162,21 @@ def iter_set(uri: str, data_cfg: DataConfig, storage_cfg=None) -> Iterator[Tuple
             yield item["__key__"], record
 
 
-def _to_display(x: torch.Tensor) -> np.ndarray:
-    x = x[0].clamp(0, 1)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    return (x * 255).round().byte().permute(1, 2, 0).numpy()
-
-
 @torch.no_grad()
 def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *,
              protocol: Optional[str] = "rgb", border: int = 0, lpips_weights: str = "auto",
              grid_images: int = 3, storage_cfg=None, progress: bool = True,
-             max_images: Optional[int] = None) -> Dict[str, Any]:
+             max_images: Optional[int] = None, tracking_uri: Optional[str] = None) -> Dict[str, Any]:
     """Score every model on every set. Returns rows, the markdown table and grids.
 
     ``protocol``: one of :data:`PROTOCOLS`, or None for the default (module docstring); the
     result's ``protocol`` and ``header`` say which was used and why.
     """
-    from raygan.datasets.degradations import SkipRecord, get_task, key_rng
 
     if protocol is not None and protocol not in PROTOCOLS:
         raise EvaluationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     task = get_task(data_cfg.task)
-    loaded = [load_model(m, data_cfg) for m in models]
+    loaded = [load_model(m, data_cfg, tracking_uri) for m in models]
     protocol, why = resolve_protocol(protocol, data_cfg.task, loaded)
     data_cfg.channels = 1 if protocol == "y" else 3
     for ev in loaded:
@@ -227,31 +215,25 @@ def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *
             degraded_view = x
             if x.shape[-2:] != target.shape[-2:]:
                 degraded_view = torch.nn.functional.interpolate(x, size=target.shape[-2:], mode="nearest")
-            row_imgs = [_to_display(degraded_view)]
+            row_imgs = [M.to_uint8_image(degraded_view)]
             for ev in loaded:
                 out = ev.module(x).float().clamp(0, 1)
                 if out.shape != target.shape:
                     raise EvaluationError(f"model {ev.name} returned {tuple(out.shape)} for "
                                           f"target {tuple(target.shape)} on {set_name}/{key}")
-                vals = {"psnr": M.psnr(out, target, border), "ssim": M.ssim(out, target, border),
-                        "psnr_y": M.psnr(out, target, border, y=True),
-                        "ssim_y": M.ssim(out, target, border, y=True), "lpips": lpips(out, target)}
-                for k, v in vals.items():
+                for k, v in M.score(out, target, border, lpips).items():
                     sums[ev.name][k] += float(v[0])
-                row_imgs.append(_to_display(out))
-            row_imgs.append(_to_display(target))
+                row_imgs.append(M.to_uint8_image(out))
+            row_imgs.append(M.to_uint8_image(target))
             count += 1
             if len(grid_rows) < grid_images:
-                grid_rows.append(np.concatenate(row_imgs, axis=1))
+                grid_rows.append(row_imgs)
         for ev in loaded:
             row = {"set": set_name, "model": ev.name, "images": count, "skipped": skipped}
             row.update({k: (v / count if count else math.nan) for k, v in sums[ev.name].items()})
             rows.append(row)
         if grid_rows:
-            width = max(r.shape[1] for r in grid_rows)
-            grid_rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in grid_rows]
-            grids[set_name] = np.concatenate(grid_rows, axis=0)
-    from raygan.datasets.degradations import task_tag
+            grids[set_name] = M.image_grid(grid_rows)
 
     what, paper_cols = PROTOCOLS[protocol]
     header = (f"task {task_tag(data_cfg)}, protocol {protocol} ({why}): {what}; the paper's "
@@ -263,7 +245,6 @@ def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *
     bits = getattr(data_cfg, "bits", None)
     if (data_cfg.task == "bitdepth" and isinstance(bits, int) and 1 <= bits <= 7
             and {"mig", "br"} & {ev.name for ev in loaded}):
-        from raygan.models.baselines import expand_bits
 
         codes = torch.arange(1 << bits)
         if torch.equal(expand_bits(codes, bits, "mig"), expand_bits(codes, bits, "br")):
@@ -309,7 +290,6 @@ def to_csv(rows: List[Dict[str, Any]]) -> str:
 
 def data_config(task: str, overrides: Sequence[str] = (), base: Optional[Dict[str, Any]] = None) -> DataConfig:
     """A DataConfig for evaluation: a model's own data section, the task, then overrides."""
-    from raygan.platform.config import ConfigError, apply_overrides
 
     raw = {"data": dict(base or {})}
     raw["data"]["task"] = task
@@ -317,7 +297,6 @@ def data_config(task: str, overrides: Sequence[str] = (), base: Optional[Dict[st
         raw["data"].pop(k, None)
     apply_overrides(raw, [o if o.startswith("data.") else f"data.{o}" for o in overrides])
     cfg = from_dict(DataConfig, raw["data"], "data")
-    from raygan.datasets.degradations import get_task
 
     try:
         get_task(cfg.task)

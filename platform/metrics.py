@@ -12,10 +12,13 @@ value per image, shape (B,).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from raygan.platform.perceptual import build_lpips
 
 METRIC_CONVENTIONS = (
     "PSNR/SSIM on 8-bit quantized outputs (round(clamp(x,0,1)*255)), data range 255, "
@@ -132,8 +135,6 @@ class LPIPSMetric:
     """LPIPS from a weights spec; ``available`` is False when the weights are absent."""
 
     def __init__(self, spec: str = "auto", device: Optional[torch.device] = None):
-        from raygan.platform.perceptual import build_lpips
-
         self.model = build_lpips(spec)
         if self.model is not None and device is not None:
             self.model = self.model.to(device)
@@ -148,7 +149,42 @@ class LPIPSMetric:
         return lpips_distance(self.model, pred, target)
 
 
+#: the scores of :func:`score`, in table order
+SCORES = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips")
+
+
+@torch.no_grad()
+def score(pred: torch.Tensor, target: torch.Tensor, border: int = 0,
+          lpips: Optional[LPIPSMetric] = None) -> Dict[str, torch.Tensor]:
+    """The one scoring function of validation and evaluation: per-image (B,) PSNR and SSIM on
+    the channels given and on Y, and LPIPS (NaN without weights or without ``lpips``)."""
+    out = {"psnr": psnr(pred, target, border), "ssim": ssim(pred, target, border),
+           "psnr_y": psnr(pred, target, border, y=True), "ssim_y": ssim(pred, target, border, y=True)}
+    out["lpips"] = (lpips(pred, target) if lpips is not None
+                    else torch.full((pred.shape[0],), math.nan, dtype=torch.float64))
+    return out
+
+
+def to_uint8_image(x: torch.Tensor) -> np.ndarray:
+    """A (C, H, W) or (1, C, H, W) tensor in [0, 1] as an (H, W, 3) uint8 array (gray -> RGB)."""
+    x = x[0] if x.dim() == 4 else x
+    x = x.detach().float().cpu().clamp(0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return (x * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:
+    """Rows of (H, W, 3) uint8 images side by side (e.g. degraded | restored | target),
+    stacked with ``gap`` black pixels between rows, narrower rows padded on the right."""
+    lines = [np.concatenate(list(r), axis=1) for r in rows]
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, gap if i < len(lines) - 1 else 0), (0, width - line.shape[1]), (0, 0)))
+             for i, line in enumerate(lines)]
+    return np.concatenate(lines, axis=0)
+
+
 __all__ = [
-    "LPIPSMetric", "METRIC_CONVENTIONS", "lpips_distance", "metric_conventions", "psnr",
-    "quantize_uint8", "rgb_to_y", "ssim",
+    "LPIPSMetric", "METRIC_CONVENTIONS", "SCORES", "image_grid", "lpips_distance",
+    "metric_conventions", "psnr", "quantize_uint8", "rgb_to_y", "score", "ssim", "to_uint8_image",
 ]

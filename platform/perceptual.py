@@ -21,12 +21,12 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from raygan.platform.errors import WeightsNotFoundError
+
 VGG19_FILE = "vgg19-dcbbe1a2.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
 
-class WeightsNotFoundError(FileNotFoundError):
-    """``"auto"`` weights are not in the torch hub cache (and are never downloaded)."""
 
 
 def hub_checkpoint_path(filename: str) -> Path:

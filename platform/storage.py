@@ -20,6 +20,9 @@ import threading
 from typing import IO, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from raygan.platform.config import StorageConfig
+from raygan.platform.errors import StorageError
+
 __all__ = [
     "StorageError", "s3_client", "join", "is_s3", "is_local", "local_path", "list_files",
     "read_bytes", "write_bytes", "put_file", "exists", "open_stream", "ray_storage",
@@ -27,8 +30,6 @@ __all__ = [
 ]
 
 
-class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI or the endpoint."""
 
 
 # ----------------------------------------------------------------------------- URIs
@@ -103,8 +104,6 @@ def endpoint_url(storage_cfg: Any = None) -> Optional[str]:
 
 
 def _cfg_values(storage_cfg: Any) -> Tuple[int, float, float]:
-    from raygan.platform.config import StorageConfig
-
     cfg = storage_cfg if storage_cfg is not None else StorageConfig()
     return int(cfg.max_attempts), float(cfg.connect_timeout_s), float(cfg.read_timeout_s)
 
@@ -263,14 +262,24 @@ def write_bytes(uri: str, data: bytes, storage_cfg: Any = None) -> None:
             raise StorageError(f"S3 URI without an object key: {uri}")
         _s3_call(uri, storage_cfg, lambda c: c.put_object(Bucket=bucket, Key=key, Body=data), bucket)
         return
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    _write_local_atomic(uri, write)
+
+
+def _write_local_atomic(uri: str, write: Any) -> None:
+    """Create ``uri``'s parents, ``write(temp path)`` beside it, then rename over ``uri``: a
+    reader sees the old file or the whole new one, never a half-written one."""
     path = local_path(uri)
     parent = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(parent, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            write(tmp)
             os.chmod(tmp, _FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
@@ -293,22 +302,7 @@ def put_file(local_file: str, uri: str, storage_cfg: Any = None) -> None:
             # boto3 wraps the ClientError (implicitly chained); translate the original
             raise _s3_error(exc.__context__ or exc, uri, storage_cfg, bucket) from None
         return
-    path = local_path(uri)
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(local_file, tmp)
-            os.chmod(tmp, _FILE_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise StorageError(f"cannot write {uri}: {exc}") from None
+    _write_local_atomic(uri, lambda tmp: shutil.copyfile(local_file, tmp))
 
 
 def exists(uri: str, storage_cfg: Any = None) -> bool:

@@ -2,25 +2,46 @@
 
 Tracking URI: ``mlflow.tracking_uri`` in the config, else ``MLFLOW_TRACKING_URI``, else a
 local sqlite file ``<workdir>/mlflow.db`` with artifacts under ``<workdir>/mlartifacts``.
-Telemetry is switched off before MLflow is imported.
+Telemetry is switched off before MLflow is imported (``raygan.ENV_DEFAULTS``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from raygan.platform import storage
+from raygan.platform.checkpoint import META_FILE, generator_weights
+from raygan.platform.config import StorageConfig, resolve_tracking_uri
+from raygan.platform.errors import CheckpointError
 
 RUN_NAME_TAG = "raygan.ray_run_name"
 
 
-def resolve_tracking_uri(cfg) -> str:
-    uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path(cfg.workdir).resolve() / 'mlflow.db'}"
+@contextmanager
+def mlflow_store(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (log_model, registration, models:/ downloads) against ``uri``,
+    without leaving ``uri`` behind: ``mlflow.set_tracking_uri`` also sets the process's
+    ``MLFLOW_TRACKING_URI``, which every later resolution would then read."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_registry_uri(None)
+        mlflow.set_tracking_uri(before)
+
+
+def run_tracking_uri(cfg) -> str:
+    """The tracking URI of a run config (see raygan.platform.config.resolve_tracking_uri)."""
+    return resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.workdir)
 
 
 def _client(tracking_uri: str):
@@ -43,7 +64,7 @@ def get_or_create_experiment(tracking_uri: str, name: str, workdir: str) -> str:
 
 def start_run(cfg, run_name: str, resume: bool, params: Dict[str, Any]) -> str:
     """Create the MLflow run for a Ray run (or find it again when resuming)."""
-    tracking_uri = resolve_tracking_uri(cfg)
+    tracking_uri = run_tracking_uri(cfg)
     client = _client(tracking_uri)
     exp_id = get_or_create_experiment(tracking_uri, cfg.mlflow.experiment, cfg.workdir)
     if resume:
@@ -85,10 +106,6 @@ class RunLogger:
     def text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def tags(self, tags: Dict[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
-
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -97,21 +114,15 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
                         registered_name: Optional[str]) -> Dict[str, Any]:
     """Log the checkpoint's generator as an MLflow pyfunc model and register it.
 
-    The model is "models from code" (``raygan/deploy/mlflow_model.py``) with the weights
+    The model is "models from code" (``raygan/platform/mlflow_model.py``) with the weights
     as a safetensors artifact and the run config as JSON: loading it never unpickles.
     """
-    import json
-    import tempfile
-
     import mlflow
     from safetensors.torch import save_file
 
-    from raygan.platform.checkpoint import generator_weights
-
     config, sd = generator_weights(checkpoint_dir)
-    code = str(Path(__file__).resolve().parent.parent / "deploy" / "mlflow_model.py")
-    mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    code = str(Path(__file__).resolve().parent / "mlflow_model.py")
+    with mlflow_store(tracking_uri), tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "generator.safetensors"
         save_file({k: v.contiguous() for k, v in sd.items()}, str(weights))
         cfg_file = Path(tmp) / "config.json"
@@ -128,3 +139,37 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
         out["registered_model"] = registered_name
         out["registered_version"] = getattr(info, "registered_model_version", None)
     return out
+
+
+#: MLflow URIs of a generator logged by raygan.platform.tracking.log_generator_model
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:")
+
+
+def fetch_checkpoint(uri: str, tracking_uri: Optional[str] = None,
+                     storage_cfg: Optional[StorageConfig] = None) -> Path:
+    """The one way from a model URI to a local checkpoint directory.
+
+    ``uri``: a local checkpoint directory (returned as it is), ``s3://.../checkpoint_*``
+    (downloaded), or an MLflow model, ``models:/name/version``, ``models:/name@alias``,
+    ``runs:/<id>/generator`` (downloaded from the tracking server resolved by
+    :func:`raygan.platform.config.resolve_tracking_uri`, and given a ``meta.json`` holding its
+    config, so it reads like a checkpoint with a generator only).
+    """
+    if uri.startswith(MLFLOW_SCHEMES):
+        import mlflow
+
+        # models:/ resolves through the registry URI, which MLflow takes from its fluent state
+        with mlflow_store(resolve_tracking_uri(tracking_uri)):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
+        config = json.loads((local / "config.json").read_text())
+        (local / META_FILE).write_text(json.dumps({"config": config}))
+        return local
+    if storage.is_s3(uri):
+        dst = Path(tempfile.mkdtemp(prefix="raygan-ckpt-"))
+        files = storage.list_files(uri, storage_cfg=storage_cfg)
+        if not files:
+            raise CheckpointError(f"no checkpoint at {uri}: the prefix holds no files")
+        for f in files:
+            (dst / f.rsplit("/", 1)[-1]).write_bytes(storage.read_bytes(f, storage_cfg))
+        return dst
+    return Path(storage.local_path(uri))

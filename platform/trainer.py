@@ -17,12 +17,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import torch
+from PIL import Image
 
-from raygan.platform.config import RunConfigSpec, config_from_dict, flatten, to_dict
+from raygan.datasets.pipeline import (DataPlan, make_train_loader, make_val_loader, resolve_data,
+                                      resolve_schedule)
+from raygan.platform import metrics as M
+from raygan.platform import storage, tracking
+from raygan.platform.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from raygan.platform.config import RunConfigSpec, build_config, flatten, to_dict
+from raygan.platform.errors import ConfigError
+from raygan.platform.engine import GANEngine, build_family, count_parameters
+from raygan.platform.tracking import RunLogger, fetch_checkpoint, run_tracking_uri
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # Variables forwarded to Ray workers: endpoints and regions only. Credentials are never
 # copied into Ray's runtime env; workers read them from their own environment.
@@ -30,43 +36,24 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"
                  "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_DISABLE_TELEMETRY", "TORCH_HOME")
 
 
-def _grid_image(grid):
-    """Rows of degraded | output | target as one uint8 PIL image."""
-    from PIL import Image
-
-    rows = []
-    for degraded, out, target in grid:
-        row = torch.cat([degraded, out, target], dim=2)
-        if row.shape[0] == 1:
-            row = row.expand(3, -1, -1)
-        rows.append((row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-    width = max(r.shape[1] for r in rows)
-    import numpy as np
-
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return Image.fromarray(np.concatenate(rows, axis=0))
-
-
 def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
              device: Optional[torch.device] = None, wrap_model=None,
              restore_dir: Optional[str] = None, logger=None,
              report: Optional[Callable[[Dict[str, Any], Optional[str]], None]] = None,
-             checkpoint_root: Optional[str] = None) -> Dict[str, Any]:
+             checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None) -> Dict[str, Any]:
     """The training loop shared by Ray workers and plain single-process runs.
 
     ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
-    ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory.
+    ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory; ``plan`` is
+    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None).
     """
-    from raygan.datasets.pipeline import make_train_loader, make_val_loader, resolve_schedule
-    from raygan.platform.checkpoint import load_checkpoint, save_checkpoint
-    from raygan.platform.engine import GANEngine
-    from raygan.platform.perceptual import build_lpips
-
+    if plan is None:
+        plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
     torch.manual_seed(cfg.seed + rank)
     # Epoch-valued keys (train.epochs, optim.lr_step_epochs, train.pretrain_epochs) become
     # iterations in the unit of train.epoch_unit (images, or patches from the manifest's
     # image sizes); cfg is a resolved copy from here on (its train.steps is the real total).
-    cfg, epoch_steps = resolve_schedule(cfg, world)
+    cfg, epoch_steps = resolve_schedule(cfg, world, plan.train)
     engine = GANEngine(cfg, device=device, wrap_model=wrap_model)
     engine.set_pretraining(epoch_steps)
     resumed_from = 0
@@ -76,11 +63,10 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     elif cfg.train.init_from:
         initialize_from(engine, cfg.train.init_from, cfg)
 
-    lpips_model = build_lpips(cfg.train.lpips_weights)
-    if lpips_model is not None:
-        lpips_model = lpips_model.to(engine.device).eval()
+    lpips = M.LPIPSMetric(cfg.train.lpips_weights, engine.device)
     # Reseed the stream on resume so a restarted run does not replay the same samples.
-    loader = make_train_loader(cfg.data, cfg.storage, rank, world, seed=cfg.seed + 7919 * engine.step)
+    loader = make_train_loader(plan, cfg.data, rank, world, seed=cfg.seed + 7919 * engine.step)
+    val_loader = make_val_loader(plan, cfg.data, rank, world)
     batches = iter(loader)
     skipped = 0
     running: Dict[str, float] = {}
@@ -89,10 +75,9 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     t0 = time.time()
     images = 0
 
-    def validate_and_report(final: bool) -> None:
-        nonlocal last, skipped
-        val = engine.validate(make_val_loader(cfg.data, cfg.storage, rank, world, cfg.workdir),
-                              lpips_model, grid_images=cfg.train.val_grid_images if rank == 0 else 0)
+    def validate_and_report() -> None:
+        nonlocal last
+        val = engine.validate(val_loader, lpips, grid_images=cfg.train.val_grid_images if rank == 0 else 0)
         total_skipped = skipped
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             t = torch.tensor([skipped], dtype=torch.float64)
@@ -107,7 +92,8 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
             logger.metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                            step=engine.step)
             if val["grid"]:
-                logger.image(_grid_image(val["grid"]), f"val/grid_step_{engine.step:08d}.png")
+                grid = M.image_grid([[M.to_uint8_image(x) for x in row] for row in val["grid"]])
+                logger.image(Image.fromarray(grid), f"val/grid_step_{engine.step:08d}.png")
         ckpt_dir = None
         if rank == 0:
             root = checkpoint_root or tempfile.mkdtemp(prefix="raygan-ckpt-")
@@ -135,19 +121,19 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
                                     time.time() - t0, resumed_from), flush=True)
             running, n_running = {}, 0
         if engine.step % cfg.train.val_every == 0 or engine.step == cfg.train.steps:
-            validate_and_report(final=engine.step == cfg.train.steps)
+            validate_and_report()
     if not last:  # resumed at the final step: validate once more so the run has metrics
-        validate_and_report(final=True)
+        validate_and_report()
     return last
 
 
 #: loss keys shown on the console, in this order, when a family logs them
-_PROGRESS_KEYS = ("loss_g", "loss_d", "g_l1", "g_mse", "g_vgg", "g_adv", "l1", "mse_fine")
+_PROGRESS_KEYS = ("g_total", "d_total", "g_l1", "g_mse", "g_vgg", "g_adv", "g_fine")
 
 
 def progress_line(step: int, total: int, losses: Dict[str, float], images: int,
                   elapsed_s: float, start_step: int = 0) -> str:
-    """``step 40/400 (10%) | loss_g 0.0213 g_l1 0.0213 | 12.3 img/s | ETA 4m05s``.
+    """``step 40/400 (10%) | g_total 0.0213 g_l1 0.0213 | 12.3 img/s | ETA 4m05s``.
 
     ``images`` is counted over all ranks since ``start_step`` (a resumed run's first step).
     """
@@ -167,30 +153,8 @@ def initialize_from(engine, uri: str, cfg: RunConfigSpec) -> None:
     Weights only: G (and D and G-EMA when the source is a checkpoint); optimizers, step and
     schedules start fresh, as for DequantizerNet's Phi run initialised from Gimel.
     """
-    from raygan.platform.checkpoint import load_weights
-
-    engine.load_state(load_weights(_local_checkpoint(uri, cfg)), None)
-
-
-def _local_checkpoint(uri: str, cfg: RunConfigSpec) -> str:
-    """A local directory holding the checkpoint at ``uri`` (downloaded if remote)."""
-    if uri.startswith(("models:/", "runs:/")):
-        import mlflow
-        from safetensors.torch import load_file, save_file
-
-        from raygan.platform.tracking import resolve_tracking_uri
-
-        mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
-        out = Path(tempfile.mkdtemp(prefix="raygan-init-"))
-        save_file(load_file(str(local / "generator.safetensors")), str(out / "generator.safetensors"))
-        (out / "meta.json").write_text(json.dumps({"config": json.loads((local / "config.json").read_text())}))
-        return str(out)
-    if uri.startswith("s3://"):
-        from raygan.deploy.loading import _download_checkpoint
-
-        return _download_checkpoint(uri, tempfile.mkdtemp(prefix="raygan-init-"))
-    return uri
+    local = fetch_checkpoint(uri, run_tracking_uri(cfg), cfg.storage)
+    engine.load_state(load_weights(local), None)
 
 
 # ---------------------------------------------------------------------------- Ray worker
@@ -200,12 +164,12 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    cfg = config_from_dict(loop_config["cfg"])
+    cfg = build_config(loop_config["cfg"])
+    plan = DataPlan.from_dict(loop_config["data"], cfg.storage)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        from raygan.platform.tracking import RunLogger
 
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
 
@@ -217,17 +181,17 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as restore_dir:
-            _run_worker(cfg, rank, world, logger, report, restore_dir)
+            _run_worker(cfg, plan, rank, world, logger, report, restore_dir)
     else:
-        _run_worker(cfg, rank, world, logger, report, None)
+        _run_worker(cfg, plan, rank, world, logger, report, None)
 
 
-def _run_worker(cfg, rank, world, logger, report, restore_dir):
+def _run_worker(cfg, plan, rank, world, logger, report, restore_dir):
     import ray.train.torch
 
     run_loop(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
              wrap_model=ray.train.torch.prepare_model, restore_dir=restore_dir,
-             logger=logger, report=report)
+             logger=logger, report=report, plan=plan)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -295,8 +259,6 @@ def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[st
     :func:`stable_workdir` and refuse workdir, storage or MLflow paths that fall inside the
     job's temporary working-dir copy (ConfigError). Returns a line to print, or None when
     this is not a submitted job."""
-    from raygan.platform import storage
-    from raygan.platform.config import ConfigError
 
     environ = os.environ if environ is None else environ
     if RAY_JOB_ENV not in environ:
@@ -332,8 +294,6 @@ def check_node_local_storage(storage_uri: str, alive_nodes: int, shared_storage:
     Workers on other nodes can neither write nor restore checkpoints under a path that only
     one node has; ``ray.shared_storage=true`` says the path is on a filesystem every node
     mounts. Raises ConfigError; pure (the caller counts the alive nodes)."""
-    from raygan.platform import storage
-    from raygan.platform.config import ConfigError
 
     if alive_nodes <= 1 or shared_storage:
         return
@@ -355,23 +315,6 @@ def _alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def resolve_data(cfg: RunConfigSpec) -> None:
-    """Fill in data.train: the embedded demo shards when none are given."""
-    from raygan.platform import storage
-
-    if cfg.data.train is None:
-        from raygan.datasets.samples import ensure_demo_shards
-
-        cfg.data.train = ensure_demo_shards(cfg.workdir)
-    # Ray workers may run elsewhere (another cwd, a job's working dir): make local paths absolute.
-    for key in ("train", "val"):
-        uri = getattr(cfg.data, key)
-        if uri and storage.is_local(uri):
-            setattr(cfg.data, key, str(Path(storage.local_path(uri)).resolve()))
-    if cfg.ray.storage and storage.is_local(cfg.ray.storage):
-        cfg.ray.storage = str(Path(storage.local_path(cfg.ray.storage)).resolve())
-
-
 def _run_name(cfg: RunConfigSpec) -> str:
     return cfg.ray.name or f"{cfg.family}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -380,11 +323,6 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from raygan.datasets.pipeline import ShardSet, resolve_val_uri
-    from raygan.platform import storage, tracking
-    from raygan.platform.engine import build_family, count_parameters
-    from raygan.platform.perceptual import resolve_weights  # noqa: F401  (fail early below)
 
     job_note = place_job_outputs(cfg)
     workdir = Path(cfg.workdir).resolve()
@@ -403,14 +341,12 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     family.setup(torch.device("cpu"))
     params_g = count_parameters(family.build_generator())
     params_d = count_parameters(family.build_discriminator())
-    resolve_data(cfg)
-    from raygan.datasets.pipeline import resolve_schedule
-
-    # Fails here, not in the workers, on a manifest that cannot count epochs; the resolved
-    # iterations are logged with the params.
-    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, ShardSet.open(cfg.data.train, "train", cfg.storage))
-    val_uri, val_split = resolve_val_uri(cfg.data, cfg.storage, cfg.workdir)
-    ShardSet(val_uri, cfg.storage, val_split)
+    # The data is resolved once, here: missing shards and manifests that cannot count epochs
+    # fail in the driver, not in the workers; the resolved iterations go into the params.
+    plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
+    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, plan.train)
+    if cfg.ray.storage and storage.is_local(cfg.ray.storage):
+        cfg.ray.storage = str(Path(storage.local_path(cfg.ray.storage)).resolve())
 
     name = resume or _run_name(cfg)
     cfg.ray.name = name
@@ -419,7 +355,7 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     storage_uri = cfg.ray.storage or str(workdir / "ray_results")
     storage_path, filesystem = storage.ray_storage(storage_uri, cfg.storage)
 
-    tracking_uri = tracking.resolve_tracking_uri(cfg)
+    tracking_uri = tracking.run_tracking_uri(cfg)
     _init_ray(cfg)
     check_node_local_storage(storage_uri, _alive_nodes(), cfg.ray.shared_storage, tracking_uri)
     if job_note:
@@ -433,7 +369,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "mlflow_run_id": run_id, "tracking_uri": tracking_uri},
+        train_loop_config={"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
+                           "tracking_uri": tracking_uri},
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),

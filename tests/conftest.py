@@ -2,10 +2,10 @@
 
 import os
 
-# Before anything imports Ray or MLflow.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
+# The tests are an entry point: register the built-in families and data tasks.
+import raygan.datasets.tasks  # noqa: E402,F401
+import raygan.models  # noqa: E402,F401
 
 import logging  # noqa: E402
 import socket  # noqa: E402

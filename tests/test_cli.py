@@ -1,11 +1,11 @@
 """Bad input through the real job entry point: one clear line, exit status 2, no Ray started."""
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port  # nothing listens on it once returned
 
 ROOT = Path(__file__).resolve().parent.parent
 RANDOM_VGG = ["train.perceptual_weights=random"]
@@ -20,12 +20,6 @@ def run_job(*args, timeout=120):
     out = subprocess.run([sys.executable, "jobs/train_wcdgan.py", *RANDOM_VGG, *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=timeout, env=env)
     return out, time.time() - t0
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_clear_error(out, *needles):
@@ -44,7 +38,7 @@ def test_unknown_config_key(tmp_path):
 
 def test_config_of_another_family(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("base: " + str(ROOT / "jobs/configs/wcdgan.yaml") + "\nfamily: nosuch\n")
+    cfg.write_text("base: " + str(ROOT / "models/configs/wcdgan.yaml") + "\nfamily: nosuch\n")
     out, _ = run_job("--config", str(cfg), "--workdir", str(tmp_path))
     assert_clear_error(out, "family")
 
@@ -61,7 +55,7 @@ def test_empty_shard_set(tmp_path):
 
 
 def test_unreachable_s3_endpoint_fails_bounded(tmp_path):
-    port = closed_port()
+    port = free_port()
     out, took = run_job("--workdir", str(tmp_path), "--data", "s3://bucket/shards",
                         "--endpoint-url", f"http://127.0.0.1:{port}", "storage.max_attempts=2",
                         "storage.connect_timeout_s=1")

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from raygan.platform.config import ConfigError, flatten, load_config, to_dict, config_from_dict
+from raygan.platform.config import ConfigError, flatten, load_config, to_dict, build_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 
 
 def test_paper_defaults_load():
@@ -71,7 +71,7 @@ def test_malformed_override_and_missing_file():
 
 def test_round_trip_through_dict_and_flatten():
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["data.quality=7"])
-    again = config_from_dict(to_dict(cfg))
+    again = build_config(to_dict(cfg))
     assert to_dict(again) == to_dict(cfg)
     flat = flatten(to_dict(cfg))
     assert flat["data.quality"] == 7 and "model.features" in flat
@@ -91,7 +91,7 @@ def test_iterations_and_epochs_the_value_set_last_is_used(tmp_path):
     cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.pretrain_epochs=1"])
     assert (cfg.train.pretrain_steps, cfg.train.pretrain_epochs) == (None, 1)
     # a round trip keeps what was used
-    again = config_from_dict(to_dict(base))
+    again = build_config(to_dict(base))
     assert (again.train.epochs, again.optim.lr_step_epochs) == (80, 10)
     child = tmp_path / "child.yaml"
     child.write_text(f"base: {CONFIGS / 'dagan.yaml'}\ntrain:\n  steps: 11\n")

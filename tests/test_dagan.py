@@ -12,9 +12,9 @@ from raygan.models.dagan import (
     SelfAttention,
 )
 from raygan.platform.config import DataConfig, load_config
-from raygan.platform.registry import get_family
+from raygan.platform.registry import FAMILIES
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(features=8, modules=1, groups=3, d_features=8, d_fc=16)
 
 
@@ -214,7 +214,7 @@ def test_config_validation_names_keys():
 
 
 def test_yaml_configs_load():
-    assert get_family("dagan") is DAGANFamily
+    assert FAMILIES.get("dagan") is DAGANFamily
     cfg = load_config(CONFIGS / "dagan.yaml", ["train.perceptual_weights=random"])
     assert cfg.family == "dagan" and cfg.preset == "paper"
     assert cfg.data.task == "bitdepth" and cfg.data.patch == 64 and cfg.data.bits == 4

@@ -189,7 +189,7 @@ def test_a_task_with_record_extras_can_be_registered():
         with pytest.raises(dg.SkipRecord, match="lacks field 'input'"):
             dg.get_task("test-paired")({"key": "k", "target": img}, cfg, np.random.default_rng(0), True)
     finally:
-        dg.TASKS.pop("test-paired")
+        dg.TASKS.unregister("test-paired")
 
 
 def test_small_images_are_resized_or_padded_to_the_patch_never_skipped_by_default():

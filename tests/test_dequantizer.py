@@ -14,9 +14,9 @@ from raygan.models.dequantizer import (
     ResidualBlock, UpsampleBlock,
 )
 from raygan.platform.config import DataConfig, load_config
-from raygan.platform.registry import get_family
+from raygan.platform.registry import FAMILIES
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(features=8, res_blocks=2, d_features=8, d_fc=16)
 
 
@@ -153,7 +153,7 @@ RUNS = {"alef": (1, 5), "beta": (50, 5), "gimel": (1, 10), "phi": (50, 10)}
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_named_run_configs(run):
-    assert get_family("dequantizer") is DequantizerFamily
+    assert FAMILIES.get("dequantizer") is DequantizerFamily
     cfg = load_config(CONFIGS / f"dequantizer_{run}.yaml", ["train.perceptual_weights=random"])
     q, r = RUNS[run]
     assert cfg.family == "dequantizer" and cfg.data.task == "jpeg"

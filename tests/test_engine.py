@@ -9,7 +9,7 @@ from raygan.platform.checkpoint import load_checkpoint, save_checkpoint
 from raygan.platform.config import load_config, to_dict
 from raygan.platform.engine import GANEngine
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = ["model.features=16", "model.blocks=1", "model.mixed_width=8", "model.d_features=8",
         "model.d_max_features=16", "model.d_fc=16", "model.d_pool=2",
         "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=16",
@@ -38,10 +38,10 @@ def test_pretraining_touches_only_g_then_d_and_g_alternate():
     assert eng.pretrain_steps == 1
     d0 = params(eng.discriminator)
     logs = eng.train_step(batch())
-    assert "loss_d" not in logs
+    assert "d_total" not in logs
     assert all(torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
     logs = eng.train_step(batch(1))
-    assert "loss_d" in logs and "g_adv" in logs
+    assert "d_total" in logs and "g_adv" in logs
     assert any(not torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
     assert eng.step == 2
 
@@ -89,7 +89,7 @@ def test_ema_tracks_generator_with_warmup():
 def test_bf16_autocast_step_runs_on_cpu():
     eng = GANEngine(tiny_cfg("train.amp=bf16", "train.pretrain_steps=0", "optim.grad_clip=1.0"))
     logs = eng.train_step(batch())
-    assert torch.isfinite(torch.tensor(logs["loss_g"])) and torch.isfinite(torch.tensor(logs["loss_d"]))
+    assert torch.isfinite(torch.tensor(logs["g_total"])) and torch.isfinite(torch.tensor(logs["d_total"]))
 
 
 def test_checkpoint_round_trip_resumes_exactly(tmp_path):
@@ -188,7 +188,7 @@ def test_run_loop_converts_epochs_with_the_epoch_unit(image_folder, tmp_path):
         rows = []
 
         def metrics(self, values, step):
-            if "train_loss_g" in values:
+            if "train_g_total" in values:
                 self.rows.append((step, values))
 
         def image(self, *a, **k):

@@ -1,7 +1,6 @@
 """Evaluation tables: models and baselines, numbers checked against scikit-image."""
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +78,7 @@ def _tiny_checkpoint(tmp_path):
     from raygan.platform.config import load_config, to_dict
     from raygan.platform.engine import GANEngine
 
-    cfg = load_config(ROOT / "jobs/configs/wcdgan.yaml",
+    cfg = load_config(ROOT / "models/configs/wcdgan.yaml",
                       ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_features=8",
                        "model.d_max_features=8", "model.d_fc=8", "model.d_pool=1",
                        "train.perceptual_weights=random", "model.global_residual=true"])
@@ -184,11 +183,11 @@ def test_y_task_keeps_gray_records_and_converts_colour_ones():
 
 def test_families_declare_their_papers_protocols():
     from raygan.platform.evaluation import PROTOCOLS, family_protocol, resolve_protocol, Evaluated
-    from raygan.platform.registry import get_family
+    from raygan.platform.registry import FAMILIES
 
     assert {f: family_protocol(f) for f in ("wcdgan", "dagan", "dequantizer", "facesr", "pan")} == {
         "wcdgan": "y", "dagan": "rgb-y", "dequantizer": "rgb", "facesr": "rgb", "pan": "rgb"}
-    assert all(get_family(f).eval_protocol in PROTOCOLS for f in ("wcdgan", "dagan"))
+    assert all(FAMILIES.get(f).eval_protocol in PROTOCOLS for f in ("wcdgan", "dagan"))
     base = [Evaluated("input", torch.nn.Identity(), 3)]
     assert resolve_protocol(None, "jpeg", base)[0] == "y"
     assert resolve_protocol(None, "bitdepth", base)[0] == "rgb-y"

@@ -11,7 +11,7 @@ from raygan.models.facesr import (FaceSRFamily, FaceSRLossConfig, FaceSRModelCon
 from raygan.platform.config import ConfigError, DataConfig, load_config
 from raygan.platform.engine import GANEngine
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(nf=8, n_blocks=2, prior_nf=8, prior_depth=2, d_nf=8)
 
 
@@ -78,7 +78,7 @@ def test_cnn_generator_drives_its_loss_down():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert set(logs) >= {"mse_coarse", "mse_prior", "mse_fine"}
+    assert set(logs) >= {"g_coarse", "g_prior", "g_fine"}
     assert losses[-1] < 0.5 * losses[0], losses[::8]
 
 
@@ -96,15 +96,15 @@ def test_gan_variant_losses_and_gradients():
     assert d.features[0].weight.grad is not None and {"d_real", "d_fake"} <= set(dlogs)
     d.requires_grad_(False)
     lg, logs = fam.generator_loss(d, out, batch)
-    assert {"vgg", "adv", "content"} <= set(logs)
+    assert {"g_vgg", "g_adv", "g_content"} <= set(logs)
     c = fam.loss_cfg
-    assert lg.item() == pytest.approx(c.alpha * logs["content"] + c.beta * logs["vgg"]
-                                      + c.gamma * logs["adv"], rel=1e-5)
+    assert lg.item() == pytest.approx(c.alpha * logs["g_content"] + c.beta * logs["g_vgg"]
+                                      + c.gamma * logs["g_adv"], rel=1e-5)
     lg.backward()
     assert g.sr.head.weight.grad is not None
     # without D (switched off) the adversarial term disappears
     _, logs2 = fam.generator_loss(None, fam.generator_forward(g, batch), batch)
-    assert "adv" not in logs2
+    assert "g_adv" not in logs2
 
 
 def test_face_sr_task_builds_the_16px_input_and_parsing_maps():
@@ -143,8 +143,8 @@ def test_configs_load_and_engine_runs_both_variants():
         eng.set_pretraining(10)
         for _ in range(2):
             logs = eng.train_step(face_batch())
-        assert np.isfinite(logs["loss_g"])
-        assert ("loss_d" in logs) == name.startswith("facesr_gan")
+        assert np.isfinite(logs["g_total"])
+        assert ("d_total" in logs) == name.startswith("facesr_gan")
         assert isinstance(eng.opt_g, torch.optim.RMSprop)
 
 

@@ -1,7 +1,6 @@
 """Every family trains a few steps through the same engine on 2 Ray Train workers (gloo),
 then its registered generator loads back and restores an image."""
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from PIL import Image
 from raygan.platform.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "jobs" / "configs"
+CONFIGS = ROOT / "models" / "configs"
 pytestmark = pytest.mark.slow
 
 COMMON = ["train.steps=2", "train.val_every=2", "train.log_every=1", "train.pretrain_steps=1",
@@ -72,7 +71,7 @@ def paired_shards(tmp_path_factory, demo_shards):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_family_trains_on_two_ray_workers(case, ray_local, tmp_path, demo_shards, request):
-    from raygan.deploy.loading import load_generator
+    from raygan.platform.restorer import load_generator
     from raygan.platform.trainer import run_training
 
     config, extra = CASES[case]

@@ -34,7 +34,7 @@ def test_datasets_name_never_resolves_to_our_code():
 
 def test_subpackages_import_under_raygan():
     import raygan.datasets.pipeline
-    import raygan.deploy.loading
+    import raygan.deploy.dequantize
     import raygan.models
     import raygan.platform.engine
 
@@ -58,7 +58,7 @@ def _wheel_install(tmp_path):
     wheel = next(tmp_path.glob("raygan-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for must in ("raygan/__init__.py", "raygan/platform/engine.py", "raygan/models/wcdgan.py",
-                 "raygan/datasets/pipeline.py", "raygan/deploy/mlflow_model.py"):
+                 "raygan/datasets/pipeline.py", "raygan/platform/mlflow_model.py", "raygan/models/configs/wcdgan.yaml"):
         assert must in names, must
     assert not any(n.startswith(("platform/", "datasets/", "models/", "tests/")) for n in names)
     # Installed alone (no repository on sys.path), the package imports.
@@ -70,3 +70,15 @@ def _wheel_install(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(target))
+    # ... and finds the families' default configs in the wheel (package data), by family and by name
+    code = ("import raygan.models, raygan.datasets.tasks\n"
+            "from raygan.platform.config import find_config, load_config\n"
+            "cfg = load_config(None, family='wcdgan', overrides=['train.perceptual_weights=random'])\n"
+            "print(cfg.family, cfg.train.steps, find_config('wcdgan_cpu_demo.yaml'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    family, steps, demo = out.stdout.split()
+    assert (family, steps) == ("wcdgan", "200000")
+    assert demo == str(target / "raygan" / "models" / "configs" / "wcdgan_cpu_demo.yaml")

@@ -10,7 +10,7 @@ from raygan.models.pan import (PANFamily, PANLossConfig, PANModelConfig, PatchGA
 from raygan.platform.config import ConfigError, DataConfig, load_config
 from raygan.platform.engine import GANEngine
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(ngf=4, ndf=4, num_downs=5, d_layers=1)
 
 
@@ -98,8 +98,8 @@ def test_generator_drives_its_loss_down_against_the_discriminators():
         og.zero_grad()
         lg.backward()
         og.step()
-        l1s.append(logs["l1"])
-    assert {"gan_high", "gan_low", "perceptual", "l1"} <= set(logs)
+        l1s.append(logs["g_l1"])
+    assert {"g_adv_high", "g_adv_low", "g_perceptual", "g_l1"} <= set(logs)
     assert np.mean(l1s[-5:]) < 0.5 * np.mean(l1s[:3]), l1s[::5]
 
 
@@ -125,21 +125,21 @@ def test_high_and_low_ablations_remove_their_terms():
     d = no_high.build_discriminator()
     assert len(d.high) == 3 and len(d.low) == 3   # high Ds still feed the perceptual term
     loss, logs = no_high.generator_loss(d, out, batch)
-    assert "gan_high" not in logs and "gan_low" in logs
-    assert loss.item() == pytest.approx(5 * logs["gan_low"] + logs["perceptual"] + 100 * logs["l1"], rel=1e-5)
+    assert "g_adv_high" not in logs and "g_adv_low" in logs
+    assert loss.item() == pytest.approx(5 * logs["g_adv_low"] + logs["g_perceptual"] + 100 * logs["g_l1"], rel=1e-5)
 
     no_low = family("sr", low=0.0)
     d = no_low.build_discriminator()
     assert len(d.low) == 0 and len(d.high) == 3
     loss, logs = no_low.generator_loss(d, out, batch)
-    assert "gan_low" not in logs and "gan_high" in logs
+    assert "g_adv_low" not in logs and "g_adv_high" in logs
     ld, dlogs = no_low.discriminator_loss(d, out.detach(), batch)
     assert not any(k.startswith("d_low") for k in dlogs)
 
     neither = family("sr", high=0.0, low=0.0, perceptual=0.0)
     assert neither.build_discriminator() is None
     loss, logs = neither.generator_loss(None, out, batch)
-    assert set(logs) == {"l1"} and loss.item() == pytest.approx(100 * logs["l1"])
+    assert set(logs) == {"g_l1"} and loss.item() == pytest.approx(100 * logs["g_l1"])
 
     # perceptual on the low discriminators only, and PAN's D-side margin
     fam = family("sr", high=0.0, perceptual_d="low", perceptual_margin=10.0)
@@ -187,8 +187,8 @@ def test_configs_load_and_engine_step():
     eng = GANEngine(cfg)
     for _ in range(2):
         logs = eng.train_step(sr_batch())
-    assert {"loss_d", "gan_high", "gan_low", "perceptual"} <= set(logs)
-    assert np.isfinite(logs["loss_g"])
+    assert {"d_total", "g_adv_high", "g_adv_low", "g_perceptual"} <= set(logs)
+    assert np.isfinite(logs["g_total"])
 
 
 def test_three_levels_of_each_pyramid_by_default_and_the_knob():

@@ -17,7 +17,7 @@ from raygan.platform.config import DataConfig
 
 torch.set_num_threads(1)
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY_WCDGAN = ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_features=8",
                "model.d_max_features=8", "model.d_fc=8", "model.d_pool=1",
                "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=16",
@@ -72,7 +72,7 @@ def test_empty_split_is_a_clear_error(image_folder, tmp_path):
     dst = str(tmp_path / "noval")
     write_shards([image_folder], dst, val_fraction=0.0, parallel="none", progress=False)
     with pytest.raises(ShardError, match=r"no shards found at .*noval \(split val\)"):
-        pl.make_val_loader(_cfg(train=dst))
+        pl.resolve_data(_cfg(train=dst))
 
 
 def test_corrupt_records_are_skipped_and_counted(tmp_path):
@@ -165,7 +165,7 @@ def test_rank_split_is_disjoint_with_equal_batches(image_folder, tmp_path, shard
     assert steps == 3
     seen = []
     for rank in range(2):
-        it = iter(pl.make_train_loader(cfg, None, rank=rank, world=2, seed=0))
+        it = iter(pl.make_train_loader(pl.resolve_data(cfg, with_val=False), cfg, rank=rank, world=2, seed=0))
         batches = [next(it) for _ in range(steps * 3)]  # 3 epochs, same count on every rank
         assert all(b["target"].shape == (2, 3, 32, 32) for b in batches)
         seen.append({k for b in batches for k in b["key"]})
@@ -179,7 +179,7 @@ def test_loader_workers_split_inside_a_rank(shard_root):
     seen = []
     for rank in range(2):
         cfg = _cfg(train=shard_root, loader_workers=2, batch=1, shuffle_buffer=1)
-        loader = pl.make_train_loader(cfg, None, rank=rank, world=2, seed=0)
+        loader = pl.make_train_loader(pl.resolve_data(cfg), cfg, rank=rank, world=2, seed=0)
         seen.append({b["key"][0] for b in itertools.islice(iter(loader), 4 * n)})
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
 
@@ -198,22 +198,24 @@ def test_tiny_set_feeds_more_workers_than_samples(tmp_path):
 
 def test_val_is_deterministic_and_split_by_rank(shard_root):
     cfg = _cfg(task="inpaint", train=shard_root, val_max_images=3)
-    full = list(pl.make_val_loader(cfg, None, rank=0, world=1))
-    again = list(pl.make_val_loader(cfg, None, rank=0, world=1))
+    full = list(pl.make_val_loader(pl.resolve_data(cfg), cfg, rank=0, world=1))
+    again = list(pl.make_val_loader(pl.resolve_data(cfg), cfg, rank=0, world=1))
     assert len(full) == 3
     for a, b in zip(full, again):
         assert a["key"] == b["key"]
         for k in ("input", "target", "mask"):
             assert torch.equal(a[k], b[k])
         assert a["target"].shape == (1, 3, 64, 72)
-    parts = [list(pl.make_val_loader(cfg, None, rank=r, world=2)) for r in range(2)]
+    parts = [list(pl.make_val_loader(pl.resolve_data(cfg), cfg, rank=r, world=2)) for r in range(2)]
     assert [b["key"] for b in parts[0]] == [full[0]["key"], full[2]["key"]]
     assert [b["key"] for b in parts[1]] == [full[1]["key"]]
     assert torch.equal(parts[1][0]["mask"], full[1]["mask"])
     # SR: centre crop rounded down to the scale; whole images cropped to a multiple of it
-    sr = list(pl.make_val_loader(_cfg(task="sr", scale=4, train=shard_root, val_crop=50), None))
+    sr_cfg = _cfg(task="sr", scale=4, train=shard_root, val_crop=50)
+    sr = list(pl.make_val_loader(pl.resolve_data(sr_cfg), sr_cfg))
     assert sr[0]["target"].shape == (1, 3, 48, 48) and sr[0]["input"].shape == (1, 3, 12, 12)
-    sr = list(pl.make_val_loader(_cfg(task="sr", scale=5, val=shard_root + "/val"), None))
+    sr_cfg = _cfg(task="sr", scale=5, train=shard_root, val=shard_root + "/val")
+    sr = list(pl.make_val_loader(pl.resolve_data(sr_cfg), sr_cfg))
     assert sr[0]["target"].shape == (1, 3, 60, 70) and sr[0]["input"].shape == (1, 3, 12, 14)
 
 
@@ -222,10 +224,10 @@ def test_pipeline_reads_s3(image_folder, s3_bucket, s3_storage_cfg):
     write_shards([image_folder], dst, shard_size=3, val_fraction=0.3, parallel="none", progress=False,
                  storage_cfg=s3_storage_cfg)
     cfg = _cfg(task="sr", scale=2, train=dst + "/train", patch=32)
-    loader = pl.make_train_loader(cfg, s3_storage_cfg, rank=0, world=1, seed=0)
+    loader = pl.make_train_loader(pl.resolve_data(cfg, s3_storage_cfg), cfg, rank=0, world=1, seed=0)
     b = next(iter(loader))
     assert b["input"].shape == (2, 3, 16, 16) and b["target"].shape == (2, 3, 32, 32)
-    val = list(pl.make_val_loader(cfg, s3_storage_cfg))
+    val = list(pl.make_val_loader(pl.resolve_data(cfg, s3_storage_cfg), cfg))
     assert len(val) == pl.ShardSet.open(dst, "val", s3_storage_cfg).count > 0
     # a shard that vanished from S3 is counted as skipped, not fatal
     items = list(pl.iter_shard(f"{dst}/train/shard-999999.tar", s3_storage_cfg, expected=3, max_attempts=1))
@@ -251,9 +253,12 @@ def test_demo_shards_build_offline(tmp_path, monkeypatch):
     train = pl.ShardSet.open(uri, "train")
     assert val.count >= 2 and train.count >= 8 and len(train.shards) >= 2
     # data.train unset -> the demo shards in the workdir
-    loader = pl.make_train_loader(_cfg(patch=48), None, workdir=str(tmp_path))
+    demo_cfg = _cfg(patch=48, val_crop=64)
+    plan = pl.resolve_data(demo_cfg, None, workdir=str(tmp_path))
+    assert demo_cfg.train == uri  # data.train unset: the demo shards, recorded in the config
+    loader = pl.make_train_loader(plan, demo_cfg)
     assert next(iter(loader))["target"].shape == (2, 3, 48, 48)
-    assert len(list(pl.make_val_loader(_cfg(val_crop=64), None, workdir=str(tmp_path)))) == val.count
+    assert len(list(pl.make_val_loader(plan, demo_cfg))) == val.count
 
 
 def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch):

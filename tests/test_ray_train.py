@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -25,12 +25,6 @@ TINY = ["model.features=16", "model.blocks=1", "model.mixed_width=8", "model.d_f
         "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=24",
         "data.batch=2", "data.val_crop=32", "data.val_max_images=2", "data.shuffle_buffer=8",
         "data.loader_workers=0", "train.pretrain_steps=2", "train.log_every=2"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening() -> set:
@@ -154,7 +148,7 @@ def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_ser
     assert run.info.status == "FINISHED"
     assert "val_psnr" in run.data.metrics and "skipped_records" in run.data.metrics
     assert run.data.params["train.perceptual_weights"] == "random"
-    history = client.get_metric_history(run.info.run_id, "train_loss_g")
+    history = client.get_metric_history(run.info.run_id, "train_g_total")
     assert len(history) >= 2
     versions = client.search_model_versions(f"name='{summary['registered_model']}'")
     assert versions and versions[0].run_id == run.info.run_id
@@ -252,7 +246,7 @@ def test_every_family_job_through_ray_job_submit(family, ray_head, tmp_path, dem
         write_face_shards(str(tmp_path / "celeba"), data, val_last=2, parallel="none", progress=False)
     cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
            "--working-dir", str(ROOT), "--", "python", f"jobs/train_{family}.py",
-           "--config", f"jobs/configs/{config}", "--data", data, "--workdir", str(tmp_path / "work"),
+           "--config", f"models/configs/{config}", "--data", data, "--workdir", str(tmp_path / "work"),
            "--storage", str(tmp_path / "ray"), "--workers", "2", "--steps", "2",
            "train.val_every=2", "train.pretrain_steps=1", "data.batch=2", "data.loader_workers=0",
            "data.val_max_images=2", "train.perceptual_weights=random", "train.lpips_weights=off", *extra]

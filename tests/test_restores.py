@@ -11,7 +11,7 @@ from raygan.platform.config import load_config
 from raygan.platform.engine import GANEngine, build_family
 from raygan.platform.trainer import progress_line
 
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 
 # (preset, override switching the input skip on, input size, scale of the task)
 SKIPS = [
@@ -115,13 +115,13 @@ def test_cpu_demo_preset_pulls_ahead_of_its_jpeg_input():
 
 
 def test_progress_line_shows_step_losses_rate_and_eta():
-    line = progress_line(40, 400, {"loss_g": 0.02131, "g_l1": 0.02131, "lr_g": 1e-3,
+    line = progress_line(40, 400, {"g_total": 0.02131, "g_l1": 0.02131, "lr_g": 1e-3,
                                    "pretraining": 1.0}, images=320, elapsed_s=20.0)
-    assert line.startswith("step 40/400 (10%) pretrain | loss_g 0.02131 g_l1 0.02131 |")
+    assert line.startswith("step 40/400 (10%) pretrain | g_total 0.02131 g_l1 0.02131 |")
     assert "16.0 img/s" in line
     assert line.endswith("ETA 3m00s")  # 360 steps left at 2 s per step
     assert "lr_g" not in line
-    resumed = progress_line(110, 200, {"loss_g": 0.5, "loss_d": 0.25}, images=80,
+    resumed = progress_line(110, 200, {"g_total": 0.5, "d_total": 0.25}, images=80,
                             elapsed_s=10.0, start_step=100)
-    assert "pretrain" not in resumed and "loss_d 0.25" in resumed
+    assert "pretrain" not in resumed and "d_total 0.25" in resumed
     assert resumed.endswith("ETA 1m30s")  # 10 steps took 10 s since the resume

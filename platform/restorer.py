@@ -1,31 +1,27 @@
-"""Load a trained generator from a checkpoint dir, an MLflow run or a registered model.
+"""A trained generator as users load it: any model URI -> a module that restores images.
 
-Accepted URIs: a local checkpoint directory or ``s3://.../checkpoint_*``; ``runs:/<id>/generator``;
-``models:/<name>/<version>`` or ``models:/<name>@<alias>``. Weights are read from
-safetensors only; nothing is unpickled.
+:func:`load_generator` takes what :func:`raygan.platform.tracking.fetch_checkpoint` takes
+(a checkpoint directory, local or ``s3://``; ``runs:/<id>/generator``; ``models:/name/version``
+or ``models:/name@alias``) and returns a :class:`Restorer`: the generator plus its family's
+output convention, for evaluation, the MLflow pyfunc model and the serving endpoints.
+Weights are read from safetensors only; nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-
-def build_generator(config: Dict[str, Any], state_dict: Dict[str, torch.Tensor]) -> nn.Module:
-    from raygan.platform.config import config_from_dict
-    from raygan.platform.engine import build_family
-
-    cfg = config_from_dict(config)
-    family = build_family(cfg)
-    generator = family.build_generator()
-    generator.load_state_dict(state_dict)
-    return Restorer(generator, family).eval()
+from raygan.platform.checkpoint import generator_weights
+from raygan.platform.tracking import fetch_checkpoint
+from raygan.platform.config import StorageConfig, build_config
+from raygan.platform.engine import build_family
 
 
 class Restorer(nn.Module):
@@ -54,37 +50,26 @@ class Restorer(nn.Module):
         return out[..., :h * ratio, :w * ratio].clamp(0, 1)
 
 
-def generator_from_files(config_file: str, weights_file: str) -> Tuple[nn.Module, Dict[str, Any]]:
-    from safetensors.torch import load_file
+def build_restorer(config: Dict[str, Any], state_dict: Dict[str, torch.Tensor]) -> Restorer:
+    """The generator of a run config (``to_dict`` output) with ``state_dict`` loaded, in eval mode."""
+    family = build_family(build_config(config))
+    generator = family.build_generator()
+    generator.load_state_dict(state_dict)
+    return Restorer(generator, family).eval()
 
+
+def load_generator(uri: str, tracking_uri: Optional[str] = None,
+                   storage_cfg: Optional[StorageConfig] = None) -> Tuple[Restorer, Dict[str, Any]]:
+    """(restorer in eval mode, run config dict) for any model URI (the EMA generator if the
+    checkpoint has one)."""
+    config, sd = generator_weights(fetch_checkpoint(uri, tracking_uri, storage_cfg))
+    return build_restorer(config, sd), config
+
+
+def generator_from_files(config_file: str, weights_file: str) -> Tuple[Restorer, Dict[str, Any]]:
+    """(restorer, config) from a config JSON and a safetensors file (the pyfunc artifacts)."""
     config = json.loads(Path(config_file).read_text())
-    return build_generator(config, load_file(weights_file)), config
-
-
-def _download_checkpoint(uri: str, dst: str) -> str:
-    from raygan.platform import storage
-
-    for f in storage.list_files(uri):
-        name = f.rsplit("/", 1)[-1]
-        (Path(dst) / name).write_bytes(storage.read_bytes(f))
-    return dst
-
-
-def load_generator(uri: str) -> Tuple[nn.Module, Dict[str, Any]]:
-    """(generator in eval mode, run config dict) for any supported URI."""
-    from raygan.platform.checkpoint import generator_weights
-
-    if uri.startswith(("models:/", "runs:/", "mlflow-artifacts:")):
-        import mlflow
-
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        art = Path(local) / "artifacts"
-        return generator_from_files(str(art / "config.json"), str(art / "generator.safetensors"))
-    if uri.startswith("s3://"):
-        tmp = tempfile.mkdtemp(prefix="raygan-ckpt-")
-        uri = _download_checkpoint(uri, tmp)
-    config, sd = generator_weights(uri)
-    return build_generator(config, sd), config
+    return build_restorer(config, load_file(weights_file)), config
 
 
 @torch.no_grad()

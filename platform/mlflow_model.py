@@ -10,13 +10,13 @@ from mlflow.pyfunc import PythonModel
 
 class RayganGenerator(PythonModel):
     def load_context(self, context):
-        from raygan.deploy.loading import generator_from_files
+        from raygan.platform.restorer import generator_from_files
 
         self.model, self.config = generator_from_files(context.artifacts["config"],
                                                        context.artifacts["weights"])
 
     def predict(self, context, model_input, params=None):
-        from raygan.deploy.loading import restore_array
+        from raygan.platform.restorer import restore_array
 
         return restore_array(self.model, model_input)
 

@@ -1,0 +1,158 @@
+"""The family base class: what a GAN family declares, and what it inherits.
+
+A family is a subclass of :class:`GANFamily` decorated with :func:`register_family`. It
+names its typed ``model`` and ``loss`` config sections (dataclasses), its default data
+task, its default YAML (in ``models/configs``) and its paper's evaluation protocol, builds
+its generator and discriminator, and computes its losses. The engine
+(``raygan.platform.engine``) owns everything else: devices, DDP wrapping, optimizers,
+schedulers, AMP, EMA, clipping, checkpoints, validation.
+
+Log keys, the same for every family (sweeps and dashboards compare them): a family reports
+each unweighted loss term as ``g_<term>`` (generator) or ``d_<term>`` (discriminator); the
+engine adds the weighted totals it optimised, ``g_total`` and ``d_total``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
+
+import torch
+from torch import nn
+
+from raygan.datasets.degradations import task_tag
+from raygan.platform.errors import ConfigError
+from raygan.platform.losses import PerceptualLoss, gan_loss
+from raygan.platform.registry import FAMILIES
+
+LossAndLogs = Tuple[torch.Tensor, Dict[str, float]]
+
+
+class GANFamily:
+    """Base class of a GAN family; subclasses override the builders and the losses.
+
+    The engine calls, per iteration (after optional generator-only pretraining):
+
+    1. ``out = family.generator_forward(G, batch)`` with the DDP-wrapped generator;
+    2. ``family.discriminator_loss(D, family.restored(out).detach(), batch)`` with the
+       DDP-wrapped discriminator (both real and fake forwards happen inside);
+    3. ``family.generator_loss(D_frozen, out, batch)`` with the unwrapped, frozen
+       discriminator (gradients flow to G only).
+
+    During pretraining only ``family.content_loss(out, batch)`` is used. Families whose
+    discriminator is switched off (``build_discriminator`` returns None) are trained with
+    ``generator_loss(None, out, batch)`` which must then omit the adversarial term.
+    """
+
+    name: ClassVar[str] = ""
+    #: data task used when the config does not name one (see raygan.datasets.degradations)
+    task: ClassVar[str] = "jpeg"
+    #: the paper's evaluation protocol (raygan.platform.evaluation.PROTOCOLS)
+    eval_protocol: ClassVar[str] = "rgb"
+    #: dataclass types of the ``model:`` and ``loss:`` config sections
+    ModelConfig: ClassVar[type] = type("EmptyModelConfig", (), {})
+    LossConfig: ClassVar[type] = type("EmptyLossConfig", (), {})
+    #: YAML file in models/configs holding the paper's defaults
+    default_config: ClassVar[str] = ""
+
+    #: VGG19 weights spec ("auto" | path | "random"); the engine sets it from
+    #: train.perceptual_weights before ``setup``
+    perceptual_weights: str = "auto"
+
+    def __init__(self, model_cfg: Any = None, loss_cfg: Any = None, data_cfg: Any = None):
+        self.model_cfg = model_cfg if model_cfg is not None else self.ModelConfig()
+        self.loss_cfg = loss_cfg if loss_cfg is not None else self.LossConfig()
+        self.data_cfg = data_cfg
+        self.channels = getattr(data_cfg, "channels", 3) if data_cfg is not None else 3
+        self.perceptual: Optional[PerceptualLoss] = None
+
+    @classmethod
+    def config_dir(cls) -> Path:
+        """The folder of the family's YAML files (package data: ``<module dir>/configs``)."""
+        return Path(inspect.getfile(cls)).resolve().parent / "configs"
+
+    # -- builders ---------------------------------------------------------------------
+    def build_generator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_discriminator(self) -> Optional[nn.Module]:
+        return None
+
+    def perceptual_spec(self) -> Optional[Tuple[str, str]]:
+        """``(VGG19 layer, criterion)`` of the family's perceptual term, None when off."""
+        return None
+
+    def setup(self, device: torch.device) -> None:
+        """Build the loss networks (the VGG19 of the perceptual term) on ``device``; the
+        engine calls it once per worker, and :meth:`perceptual_distance` on first use."""
+        spec = self.perceptual_spec()
+        if spec is not None:
+            layer, criterion = spec
+            self.perceptual = PerceptualLoss(layer, self.perceptual_weights, criterion).to(device)
+
+    @property
+    def perceptual_init(self) -> str:
+        """What the perceptual network was initialised from, for run parameters."""
+        return self.perceptual.init if self.perceptual is not None else "unused"
+
+    def perceptual_distance(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.perceptual is None:
+            self.setup(out.device)
+        return self.perceptual(out, target)
+
+    # -- forward and losses -----------------------------------------------------------
+    def generator_forward(self, G: nn.Module, batch: Dict[str, torch.Tensor]) -> Any:
+        return G(batch["input"])
+
+    def restored(self, out: Any) -> torch.Tensor:
+        """The restored image in [0, 1] from the generator output (for D, metrics, grids)."""
+        return out
+
+    def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+        raise NotImplementedError
+
+    def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
+        """Default: ``content_loss`` + ``loss.adversarial`` x the adversarial term."""
+        total, logs = self.content_loss(out, batch)
+        weight = float(getattr(self.loss_cfg, "adversarial", 0.0))
+        adv = self.adversarial_term(D, self.restored(out), weight)
+        if adv is not None:
+            total = total + weight * adv
+            logs["g_adv"] = float(adv.detach())
+        return total, logs
+
+    def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
+        """Unconditional D on the target (real) and the restored image (fake), with
+        ``loss.gan_kind``; families with conditional or multi-scale D override this."""
+        kind = self.loss_cfg.gan_kind
+        d_real = gan_loss(kind, D(batch["target"]), real=True)
+        d_fake = gan_loss(kind, D(fake.detach()), real=False)
+        return d_real + d_fake, {"d_real": float(d_real.detach()), "d_fake": float(d_fake.detach())}
+
+    def adversarial_term(self, D: Optional[nn.Module], fake: torch.Tensor,
+                         weight: float) -> Optional[torch.Tensor]:
+        """The generator's adversarial loss on ``fake`` (None without D or with weight 0)."""
+        if D is None or weight <= 0:
+            return None
+        return gan_loss(self.loss_cfg.gan_kind, D(fake), real=True, for_discriminator=False)
+
+    # -- description --------------------------------------------------------------------
+    def task_tag(self) -> str:
+        """Short task name used in registered model names, e.g. ``jpeg-q10-rgb``."""
+        return self.task if self.data_cfg is None else task_tag(self.data_cfg)
+
+
+def _check_family(cls: Type[GANFamily]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, GANFamily)) or not cls.name:
+        raise ValueError(f"{cls!r} must be a GANFamily subclass that sets a family name")
+    for section in ("ModelConfig", "LossConfig"):
+        if not dataclasses.is_dataclass(getattr(cls, section)):
+            raise TypeError(f"{cls.__name__}.{section} must be a dataclass")
+
+
+#: class decorator: ``@register_family`` puts a family into raygan.platform.registry.FAMILIES
+register_family = FAMILIES.decorator(_check_family)
+
+__all__ = ["ConfigError", "GANFamily", "LossAndLogs", "register_family"]

@@ -1,0 +1,112 @@
+"""The floor plan (docs/architecture.md): lower floors never import higher ones, and no
+raygan module imports itself back through others. Every import counts, including the
+ones inside function bodies."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = {"platform": "raygan.platform", "models": "raygan.models", "datasets": "raygan.datasets",
+           "deploy": "raygan.deploy"}
+
+#: floor -> the modules on it (a trailing ".*": every module of that package). The same
+#: table is drawn in docs/architecture.md; a new module must be placed here.
+FLOORS = {
+    0: ["raygan", "raygan.platform.errors", "raygan.platform.registry"],
+    1: ["raygan.platform.config", "raygan.platform.storage", "raygan.platform.perceptual",
+        "raygan.platform.losses", "raygan.platform.metrics"],
+    2: ["raygan.datasets.*"],
+    3: ["raygan.models.*"],
+    4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
+        "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
+        "raygan.platform.trainer", "raygan.platform.cli"],
+    5: ["raygan.deploy.*"],
+}
+
+
+def modules() -> dict:
+    """module name -> source file, for every raygan module in the tree."""
+    out = {"raygan": ROOT / "__init__.py"}
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return out
+
+
+def floor_of(module: str) -> int:
+    for floor, names in FLOORS.items():
+        for name in names:
+            if module == name or (name.endswith(".*") and (module + ".").startswith(name[:-1])):
+                return floor
+    raise AssertionError(f"{module} is on no floor: place it in FLOORS (tests/test_floors.py) "
+                         f"and in docs/architecture.md")
+
+
+def imports_of(path: Path, known: set) -> set:
+    """The raygan modules ``path`` imports, anywhere in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from raygan.platform import storage" imports raygan.platform.storage
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name.startswith("raygan"):
+                found.add(name)
+    return found
+
+
+def graph() -> dict:
+    mods = modules()
+    known = set(mods)
+    # namespace portions and packages count as their __init__ only where one exists
+    return {m: imports_of(p, known) - {m, "raygan.platform", "raygan.datasets"} for m, p in mods.items()}
+
+
+def test_every_module_is_on_a_floor():
+    for module in modules():
+        floor_of(module)
+
+
+def test_no_import_from_a_lower_floor_to_a_higher_one():
+    wrong = [f"{m} (floor {floor_of(m)}) imports {dep} (floor {floor_of(dep)})"
+             for m, deps in graph().items() for dep in sorted(deps) if floor_of(dep) > floor_of(m)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_circle():
+    g = graph()
+    state: dict = {}
+
+    def visit(m, path):
+        if state.get(m) == "done":
+            return
+        if state.get(m) == "open":
+            cycle = path[path.index(m):] + [m]
+            pytest.fail("import circle: " + " -> ".join(cycle))
+        state[m] = "open"
+        for dep in sorted(g.get(m, ())):
+            visit(dep, path + [m])
+        state[m] = "done"
+
+    for m in sorted(g):
+        visit(m, [])
+
+
+def test_the_check_sees_function_level_imports(tmp_path):
+    """The checker itself: an upward import hidden in a function body is found."""
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from raygan.platform.trainer import run_training\n")
+    assert imports_of(src, set(modules())) == {"raygan.platform.trainer"}
+
+
+def test_the_architecture_page_lists_every_floor():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for names in FLOORS.values():
+        for name in names:
+            assert name.replace("raygan.", "").replace(".*", "") in page, name

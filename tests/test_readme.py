@@ -1,0 +1,68 @@
+"""The README's examples run as written.
+
+The evaluation example loads a registered model by name (``models:/...``) from the MLflow
+store that ``make demo`` writes (``.raygan/mlflow.db`` under the checkout): it is run here
+verbatim, from a directory laid out like a checkout after the demo (``jobs/``, ``.venv``,
+``.raygan/mlflow.db`` holding ``raygan-wcdgan-jpeg-q10-rgb`` version 1, and
+``../shared/data/val/set5`` / ``set14`` with a few photos).
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from raygan.platform.checkpoint import save_checkpoint
+from raygan.platform.config import load_config, resolve_tracking_uri, to_dict
+from raygan.platform.engine import GANEngine
+from raygan.platform.tracking import log_generator_model, start_run
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+def readme_commands(prefix: str):
+    """Commands of the README's bash blocks that start with ``prefix`` (continuations joined)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.strip().startswith(prefix)]
+
+
+def test_evaluate_example_finds_the_demo_registry(tmp_path):
+    [command] = [c for c in readme_commands(".venv/bin/python jobs/evaluate.py") if "models:/" in c]
+    work = tmp_path / "checkout"
+    (work / ".raygan").mkdir(parents=True)
+    (work / "jobs").symlink_to(ROOT / "jobs")
+    (work / ".venv").symlink_to(sys.prefix)  # the virtual environment running the tests
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))
+    for name in ("set5", "set14"):
+        folder = tmp_path / "shared" / "data" / "val" / name
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(photo[i * 64:i * 64 + 64, 100:164]).save(folder / f"img{i}.png")
+
+    # What the demo leaves behind: a registered WCDGAN (tiny here) in .raygan/mlflow.db.
+    name = re.search(r"models:/([\w-]+)/(\d+)", command)
+    cfg = load_config("wcdgan_cpu_demo.yaml", ["model.features=8", "model.blocks=1",
+                                                "model.mixed_width=4", f"workdir={work / '.raygan'}"])
+    ckpt = save_checkpoint(tmp_path / "ckpt", GANEngine(cfg), {"family": cfg.family, "step": 0,
+                                                                "config": to_dict(cfg)})
+    uri = resolve_tracking_uri(None, str(work / ".raygan"))
+    assert uri == f"sqlite:///{work.resolve() / '.raygan' / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cfg.mlflow.tracking_uri = uri
+    info = log_generator_model(uri, start_run(cfg, "demo", False, {}), str(ckpt), name.group(1))
+    assert str(info["registered_version"]) == name.group(2)
+
+    out = subprocess.run(shlex.split(command), cwd=work, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| set")]
+    assert rows, out.stdout
+    assert any(f"models:/{name.group(1)}/{name.group(2)}" in line for line in out.stdout.splitlines())
+    assert any(line.startswith("| set14 | input |") for line in out.stdout.splitlines())
