@@ -44,6 +44,7 @@ from a stable hash of the sample key, so inpainting masks are the same every tim
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 from typing import Any, Dict, Optional, Tuple
@@ -385,6 +386,28 @@ class Task:
     def degrade(self, fields: Dict[str, np.ndarray], cfg: Any, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         """Given the cropped ``target`` (+ extras), return at least ``{"input": ...}``."""
         raise NotImplementedError
+
+    # -- helpers of tasks with extra record fields ---------------------------------------
+    @staticmethod
+    def decoded(record: Dict[str, Any], field: str, decode: Any, source: str) -> Dict[str, Any]:
+        """A copy of ``record`` with ``field`` decoded by ``decode``; a record without it, or
+        with one that does not decode, is skipped (``source``: the job that makes such shards)."""
+        key = record.get("key", "?")
+        if field not in record:
+            raise SkipRecord(f"record {key} has no {field!r} field (this task needs shards from {source})")
+        record = dict(record)
+        try:
+            record[field] = decode(record[field])
+        except ValueError as exc:
+            raise SkipRecord(f"record {key}: {exc}") from None
+        return record
+
+    def prepare_without_rotation(self, record: Dict[str, Any], cfg: Any, rng: np.random.Generator,
+                                 train: bool) -> Dict[str, np.ndarray]:
+        """:meth:`prepare` with augmentation off (callers flip: their fields do not rotate)."""
+        no_aug = copy.copy(cfg)
+        no_aug.augment = False
+        return Task.prepare(self, record, no_aug, rng, train)
 
     # -- the common path --------------------------------------------------------------
     def prepare(self, record: Dict[str, Any], cfg: Any, rng: np.random.Generator,

@@ -53,7 +53,6 @@ image. The input is ``bicubic_down(face, data.scale)`` (16x16 for x8); the batch
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -63,7 +62,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from raygan.datasets.degradations import Task, bicubic_down, register_task
-from raygan.platform.errors import SkipRecord
 from raygan.datasets.shards import ShardSetWriter, ray_map_ordered, split_of
 from raygan.platform import storage
 
@@ -385,17 +383,8 @@ class FaceSRTask(Task):
 
     def prepare(self, record: Dict[str, Any], cfg: Any, rng: np.random.Generator,
                 train: bool) -> Dict[str, np.ndarray]:
-        if "parsing" not in record:
-            raise SkipRecord(f"record {record.get('key', '?')} has no parsing maps "
-                             "(face_sr needs shards from jobs/make_face_shards.py)")
-        record = dict(record)
-        try:
-            record["parsing"] = decode_parsing(record["parsing"])
-        except ValueError as exc:
-            raise SkipRecord(f"record {record.get('key', '?')}: {exc}") from None
-        no_aug = copy.copy(cfg)
-        no_aug.augment = False  # the base class would also rotate: faces are only flipped
-        fields = super().prepare(record, no_aug, rng, train)
+        record = self.decoded(record, "parsing", decode_parsing, "jobs/make_face_shards.py")
+        fields = self.prepare_without_rotation(record, cfg, rng, train)  # faces are only flipped
         if train and cfg.augment and rng.integers(0, 2):
             fields = {"target": np.ascontiguousarray(fields["target"][:, ::-1]),
                       "parsing": np.ascontiguousarray(fields["parsing"][:, ::-1][..., list(FLIP_PERM)])}

@@ -26,7 +26,6 @@ only** (no 90-degree rotations: facades, maps and shoes have an up direction).
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -35,8 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from raygan.datasets.degradations import Task, register_task
-from raygan.platform.errors import SkipRecord
-from raygan.datasets.shards import (IMAGE_EXTENSIONS, ShardSetWriter, encode_image, sanitize_key, split_of)
+from raygan.datasets.shards import IMAGE_EXTENSIONS, ShardSetWriter, encode_image, sanitize_key, split_of
 from raygan.platform import storage
 
 __all__ = ["PairedTask", "split_ab", "write_paired_shards", "decode_image_field"]
@@ -199,17 +197,8 @@ class PairedTask(Task):
 
     def prepare(self, record: Dict[str, Any], cfg: Any, rng: np.random.Generator,
                 train: bool) -> Dict[str, np.ndarray]:
-        if "input" not in record:
-            raise SkipRecord(f"record {record.get('key', '?')} has no input image (the paired "
-                             "task needs shards from jobs/make_paired_shards.py)")
-        record = dict(record)
-        try:
-            record["input"] = decode_image_field(record["input"])
-        except ValueError as exc:
-            raise SkipRecord(f"record {record.get('key', '?')}: {exc}") from None
-        no_aug = copy.copy(cfg)
-        no_aug.augment = False  # pix2pix: flips only, no rotations
-        fields = super().prepare(record, no_aug, rng, train)
+        record = self.decoded(record, "input", decode_image_field, "jobs/make_paired_shards.py")
+        fields = self.prepare_without_rotation(record, cfg, rng, train)  # pix2pix: flips only
         if train and cfg.augment and rng.integers(0, 2):
             fields = {n: np.ascontiguousarray(a[:, ::-1]) for n, a in fields.items()}
         return fields

@@ -42,7 +42,7 @@ model-level ones, see tests/test_dequantizer.py):
 
 ``input_skip`` (off in the paper configs, on in the CPU preset): the output is the input
 (bicubic-upsampled when U > 0) plus the tail conv's output, without the tanh, and the tail
-starts at zero, so the untrained generator is the identity (``raygan.models.common``).
+starts at zero, so the untrained generator is the identity (``raygan.models.blocks``).
 
 Training data (``dequantizer.yaml``): each image is cropped to a square and resized to
 96x96 (``data.crop: center_square_resize``), no augmentation, 50 epochs of the paper's 8,000

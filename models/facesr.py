@@ -41,7 +41,7 @@ Method 1 (``model.variant: cnn``) -- one generator, three outputs
 **Input skip** (``model.input_skip``, off in the paper configs, on in the CPU presets): the
 SR branch adds its output to the bicubic-upsampled input and the fusion adds its output to
 the coarse SR, both last convs starting at zero, so the untrained G is bicubic exactly
-(``raygan.models.common``).
+(``raygan.models.blocks``).
 
 Loss (pretraining and the whole ``cnn`` variant): ``w_coarse*MSE(coarse, y) +
 w_prior*MSE(parsing, maps) + w_fine*MSE(fine, y)`` (all weights 1). In ``cnn`` the

@@ -29,7 +29,7 @@ input width (0 = ``data.channels``).
 **Input skip** (``model.input_skip``, off in the paper configs, on in the CPU SR preset):
 the outermost transposed conv loses its tanh and starts at zero, and G returns the
 condition (the bicubic-upsampled input for SR) plus half its output (the U-Net works in
-[-1, 1] units), so the untrained G is bicubic exactly (``raygan.models.common``).
+[-1, 1] units), so the untrained G is bicubic exactly (``raygan.models.blocks``).
 
 Pyramid
 -------

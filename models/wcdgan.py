@@ -45,7 +45,7 @@ Choices the paper leaves open, and what this file does:
   not be consulted when this file was written: check it and flip the default if it draws
   an input-to-output addition.) On, the output is reconstruction + input.
   ``identity_init`` (with ``global_residual``) zeroes the last reconstruction conv so the
-  untrained generator returns its input exactly (see ``raygan.models.common``); the CPU
+  untrained generator returns its input exactly (see ``raygan.models.blocks``); the CPU
   presets use both, the paper config neither.
 * **Padding**: every convolution is stride 1 with "same" zero padding (dilated ones pad by
   their dilation), so any input size works, including odd ones like 37x41.

@@ -12,6 +12,7 @@ import socket  # noqa: E402
 import uuid  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,3 +111,27 @@ def demo_shards(tmp_path_factory):
     from raygan.datasets.samples import ensure_demo_shards
 
     return ensure_demo_shards(str(tmp_path_factory.mktemp("demo")))
+
+
+class ConstD(torch.nn.Module):
+    """A 'discriminator' with a fixed logit, for exact loss values."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1), self.value)
+
+
+def fit_content(family, generator, batch, steps: int = 40, lr: float = 1e-3):
+    """Adam on ``family.content_loss`` alone: (first loss, last loss, last logs)."""
+    opt = torch.optim.Adam(generator.parameters(), lr=lr)
+    first = None
+    for _ in range(steps):
+        loss, logs = family.content_loss(family.generator_forward(generator, batch), batch)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return first, loss.item(), logs
