@@ -296,7 +296,6 @@ class DAGANFamily(GANFamily):
             vgg = self.perceptual_distance(out, target)
             total = total + ((1.0 - lc.beta) if lc.content == "both" else 1.0) * vgg
             logs["g_vgg"] = vgg.item()
-        logs["g_content"] = total.item()
         return total, logs
 
 

@@ -361,7 +361,7 @@ class FaceSRFamily(GANFamily):
         l_fine = F.mse_loss(out["fine"].float(), target.float())
         loss = c.w_coarse * l_coarse + c.w_prior * l_prior + c.w_fine * l_fine
         return loss, {"g_coarse": float(l_coarse.detach()), "g_prior": float(l_prior.detach()),
-                      "g_fine": float(l_fine.detach()), "g_content": float(loss.detach())}
+                      "g_fine": float(l_fine.detach())}
 
     def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
         content, logs = self.content_loss(out, batch)

@@ -135,6 +135,13 @@ class PANModelConfig:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"model.{key}: must be >= 1 (or null: model.levels), "
                                   f"got {getattr(self, key)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        for key in ("ngf", "ndf", "d_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.in_channels < 0:
+            raise ConfigError(f"model.in_channels: must be >= 0, got {self.in_channels}")
 
     @property
     def n_high(self) -> int:
@@ -143,13 +150,6 @@ class PANModelConfig:
     @property
     def n_low(self) -> int:
         return self.levels if self.low_levels is None else self.low_levels
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
-        for key in ("ngf", "ndf", "d_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.in_channels < 0:
-            raise ConfigError(f"model.in_channels: must be >= 0, got {self.in_channels}")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """MLflow "model from code" for raygan generators (no pickled Python objects).
 
 Artifacts: ``weights`` (safetensors) and ``config`` (the run config as JSON). ``predict``
-takes a float array (N, H, W, C) in [0, 1] or uint8 and returns the restored float array.
+takes float32 images (N, H, W, C) in [0, 1] (the logged signature; any H and W) and
+returns the restored float32 images (larger by the SR scale for super-resolution).
 """
 
 import mlflow

@@ -115,12 +115,21 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
     """Log the checkpoint's generator as an MLflow pyfunc model and register it.
 
     The model is "models from code" (``raygan/platform/mlflow_model.py``) with the weights
-    as a safetensors artifact and the run config as JSON: loading it never unpickles.
+    as a safetensors artifact and the run config as JSON: loading it never unpickles. Its
+    signature, float32 images (N, H, W, C) in [0, 1] of any size with the model's channel
+    count, in and out, and a small input example let MLflow's own tools validate inputs.
     """
     import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
     from safetensors.torch import save_file
 
     config, sd = generator_weights(checkpoint_dir)
+    channels = int(config.get("data", {}).get("channels", 3))
+    images = TensorSpec(np.dtype(np.float32), (-1, -1, -1, channels))  # unnamed: predict gets the array
+    signature = ModelSignature(inputs=Schema([images]), outputs=Schema([images]))
+    example = np.random.default_rng(0).random((1, 32, 32, channels), dtype=np.float32)
     code = str(Path(__file__).resolve().parent / "mlflow_model.py")
     with mlflow_store(tracking_uri), tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "generator.safetensors"
@@ -132,7 +141,7 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
                 name="generator", python_model=code,
                 artifacts={"weights": str(weights), "config": str(cfg_file)},
                 registered_model_name=registered_name,
-                pip_requirements=["raygan"],
+                pip_requirements=["raygan"], signature=signature, input_example=example,
             )
     out = {"model_uri": info.model_uri}
     if registered_name:

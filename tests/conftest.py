@@ -18,6 +18,18 @@ import pytest  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def listening() -> set:
+    """(ip, port) of every listening TCP socket on this machine."""
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet") if c.status == "LISTEN"}
+
+
+#: taken when pytest loads this file, before any test server (S3, Ray, MLflow) starts
+BASELINE_LISTENERS = listening()
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

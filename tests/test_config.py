@@ -28,7 +28,7 @@ def test_overrides_are_typed():
 def test_demo_preset_is_named_and_inherits_the_paper_model():
     paper = load_config(CONFIGS / "wcdgan.yaml")
     demo = load_config(CONFIGS / "wcdgan_cpu_demo.yaml")
-    assert demo.preset.startswith("cpu")
+    assert (paper.preset, demo.preset) == ("paper", "cpu-demo")  # the run is tagged with its own preset
     # the paper's model, plus the input skip the preset declares (and nothing else)
     changed = {k for k, v in to_dict(demo.model).items() if to_dict(paper.model)[k] != v}
     assert changed == {"global_residual", "identity_init"}

@@ -51,7 +51,12 @@ def test_jpeg_quality_changes_the_result():
     assert low.shape == img.shape and low.dtype == np.uint8
     err = lambda a: np.abs(a.astype(int) - img).mean()  # noqa: E731
     assert err(low) > err(high) + 1
-    assert not np.array_equal(low, high)
+    # RGB: exactly libjpeg at that quality with 4:2:0 chroma subsampling (as MATLAB imwrite)
+    for q, out in ((5, low), (95, high)):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=q, subsampling=2)
+        ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        assert np.array_equal(out, ref), f"quality {q}: {(out != ref).sum()} values differ from 4:2:0"
     gray = dg.jpeg(img[..., 0], 10)
     assert gray.shape == (64, 64)  # grayscale JPEG of a 2-D image
     # the 2-D path is a real single-channel JPEG
@@ -88,20 +93,44 @@ def test_edges_white_background_black_edges():
     e = dg.edges(img)
     assert e.shape == (64, 64, 3) and e.dtype == np.uint8
     assert set(np.unique(e)) <= {0, 255}
-    assert (e[:, :20] == 255).all() and (e[:, 28:36] == 0).any()
+    assert (e[:, :20] == 255).all()
+    # one-pixel edges on the step between columns 31 and 32, in every row but the two
+    # border rows (Canny drops those): nothing thickened, shifted or missing
+    rows, cols = np.nonzero(e[..., 0] == 0)
+    assert set(cols.tolist()) == {31, 32} and set(rows.tolist()) == set(range(1, 63))
+    assert np.array_equal(e[..., 0], e[..., 2])
+    # a colour image: Canny (sigma 2) of the BT.601 luma, as scikit-image computes it
+    from skimage.feature import canny
+
+    rgb = random_image(np.random.default_rng(4), 48, 40)
+    rgb[..., 0] = rgb[..., 0] // 3  # channels differ: the luma weights matter
+    gray = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0
+    assert np.array_equal(dg.edges(rgb)[..., 1], np.where(canny(gray, sigma=2.0), 0, 255))
 
 
 @pytest.mark.parametrize("task", ["jpeg", "bitdepth", "sr", "inpaint", "edges"])
 @pytest.mark.parametrize("channels", [3, 1])
 def test_task_shapes(task, channels):
     img = random_image(np.random.default_rng(0), 70, 90)
-    cfg = _cfg(task=task, channels=channels, patch=32, scale=4, augment=True)
+    cfg = _cfg(task=task, channels=channels, patch=32, scale=4, augment=True, quality=30, bits=5,
+               expand="br")  # non-default knobs: the task must pass on the configured ones
     out = dg.TASKS[task]({"key": "k", "target": img}, cfg, np.random.default_rng(1), True)
     lr = 8 if task == "sr" else 32
     assert out["target"].shape == (channels, 32, 32)
     assert out["input"].shape == (channels, lr, lr)
     for v in out.values():
-        assert v.dtype == torch.float32 and 0 <= v.min() and v.max() <= 1
+        assert v.dtype == torch.float32
+    # the target is an 8-bit image; the input is the degradation of exactly that crop
+    t8 = torch.round(out["target"] * 255)
+    assert torch.equal(t8 / 255, out["target"])
+    t8 = t8.to(torch.uint8).permute(1, 2, 0).numpy()
+    t8 = t8[..., 0] if channels == 1 else t8
+    expected = {"jpeg": lambda: dg.jpeg(t8, 30), "bitdepth": lambda: dg.quantize(t8, 5, "br"),
+                "sr": lambda: dg.bicubic_down(t8, 4),
+                "edges": lambda: dg.edges(t8)[..., 0] if channels == 1 else dg.edges(t8)}
+    if task in expected:
+        got, want = out["input"], dg.to_tensor(expected[task]())
+        assert torch.equal(got, want), f"{task}: {(got != want).sum().item()} of {want.numel()} values differ"
     if task == "inpaint":
         assert out["mask"].shape == (1, 32, 32)
         hole = out["mask"][0] > 0
@@ -134,8 +163,9 @@ def test_sr_crops_align_to_scale():
     cfg = _cfg(task="sr", scale=3, val_crop=50)  # centre crop rounded down to 48, offsets aligned
     out = dg.TASKS["sr"]({"key": "k", "target": img}, cfg, dg.key_rng("k"), False)
     assert out["target"].shape == (3, 48, 48) and out["input"].shape == (3, 16, 16)
-    top = round(out["target"][0, 0, 0].item() * 255)
-    assert top % 3 == 0 and abs(top - (h - 48) // 2) < 3
+    top, left = round(out["target"][0, 0, 0].item() * 255), round(out["target"][1, 0, 0].item() * 255)
+    # centred offsets (120-48)/2 = 36 and (110-48)/2 = 31, rounded down to multiples of 3
+    assert (top, left) == (36, 30)
 
 
 def test_too_small_records_are_skippable():

@@ -37,10 +37,15 @@ def family(model=None, loss=None, channels=3):
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("size", [(16, 16), (13, 17)])
 def test_generator_shapes_and_range(channels, size):
+    torch.manual_seed(0)
     g = DequantizerGenerator(channels, ModelConfig(**TINY))
     x = torch.rand(2, channels, *size)
     y = g(x)
-    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    # the documented graph, from the parts: h = head(x); (tanh(tail(join(RBs(h)) + h)) + 1) / 2
+    h = g.head(x)
+    ref = (torch.tanh(g.tail(g.upsample(g.join(g.res_blocks(h)) + h))) + 1) / 2
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("u", [1, 2])
@@ -162,7 +167,9 @@ def test_default_and_cpu_configs():
     base = load_config(None, ["train.perceptual_weights=random"], family="dequantizer")
     assert base.family == "dequantizer" and base.preset == "paper"
     cpu = load_config(CONFIGS / "dequantizer_cpu.yaml", ["train.perceptual_weights=random"])
-    assert cpu.preset.startswith("cpu-") and cpu.data.patch < 96
+    # the documented preset: random 32 px crops (not the paper's 96), R = 5, pixel MSE only
+    assert (cpu.preset, cpu.data.patch, cpu.model.res_blocks) == ("cpu-small", 32, 5)
+    assert (cpu.loss.content, cpu.loss.pixel) == (0.0, 1.0)
     assert (cpu.data.crop, cpu.data.augment, cpu.train.epochs) == ("random", True, None)
 
 

@@ -2,6 +2,7 @@
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,15 +78,6 @@ def test_g_step_leaves_discriminator_frozen_and_without_grads():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in eng.generator.parameters())
 
 
-def test_ema_tracks_generator_with_warmup():
-    eng = GANEngine(tiny_cfg())
-    for i in range(3):
-        eng.train_step(batch(i))
-    g, e = params(eng.generator), params(eng.ema.model)
-    assert any(not torch.equal(a, b) for a, b in zip(g, e))
-    assert eng.eval_generator() is eng.ema.model
-
-
 def test_bf16_autocast_step_runs_on_cpu():
     eng = GANEngine(tiny_cfg("train.amp=bf16", "train.pretrain_steps=0", "optim.grad_clip=1.0"))
     logs = eng.train_step(batch())
@@ -132,7 +124,12 @@ def test_validate_reports_model_and_degraded_input():
     assert val["count"] == 2 and len(val["grid"]) == 2
     for k in ("psnr", "ssim", "psnr_y", "ssim_y", "input_psnr", "input_ssim", "input_psnr_y"):
         assert k in m
-    assert 5 < m["input_psnr"] < 40
+    # the degraded input's PSNR, by hand: 8-bit quantized, data range 255, mean over the 2 images
+    want = []
+    for b in (batch(7, n=1, size=24), batch(8, n=1, size=24)):
+        q = [np.round(b[k].double().numpy() * 255) for k in ("input", "target")]
+        want.append(10 * np.log10(255.0 ** 2 / np.mean((q[0] - q[1]) ** 2)))
+    assert m["input_psnr"] == pytest.approx(np.mean(want), rel=1e-9)
 
 
 def test_initialize_from_checkpoint_and_registered_model(tmp_path, monkeypatch):

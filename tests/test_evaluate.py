@@ -63,13 +63,32 @@ def test_bitdepth_baselines_rank_as_expected(photo_set):
                    progress=False, lpips_weights="off")
     by = {r["model"]: r["psnr"] for r in res["rows"]}
     assert by["mig"] > by["zp"] + 1 and by["br"] > by["zp"] + 1
+    # exactly: the ZP input (x >> 4 << 4) re-expanded as ZP (itself), MIG (round(q * 17)) or BR
+    # (q * 17 as well at 4 bits: the nibble repeated), RGB PSNR per image by hand, averaged
+    want = {"zp": [], "mig": [], "br": []}
+    for p in sorted(photo_set.glob("*.png")):
+        t = np.asarray(Image.open(p).convert("RGB"))
+        q = t >> 4
+        want["zp"].append(_psnr_uint8(t, q << 4))
+        want["mig"].append(_psnr_uint8(t, q * 17))
+        want["br"].append(_psnr_uint8(t, (q << 4) | q))
+    assert by == pytest.approx({k: np.mean(v) for k, v in want.items()}, rel=1e-9)
 
 
 def test_y_protocol_scores_the_y_image(photo_set):
     res = evaluate(["input"], [str(photo_set)], data_config("jpeg", ["quality=10"]), protocol="y",
                    progress=False, lpips_weights="off")
     row = res["rows"][0]
-    assert row["psnr"] == pytest.approx(row["psnr_y"], abs=0.2)  # Y vs Y*255 conventions
+    # the studio-range Y image (MATLAB rgb2ycbcr on uint8: rounded), JPEG-compressed as a
+    # grayscale image, scored against the Y target; by hand with numpy and PIL
+    want = []
+    for p in sorted(photo_set.glob("*.png")):
+        f = np.asarray(Image.open(p).convert("RGB")).astype(np.float64)
+        y = np.floor(16 + (65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]) / 255 + 0.5)
+        y = y.astype(np.uint8)
+        want.append(_psnr_uint8(y, _pil_jpeg_gray(y, 10)))
+    assert row["psnr"] == pytest.approx(np.mean(want), rel=1e-9)
+    assert row["psnr_y"] == pytest.approx(np.mean(want), rel=1e-9)  # one channel: already Y
     assert "Y (BT.601" in res["header"]
 
 
@@ -128,7 +147,11 @@ def test_shared_set5_input_baseline():
     res = evaluate(["input"], [str(SHARED_VAL / "set5")], data_config("jpeg", ["quality=10"]),
                    progress=False, lpips_weights="off")
     assert res["rows"][0]["images"] == 5
-    assert 20 < res["rows"][0]["psnr"] < 35
+    # RGB PSNR of PIL's JPEG q10 round trip of each whole image, by hand
+    want = [_psnr_uint8(t, _jpeg(t, 10)) for t in
+            (np.asarray(Image.open(p).convert("RGB")) for p in sorted((SHARED_VAL / "set5").glob("*.png")))]
+    assert len(want) == 5
+    assert res["rows"][0]["psnr"] == pytest.approx(np.mean(want), rel=1e-9)
 
 
 def _psnr_uint8(a, b):

@@ -43,11 +43,15 @@ def test_paper_size_shapes_and_parameter_counts():
     d = SRGANDiscriminator(3, 64, 128)
     assert n_params(d) == 38245569
     print(f"facesr G {n_params(g):,} D {n_params(d):,}")
+    logits = []
+    hook = g.prior.out.register_forward_hook(lambda mod, inp, out: logits.append(out))
     with torch.no_grad():
         out = g(torch.rand(1, 3, 16, 16))
+        hook.remove()
         assert out["coarse"].shape == out["fine"].shape == (1, 3, 128, 128)
         assert out["parsing"].shape == (1, 11, 128, 128)
-        assert 0 <= out["parsing"].min() and out["parsing"].max() <= 1
+        # the parsing maps are the sigmoid of the prior branch's 1x1 output conv
+        torch.testing.assert_close(out["parsing"], torch.sigmoid(logits[0]), rtol=0, atol=0)
         assert d(out["fine"]).shape == (1, 1)
     with pytest.raises(ValueError, match="data.patch"):
         d(torch.rand(1, 3, 64, 64))
@@ -56,12 +60,20 @@ def test_paper_size_shapes_and_parameter_counts():
 def test_squeeze_excite_softmax_sums_to_one_and_sigmoid_switch():
     x = torch.randn(2, 16, 5, 5)
     torch.manual_seed(0)
-    w = SqueezeExcite(16, 4, "softmax")(x)
+    se = SqueezeExcite(16, 4, "softmax")
+    w = se(x)
     assert torch.allclose(w.sum(1), torch.ones(2, 1, 1), atol=1e-6)
     torch.manual_seed(0)
     s = SqueezeExcite(16, 4, "sigmoid")(x)
     assert not torch.allclose(s.sum(1), torch.ones(2, 1, 1), atol=1e-2)
-    assert ((s > 0) & (s < 1)).all()
+    # both from the same weights: z = W2 relu(W1 gap(x) + b1) + b2 (global *average* pool),
+    # then softmax over the channels or an elementwise sigmoid
+    F = torch.nn.functional
+    gap = x.mean(dim=(2, 3))
+    z = F.linear(F.relu(F.linear(gap, se.fc1.weight, se.fc1.bias)), se.fc2.weight, se.fc2.bias)
+    assert w.shape == s.shape == (2, 16, 1, 1)
+    torch.testing.assert_close(w[:, :, 0, 0], torch.softmax(z, dim=1))
+    torch.testing.assert_close(s[:, :, 0, 0], torch.sigmoid(z))
 
 
 def test_cnn_generator_drives_its_loss_down():
@@ -96,9 +108,10 @@ def test_gan_variant_losses_and_gradients():
     assert d.features[0].weight.grad is not None and {"d_real", "d_fake"} <= set(dlogs)
     d.requires_grad_(False)
     lg, logs = fam.generator_loss(d, out, batch)
-    assert {"g_vgg", "g_adv", "g_content"} <= set(logs)
+    assert {"g_vgg", "g_adv", "g_coarse", "g_prior", "g_fine"} <= set(logs)
     c = fam.loss_cfg
-    assert lg.item() == pytest.approx(c.alpha * logs["g_content"] + c.beta * logs["g_vgg"]
+    content = c.w_coarse * logs["g_coarse"] + c.w_prior * logs["g_prior"] + c.w_fine * logs["g_fine"]
+    assert lg.item() == pytest.approx(c.alpha * content + c.beta * logs["g_vgg"]
                                       + c.gamma * logs["g_adv"], rel=1e-5)
     lg.backward()
     assert g.sr.head.weight.grad is not None

@@ -1,7 +1,11 @@
 """Paired ingest (pix2pix A|B, two folders) and the paired task's identical crops."""
+import hashlib
+import inspect
 import json
+import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +34,19 @@ def pair(seed, h=40, w=48):
     return a, b
 
 
+def key_seed(split, i):
+    """A seed per (split, index) that is the same in every process: crc32 of the key, not
+    ``hash()``, whose value for strings changes with PYTHONHASHSEED."""
+    return zlib.crc32(f"{split}/{i}".encode())
+
+
 def test_ab_pairs_with_split_folders_and_direction(tmp_path):
     src = tmp_path / "facades"
     truth = {}
     for split, n in (("train", 3), ("val", 2), ("test", 1)):
         (src / split).mkdir(parents=True)
         for i in range(n):
-            a, b = pair(hash((split, i)) % 1000)
+            a, b = pair(key_seed(split, i))
             Image.fromarray(np.concatenate([a, b], 1)).save(src / split / f"{i}.png")
             truth[f"{split}/{i}"] = (a, b)
     Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(src / "train" / "odd.png")
@@ -77,6 +87,31 @@ def test_two_folders_pair_by_stem(tmp_path):
         assert np.array_equal(recs[key]["input"], a) and np.array_equal(recs[key]["target"], b)
     with pytest.raises(ValueError, match="either pairs"):
         write_paired_shards(str(tmp_path / "x"), pairs=str(ins), inputs=str(ins), targets=str(tgs))
+
+
+def _pairs_digest():
+    """sha256 of every pair test_ab_pairs_with_split_folders_and_direction draws."""
+    h = hashlib.sha256()
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        for i in range(n):
+            for arr in pair(key_seed(split, i)):
+                h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def test_test_data_does_not_depend_on_the_hash_seed():
+    """The pairs are identical in processes with different PYTHONHASHSEED (no ``hash()``)."""
+    src = "\n".join(["import hashlib, zlib", "import numpy as np"]
+                    + [inspect.getsource(f) for f in (pair, key_seed, _pairs_digest)]
+                    + ["print(_pairs_digest())"])
+    digests = set()
+    for hash_seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        r = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        digests.add(r.stdout.strip())
+    assert digests == {_pairs_digest()}
 
 
 def test_paired_task_crops_and_flips_both_identically():

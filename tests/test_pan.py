@@ -70,8 +70,18 @@ def test_pyramid_reconstructs_exactly_and_uses_nearest_down():
 def test_generator_shapes_sr_upsamples_inside():
     fam = family("sr")
     g = fam.build_generator()
-    out = g(torch.rand(2, 3, 8, 8))
-    assert out.shape == (2, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    x = torch.rand(2, 3, 8, 8)
+    seen = []
+    hook = g.model.register_forward_hook(lambda mod, inp, o: seen.append((inp[0], o)))
+    out = g(x)
+    hook.remove()
+    assert out.shape == (2, 3, 32, 32)
+    # the U-Net sees the bicubic x4 upsampled input (clamped) in [-1, 1]; its tanh output
+    # is mapped back to [0, 1]
+    cond = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    unet_in, unet_out = seen[0]
+    torch.testing.assert_close(unet_in, cond * 2 - 1, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, (unet_out + 1) / 2, rtol=0, atol=0)
     assert family("inpaint").build_generator()(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="num_downs"):
         family("inpaint").build_generator()(torch.rand(1, 3, 24, 24))
@@ -146,7 +156,14 @@ def test_high_and_low_ablations_remove_their_terms():
     d = fam.build_discriminator()
     assert len(d.high) == 0 and len(d.low) == 3
     _, dlogs = fam.discriminator_loss(d, out.detach(), batch)
-    assert dlogs["d_margin"] > 0
+    # max(0, m - sum_j w_j mse(f_j(real), f_j(fake))), averaged over the low scales
+    with torch.no_grad():
+        real_f = d(batch["target"], None, parts=("low",))["low"]
+        fake_f = d(out.detach(), None, parts=("low",))["low"]
+    dist = np.mean([sum(w * torch.nn.functional.mse_loss(a, b).item() for w, a, b in zip((5.0, 1.5), r[1], f[1]))
+                    for r, f in zip(real_f, fake_f)])
+    assert 0 < dist < 10  # the margin is active here
+    assert dlogs["d_margin"] == pytest.approx(10.0 - dist, rel=1e-6)
 
 
 def test_layer_weights_must_match_d_layers():
@@ -218,6 +235,14 @@ def test_three_levels_of_each_pyramid_by_default_and_the_knob():
     assert (len(d.high), len(d.low)) == (2, 1)
     with pytest.raises(ConfigError, match="model.high_levels"):
         load_config(CONFIGS / "pan_sr.yaml", ["model.high_levels=0"])
+
+
+@pytest.mark.parametrize("override,key", [("model.dropout=1.5", "model.dropout"), ("model.ngf=0", "model.ngf"),
+                                          ("model.d_layers=0", "model.d_layers"),
+                                          ("model.in_channels=-1", "model.in_channels")])
+def test_bad_model_values_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(CONFIGS / "pan_sr.yaml", ["train.perceptual_weights=random", override])
 
 
 def test_pan_recipe_has_no_learning_rate_decay_and_resizes_small_images():

@@ -122,10 +122,30 @@ def test_lpips_from_hub_cache(torch_home):
     torch.manual_seed(0)
     a = torch.rand(2, 3, 64, 64)
     b = (a + 0.3 * torch.randn_like(a)).clamp(0, 1)
-    same = lpips_distance(model, a, a)
     diff = lpips_distance(model, a, b)
-    assert same.shape == (2,) and torch.all(same.abs() < 1e-6)
-    assert torch.all(diff > same + 1e-4)
+    # LPIPS v0.1 by hand on the torchvision AlexNet that was saved: [0, 1] -> [-1, 1], lpips'
+    # scaling layer, the 5 ReLU outputs (features 1, 4, 7, 9, 11) unit-normalised over
+    # channels, squared differences weighted by the shipped linear heads, spatial mean, sum
+    shift = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+
+    def taps(x):
+        h, out = (x * 2 - 1 - shift) / scale, []
+        for i, layer in enumerate(net.features[:12]):
+            h = layer(h)
+            if i in (1, 4, 7, 9, 11):
+                out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def reference(x, y):
+        with torch.no_grad():
+            return sum(((fx - fy) ** 2 * lin.model[-1].weight).sum(1).mean((1, 2))
+                       for fx, fy, lin in zip(taps(x), taps(y), model.lins)).double()
+
+    assert diff.shape == (2,) and diff.dtype == torch.float64
+    torch.testing.assert_close(diff, reference(a, b), rtol=1e-4, atol=1e-7)
+    # one channel is replicated to three
     gray = lpips_distance(model, a[:, :1], b[:, :1])
-    assert gray.shape == (2,) and torch.all(gray > 0)
-    assert LPIPSMetric(str(path))(a, b).shape == (2,)
+    torch.testing.assert_close(gray, reference(a[:, :1].expand(-1, 3, -1, -1), b[:, :1].expand(-1, 3, -1, -1)),
+                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(LPIPSMetric(str(path))(a, b), diff)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port
+from conftest import BASELINE_LISTENERS, LOOPBACK, free_port, listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -25,10 +25,6 @@ TINY = ["model.features=16", "model.blocks=1", "model.mixed_width=8", "model.d_f
         "train.perceptual_weights=random", "train.lpips_weights=off", "data.patch=24",
         "data.batch=2", "data.val_crop=32", "data.val_max_images=2", "data.shuffle_buffer=8",
         "data.loader_workers=0", "train.pretrain_steps=2", "train.log_every=2"]
-
-
-def listening() -> set:
-    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet") if c.status == "LISTEN"}
 
 
 def summary_from(output: str) -> dict:
@@ -57,11 +53,6 @@ def job_env(extra=None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def baseline_listeners():
-    return listening()
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     src = tmp_path_factory.mktemp("photos")
     for name in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -71,7 +62,7 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_head(baseline_listeners, s3_server, tmp_path_factory):
+def ray_head(s3_server, tmp_path_factory):
     gcs, dash = free_port(), free_port()
     env = job_env()
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
@@ -164,12 +155,20 @@ def _train_worker_pids(since: float):
     return pids
 
 
-def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
-    storage = tmp_path / "ray"
+def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, s3_server, s3_bucket, tmp_path):
+    """Checkpoints in S3: a killed worker restarts from the latest one, and --resume goes on."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
     env = job_env({"RAY_ADDRESS": ray_head["gcs"]})
-    base = [sys.executable, "jobs/train_wcdgan.py", "--storage", str(storage), "--workdir",
-            str(tmp_path / "work"), "--workers", "2", "--name", "killme", *TINY,
-            "train.val_every=4", "data.patch=32"]
+    base = [sys.executable, "jobs/train_wcdgan.py", "--storage", f"s3://{s3_bucket}/ray",
+            "--endpoint-url", s3_server, "--workdir", str(tmp_path / "work"), "--workers", "2",
+            "--name", "killme", *TINY, "train.val_every=4", "data.patch=32"]
+
+    def checkpoints_in_s3() -> int:
+        listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="ray/killme/").get("Contents", [])
+        return sum(o["Key"].endswith("/generator.safetensors") for o in listed)
+
     started = time.time()
     proc = subprocess.Popen(base + ["--steps", "60"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -180,7 +179,7 @@ def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
         # (each report is a barrier, but Train V2's controller registers reports as it polls,
         # and under load one CI run saw a restart from 0 when only two existed), so a
         # restart must resume from step >= 4.
-        if len(list((storage / "killme").glob("checkpoint_*/generator.safetensors"))) >= 3:
+        if checkpoints_in_s3() >= 3:
             pids = _train_worker_pids(started)
             if pids:
                 killed = pids[-1]
@@ -200,26 +199,56 @@ def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, tmp_path):
     resumed = summary_from(again.stdout)
     assert resumed["steps"] == 64 and resumed["resumed_from_step"] == 60
     assert resumed["mlflow_run_id"] == summary["mlflow_run_id"]
+    assert resumed["best_checkpoint"].startswith(f"s3://{s3_bucket}/ray/killme/checkpoint_")
 
 
 def test_local_defaults_demo_path(tmp_path):
-    """No cluster, no data, no MLflow server: local Ray, embedded shards, sqlite MLflow."""
-    out = subprocess.run([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
-                          "--workers", "2", "--steps", "4", *TINY, "train.val_every=2"],
-                         cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
-    summary = summary_from(out.stdout)
+    """No cluster, no data, no MLflow server: local Ray, embedded shards, sqlite MLflow (the
+    `make demo` path). While it runs, every new listener is on loopback; best-2 retention by
+    validation PSNR keeps the 2 best checkpoints plus the latest."""
+    proc = subprocess.Popen([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
+                             "--workers", "2", "--steps", "6", *TINY, "train.val_every=1",
+                             "ray.keep_checkpoints=2", "--name", "local-demo"],
+                            cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = set()
+    while proc.poll() is None:  # sample the local Ray's listeners while it lives
+        seen |= listening()
+        time.sleep(0.5)
+    stdout = proc.stdout.read()
+    assert proc.returncode == 0, stdout[-6000:]
+    new = seen - BASELINE_LISTENERS
+    assert len(new) >= 3, f"expected the local Ray (GCS, raylet, dashboard...) to listen: {new}"
+    bad = sorted((ip, port) for ip, port in new if ip not in LOOPBACK)
+    assert not bad, f"the local Ray path listens beyond loopback: {bad}"
+    summary = summary_from(stdout)
     assert summary["mlflow_tracking_uri"].startswith("sqlite:///")
     assert (tmp_path / "w" / "mlflow.db").exists()
     grids = list((tmp_path / "w" / "mlartifacts").rglob("grid_step_00000004.png"))
     assert grids, "validation image grid not logged"
     assert Path(summary["best_checkpoint"]).is_dir()
 
+    # retention: the kept checkpoints are the 2 best by the val_psnr the run reported, + the latest
+    from mlflow import MlflowClient
 
-def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server, baseline_listeners):
-    new = listening() - baseline_listeners
-    assert new, "expected the Ray head, mlflow server and S3 server to be listening"
-    bad = [(ip, port) for ip, port in new if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    history = MlflowClient(summary["mlflow_tracking_uri"]).get_metric_history(summary["mlflow_run_id"], "val_psnr")
+    psnr = {m.step: m.value for m in history}
+    assert sorted(psnr) == [1, 2, 3, 4, 5, 6]
+    best_two = sorted(psnr, key=lambda s: psnr[s], reverse=True)[:2]
+    kept = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "w" / "ray_results" / "local-demo").glob("checkpoint_*"))
+    assert kept == sorted(set(best_two) | {6}), (kept, psnr)
+    assert summary["best_checkpoint"].endswith(f"checkpoint_{best_two[0]:08d}")
+
+
+def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server):
+    """Against the listeners before any test server started (conftest.BASELINE_LISTENERS)."""
+    new = listening() - BASELINE_LISTENERS
+    s3_port = int(s3_server.rsplit(":", 1)[1])
+    mlflow_port = int(mlflow_server["url"].rsplit(":", 1)[1])
+    gcs_port = int(ray_head["gcs"].rsplit(":", 1)[1])
+    ports = {port for _, port in new}
+    assert {s3_port, mlflow_port, gcs_port} <= ports, (new, s3_port, mlflow_port, gcs_port)
+    bad = sorted((ip, port) for ip, port in new if ip not in LOOPBACK)
     assert not bad, f"listening beyond loopback: {bad}"
 
 

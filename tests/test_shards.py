@@ -22,6 +22,11 @@ def _run_job(*args, timeout=240):
                           text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
+def _u(seed, relpath):
+    """The documented split hash: sha256("<seed>:<relpath>"), first 8 bytes big-endian, / 2**64."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{relpath}".encode()).digest()[:8], "big") / 2.0 ** 64
+
+
 def _samples(tar_path_or_bytes):
     import webdataset as wds
 
@@ -57,7 +62,7 @@ def test_write_shards_local_manifest_and_contents(mixed_folder, tmp_path):
     assert skipped["broken.jpg"].startswith("cannot decode")
     assert skipped["tiny.png"] == "too small: 64x16 < min_size 32"
     total = m["splits"]["train"]["count"] + m["splits"]["val"]["count"]
-    assert total == 14 and m["splits"]["val"]["count"] >= 1
+    assert total == 14 and m["splits"]["val"]["count"] == 4
     keys = {}
     for split, info in m["splits"].items():
         assert [e["name"] for e in info["shards"]] == [sh.shard_name(i) for i in range(len(info["shards"]))]
@@ -81,7 +86,7 @@ def test_write_shards_local_manifest_and_contents(mixed_folder, tmp_path):
         assert (meta["width"], meta["height"]) == img.size
         rel = os.path.relpath(meta["source"], os.path.dirname(mixed_folder))
         assert sh.sanitize_key(rel) == key
-        assert split == sh.split_of(rel, 0, 0.25)
+        assert split == ("val" if _u(0, rel) < 0.25 else "train"), rel
         if meta["source"].endswith(".png"):  # lossless: identical pixels
             src = np.asarray(Image.open(meta["source"]).convert("RGB"))
             assert np.array_equal(np.asarray(img), src)
@@ -100,9 +105,10 @@ def test_split_is_deterministic_and_seeded(tmp_path):
     c = sh.write_shards([str(src)], str(tmp_path / "c"), seed=2, **kw)
     assert a == b  # byte-identical shards: same sha256s
     assert a["splits"] != c["splits"]
-    assert 4 <= a["splits"]["val"]["count"] <= 20
     names = lambda m, s: {x["__key__"] for x in _samples_of(tmp_path / m, s)}  # noqa: E731
-    assert names("a", "val") != names("c", "val")
+    for m, seed in (("a", 1), ("c", 2)):  # exactly the files the documented hash puts in val
+        assert names(m, "val") == {f"many/{i:03d}" for i in range(40) if _u(seed, f"many/{i:03d}.png") < 0.3}
+    assert (a["splits"]["val"]["count"], c["splits"]["val"]["count"]) == (11, 12)
     assert names("a", "val") | names("a", "train") == names("c", "val") | names("c", "train")
 
 

@@ -1,5 +1,6 @@
 import os
 import pickle
+import stat
 import time
 
 import pytest
@@ -30,7 +31,12 @@ def test_local_roundtrip_and_listing(tmp_path):
     st.write_bytes(f"{root}/a.tar", b"new")
     assert st.read_bytes(f"{root}/a.tar") == b"new"
     assert sorted(os.listdir(root)) == ["a.tar", "b", "c.json"]
-    assert os.stat(f"{root}/a.tar").st_mode & 0o044  # readable by others (not mkstemp's 0600)
+    # the usual umask-based mode of a new file (not mkstemp's 0600, nothing executable)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("a.tar", "c.json", "b/x.tar"):
+        mode = stat.S_IMODE(os.stat(f"{root}/{name}").st_mode)
+        assert mode == 0o666 & ~umask, f"{name}: {oct(mode)}, expected {oct(0o666 & ~umask)}"
 
 
 def test_local_errors_name_the_path(tmp_path):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from raygan.platform.config import ConfigError, load_config
 from raygan.platform.registry import FAMILIES
@@ -24,8 +25,8 @@ def test_parameter_count_matches_paper():
     assert n == 1_655_883  # the arithmetic documented in the module docstring
     assert _count(MixedConv(64, 32, 2, 0.02)) == 41_088
     assert _count(WCDB(64, 32, (1, 2, 4, 8), 4, 0.02)) == 188_737
-    # full-width branches would land far outside the paper's figure
-    assert _count(WCDGANGenerator(3, ModelConfig(mixed_width=64))) > 2.5e6
+    # full-width branches would land far outside the paper's figure (+75 %, docstring arithmetic)
+    assert _count(WCDGANGenerator(3, ModelConfig(mixed_width=64))) == 2_968_651
 
 
 @pytest.mark.parametrize("channels,h,w", [(3, 32, 32), (1, 32, 32), (3, 37, 41), (1, 37, 41)])
@@ -102,13 +103,25 @@ def test_losses_and_logs():
     batch = {"input": torch.rand(2, 3, 32, 32), "target": torch.rand(2, 3, 32, 32)}
     out = fam.generator_forward(G, batch)
 
+    target = batch["target"]
+    l1 = (out - target).abs().mean().item()
     loss, logs = fam.content_loss(out, batch)
-    assert set(logs) == {"g_l1"} and loss.item() == pytest.approx(logs["g_l1"])
+    assert set(logs) == {"g_l1"}
+    assert logs["g_l1"] == pytest.approx(l1, rel=1e-6)
+    assert loss.item() == pytest.approx(l1, rel=1e-6)
 
     loss, logs = fam.generator_loss(D, out, batch)
     assert {"g_l1", "g_vgg", "g_adv", "g_tv"} <= set(logs)
-    assert loss.item() == pytest.approx(logs["g_l1"] + logs["g_vgg"] + logs["g_adv"] + logs["g_tv"],
-                                        rel=1e-5)
+    # every logged term computed independently: L1; VGG19 features[:9] L1 (a fresh network of
+    # the same fixed-seed random weights); LSGAN generator mean((D(G) - 1)^2); anisotropic TV
+    from raygan.platform.losses import PerceptualLoss
+
+    with torch.no_grad():
+        vgg = PerceptualLoss(layer=8, weights="random", criterion="l1")(out, target).item()
+        adv = ((D(out) - 1) ** 2).mean().item()
+    tv = ((out[:, :, 1:] - out[:, :, :-1]).abs().mean() + (out[..., 1:] - out[..., :-1]).abs().mean()).item()
+    assert (logs["g_l1"], logs["g_vgg"], logs["g_adv"], logs["g_tv"]) == pytest.approx((l1, vgg, adv, tv), rel=1e-5)
+    assert loss.item() == pytest.approx(l1 + vgg + adv + tv, rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in G.parameters())
 
@@ -117,7 +130,10 @@ def test_losses_and_logs():
 
     d_loss, d_logs = fam.discriminator_loss(D, fam.restored(out).detach(), batch)
     assert {"d_real", "d_fake"} <= set(d_logs)
-    assert d_loss.item() == pytest.approx(d_logs["d_real"] + d_logs["d_fake"], rel=1e-5)
+    with torch.no_grad():  # LSGAN: real logits towards 1, fake ones towards 0
+        d_real, d_fake = ((D(target) - 1) ** 2).mean().item(), (D(out) ** 2).mean().item()
+    assert (d_logs["d_real"], d_logs["d_fake"]) == pytest.approx((d_real, d_fake), rel=1e-5)
+    assert d_loss.item() == pytest.approx(d_real + d_fake, rel=1e-5)
     d_loss.backward()
     assert D.head[-1].weight.grad is not None
 
