@@ -1,8 +1,9 @@
-"""The GAN families; importing this package registers every family module below."""
+"""The GAN families. Importing this package imports every module in it, so each family file
+registers itself (``@register_family``): a new family is one file here and one YAML in
+``configs/``, nothing else to edit."""
 
-from raygan.models import wcdgan  # noqa: F401
-from raygan.models import facesr  # noqa: F401
-from raygan.models import pan  # noqa: F401
-from raygan.models import dagan  # noqa: F401
-from raygan.models import dequantizer  # noqa: F401
-from raygan.models import baselines  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

@@ -29,14 +29,20 @@ def mlflow_store(uri: str) -> Iterator[None]:
     ``MLFLOW_TRACKING_URI``, which every later resolution would then read."""
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_registry_uri(None)
-        mlflow.set_tracking_uri(before)
+        # set_registry_uri(None) would leave MLFLOW_REGISTRY_URI set: restore both by hand
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_tracking_uri(cfg) -> str:

@@ -322,7 +322,9 @@ def _run_name(cfg: RunConfigSpec) -> str:
 def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
     """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from raygan.platform.distributed import LoopbackTorchConfig
 
     job_note = place_job_outputs(cfg)
     workdir = Path(cfg.workdir).resolve()
@@ -373,7 +375,7 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
                            "tracking_uri": tracking_uri},
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        torch_config=LoopbackTorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),

@@ -98,7 +98,9 @@ def ddp_run(tmp_path_factory, demo_shards):
     import ray
     from ray import cloudpickle  # Ray's own copy pickles the train function
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from raygan.platform.distributed import LoopbackTorchConfig
 
     import test_ddp
 
@@ -110,7 +112,7 @@ def ddp_run(tmp_path_factory, demo_shards):
     try:
         TorchTrainer(ddp_worker, train_loop_config={"cfg": to_dict(cfg), "out": str(out)},
                      scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-                     torch_config=TorchConfig(backend="gloo"),
+                     torch_config=LoopbackTorchConfig(backend="gloo"),
                      run_config=RunConfig(name="ddp", storage_path=str(out / "ray"))).fit()
     finally:
         ray.shutdown()

@@ -235,7 +235,8 @@ def test_local_defaults_demo_path(tmp_path):
     psnr = {m.step: m.value for m in history}
     assert sorted(psnr) == [1, 2, 3, 4, 5, 6]
     best_two = sorted(psnr, key=lambda s: psnr[s], reverse=True)[:2]
-    kept = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "w" / "ray_results" / "local-demo").glob("checkpoint_*"))
+    kept = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "w" / "ray_results" / "local-demo").glob("checkpoint_*")
+                  if p.is_dir())
     assert kept == sorted(set(best_two) | {6}), (kept, psnr)
     assert summary["best_checkpoint"].endswith(f"checkpoint_{best_two[0]:08d}")
 

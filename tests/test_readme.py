@@ -33,7 +33,7 @@ def readme_commands(prefix: str):
     return [line.split("  #")[0].strip() for line in lines if line.strip().startswith(prefix)]
 
 
-def test_evaluate_example_finds_the_demo_registry(tmp_path):
+def test_evaluate_example_finds_the_demo_registry(tmp_path, monkeypatch):
     [command] = [c for c in readme_commands(".venv/bin/python jobs/evaluate.py") if "models:/" in c]
     work = tmp_path / "checkout"
     (work / ".raygan").mkdir(parents=True)
@@ -52,9 +52,11 @@ def test_evaluate_example_finds_the_demo_registry(tmp_path):
                                                 "model.mixed_width=4", f"workdir={work / '.raygan'}"])
     ckpt = save_checkpoint(tmp_path / "ckpt", GANEngine(cfg), {"family": cfg.family, "step": 0,
                                                                 "config": to_dict(cfg)})
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # as on a fresh machine
+        monkeypatch.delenv(key, raising=False)
     uri = resolve_tracking_uri(None, str(work / ".raygan"))
     assert uri == f"sqlite:///{work.resolve() / '.raygan' / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = dict(os.environ)
     cfg.mlflow.tracking_uri = uri
     info = log_generator_model(uri, start_run(cfg, "demo", False, {}), str(ckpt), name.group(1))
     assert str(info["registered_version"]) == name.group(2)
