@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from raygan.platform.errors import CheckpointError, ConfigError, StorageError
 from raygan.platform.config import load_config
-from raygan.platform.trainer import run_training
+from raygan.platform.trainer import check_run, run_training
 
 
 _SHORTHANDS = {
@@ -48,6 +48,9 @@ def build_parser(family: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="NAME",
                    help="resume a finished or killed run (default: the latest run of this family)")
     p.add_argument("--summary-json", help="also write the summary JSON to this file")
+    p.add_argument("--check", action="store_true",
+                   help="resolve the config, weights, data and schedule as a run would, print "
+                        "them as JSON and exit without training")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -68,7 +71,7 @@ def train_main(family: str, argv: Optional[List[str]] = None) -> int:
         if cfg.family != family:
             raise ConfigError(f"family: this job trains {family!r} but the config names {cfg.family!r}")
 
-        summary = run_training(cfg, resume=args.resume)
+        summary = check_run(cfg) if args.check else run_training(cfg, resume=args.resume)
     except UserFacingErrors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

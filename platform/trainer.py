@@ -319,6 +319,32 @@ def _run_name(cfg: RunConfigSpec) -> str:
     return cfg.ray.name or f"{cfg.family}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def prepare_run(cfg: RunConfigSpec) -> Dict[str, Any]:
+    """What the driver settles before any Ray worker starts, failing fast with clear errors:
+    the family and its loss networks (missing VGG19 weights), parameter counts, the data plan
+    (missing shards, manifests that cannot count epochs) and the resolved schedule."""
+    family = build_family(cfg)
+    family.setup(torch.device("cpu"))
+    plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
+    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, plan.train)
+    return {"family": family, "plan": plan, "schedule": schedule,
+            "params_generator": count_parameters(family.build_generator()),
+            "params_discriminator": count_parameters(family.build_discriminator())}
+
+
+def check_run(cfg: RunConfigSpec) -> Dict[str, Any]:
+    """``--check``: :func:`prepare_run` without training; what a run would use, as JSON."""
+    prepared = prepare_run(cfg)
+    plan, schedule = prepared["plan"], prepared["schedule"]
+    return {"check": "ok", "family": cfg.family, "preset": cfg.preset, "task": cfg.data.task,
+            "train": plan.train.uri, "train_records": plan.train.count, "val": plan.val.uri,
+            "steps": schedule.train.steps, "lr_step": schedule.optim.lr_step,
+            "workers": cfg.ray.workers, "perceptual_init": prepared["family"].perceptual_init,
+            "init_from": cfg.train.init_from,
+            "params_generator": prepared["params_generator"],
+            "params_discriminator": prepared["params_discriminator"]}
+
+
 def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
     """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -338,15 +364,11 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
             raise ValueError(f"--resume: no earlier {cfg.family} run recorded in {runs_dir}; "
                              "name the run: --resume NAME")
         resume = latest.read_text().strip()
-    # Fail fast, in the driver, on missing weights and bad data (clear errors, no Ray noise).
-    family = build_family(cfg)
-    family.setup(torch.device("cpu"))
-    params_g = count_parameters(family.build_generator())
-    params_d = count_parameters(family.build_discriminator())
-    # The data is resolved once, here: missing shards and manifests that cannot count epochs
-    # fail in the driver, not in the workers; the resolved iterations go into the params.
-    plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
-    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, plan.train)
+    # Fail fast, in the driver (clear errors, no Ray noise); the data is resolved once, here,
+    # and handed to the workers; the resolved iterations go into the params.
+    prepared = prepare_run(cfg)
+    family, plan, schedule = prepared["family"], prepared["plan"], prepared["schedule"]
+    params_g, params_d = prepared["params_generator"], prepared["params_discriminator"]
     if cfg.ray.storage and storage.is_local(cfg.ray.storage):
         cfg.ray.storage = str(Path(storage.local_path(cfg.ray.storage)).resolve())
 
