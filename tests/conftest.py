@@ -147,3 +147,24 @@ def fit_content(family, generator, batch, steps: int = 40, lr: float = 1e-3):
         loss.backward()
         opt.step()
     return first, loss.item(), logs
+
+
+def tiny_family(cls, task: str, tiny: dict, model=None, loss=None, channels: int = 3, patch: int = 16):
+    """A family built directly (no YAML) with small model settings and a random VGG19."""
+    from raygan.platform.config import DataConfig
+
+    fam = cls(cls.ModelConfig(**{**tiny, **(model or {})}), cls.LossConfig(**(loss or {})),
+              DataConfig(task=task, patch=patch, channels=channels))
+    fam.perceptual_weights = "random"
+    return fam
+
+
+#: input sizes every generator must take: even and odd, one and three channels
+ANY_SIZE = [pytest.mark.parametrize("channels", [3, 1]),
+            pytest.mark.parametrize("size", [(16, 16), (13, 17)])]
+
+
+def any_size(test):
+    for mark in reversed(ANY_SIZE):
+        test = mark(test)
+    return test

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import ConstD, fit_content
+from conftest import ConstD, any_size, fit_content, tiny_family
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +12,7 @@ from raygan.models.dagan import (
     DAGANDiscriminator, DAGANFamily, DAGANGenerator, DenseResAtt, LossConfig, ModelConfig,
     SelfAttention,
 )
-from raygan.platform.config import DataConfig, load_config
+from raygan.platform.config import load_config
 from raygan.platform.registry import FAMILIES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -29,15 +29,11 @@ def count(m: nn.Module, cls) -> int:
 
 
 
-def family(model=None, loss=None, patch=16, channels=3, **kw):
-    data = DataConfig(task="bitdepth", patch=patch, channels=channels)
-    fam = DAGANFamily(ModelConfig(**{**TINY, **(model or {})}), LossConfig(**(loss or {})), data)
-    fam.perceptual_weights = "random"
-    return fam
+def family(model=None, loss=None, patch=16, channels=3):
+    return tiny_family(DAGANFamily, "bitdepth", TINY, model, loss, channels, patch)
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("size", [(16, 16), (13, 17)])
+@any_size
 def test_generator_shapes_and_range(channels, size):
     torch.manual_seed(0)
     g = DAGANGenerator(channels, ModelConfig(**TINY))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ConstD, fit_content
+from conftest import ConstD, any_size, fit_content, tiny_family
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -14,7 +14,7 @@ from raygan.models.dequantizer import (
     DequantizerDiscriminator, DequantizerFamily, DequantizerGenerator, LossConfig, ModelConfig,
     ResidualBlock, UpsampleBlock,
 )
-from raygan.platform.config import DataConfig, load_config
+from raygan.platform.config import load_config
 from raygan.platform.registry import FAMILIES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -28,14 +28,10 @@ def n_params(m: nn.Module) -> int:
 
 
 def family(model=None, loss=None, channels=3):
-    fam = DequantizerFamily(ModelConfig(**{**TINY, **(model or {})}), LossConfig(**(loss or {})),
-                            DataConfig(task="jpeg", patch=16, channels=channels))
-    fam.perceptual_weights = "random"
-    return fam
+    return tiny_family(DequantizerFamily, "jpeg", TINY, model, loss, channels)
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("size", [(16, 16), (13, 17)])
+@any_size
 def test_generator_shapes_and_range(channels, size):
     torch.manual_seed(0)
     g = DequantizerGenerator(channels, ModelConfig(**TINY))
