@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from raygan.platform.config import ConfigError, load_config
 from raygan.platform.registry import FAMILIES
