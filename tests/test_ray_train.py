@@ -145,12 +145,21 @@ def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_ser
     assert versions and versions[0].run_id == run.info.run_id
 
 
-def _train_worker_pids(since: float):
-    """Ray Train worker processes started after ``since`` (this run's, not a finished run's)."""
+def _train_worker_pids(since: float, gcs: str):
+    """Ray Train worker processes of the head at ``gcs`` started after ``since`` (this run's,
+    not a finished run's, and never another Ray's on the same machine)."""
+    raylets = {p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+               if "raylet" in " ".join(p.info["cmdline"] or []) and gcs in " ".join(p.info["cmdline"] or [])}
     pids = []
     for p in psutil.process_iter(["pid", "cmdline", "name", "create_time"]):
         text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
-        if "RayTrainWorker" in text and p.info["create_time"] >= since:
+        if "RayTrainWorker" not in text or p.info["create_time"] < since:
+            continue
+        try:
+            ours = any(parent.pid in raylets for parent in p.parents())
+        except psutil.Error:
+            continue
+        if ours:
             pids.append(p.info["pid"])
     return pids
 
@@ -180,7 +189,7 @@ def test_killed_worker_recovers_from_checkpoint_then_resume(ray_head, s3_server,
         # and under load one CI run saw a restart from 0 when only two existed), so a
         # restart must resume from step >= 4.
         if checkpoints_in_s3() >= 3:
-            pids = _train_worker_pids(started)
+            pids = _train_worker_pids(started, ray_head["gcs"])
             if pids:
                 killed = pids[-1]
                 os.kill(killed, signal.SIGKILL)
