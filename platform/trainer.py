@@ -170,7 +170,6 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
 
     def report(metrics, ckpt_dir):
@@ -259,7 +258,6 @@ def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[st
     :func:`stable_workdir` and refuse workdir, storage or MLflow paths that fall inside the
     job's temporary working-dir copy (ConfigError). Returns a line to print, or None when
     this is not a submitted job."""
-
     environ = os.environ if environ is None else environ
     if RAY_JOB_ENV not in environ:
         return None
@@ -294,7 +292,6 @@ def check_node_local_storage(storage_uri: str, alive_nodes: int, shared_storage:
     Workers on other nodes can neither write nor restore checkpoints under a path that only
     one node has; ``ray.shared_storage=true`` says the path is on a filesystem every node
     mounts. Raises ConfigError; pure (the caller counts the alive nodes)."""
-
     if alive_nodes <= 1 or shared_storage:
         return
     fix = ("or set ray.shared_storage=true if every node mounts that path")
