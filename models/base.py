@@ -57,6 +57,14 @@ class GANFamily:
     #: YAML file in models/configs holding the paper's defaults
     default_config: ClassVar[str] = ""
 
+    #: weight searches, by name: ``{dotted config key: {distribution: [args]}}`` with
+    #: distributions uniform [low, high], loguniform [low, high], choice [values...] and
+    #: grid [values...] (the format of a user's space YAML; see raygan.platform.sweep)
+    search_spaces: ClassVar[Dict[str, Dict[str, Dict[str, list]]]] = {}
+    #: the paper's ablation, by the paper's variant names: ``{name: {dotted key: value}}``
+    #: (overrides of the sweep's base config; ``{}`` is the full model)
+    ablations: ClassVar[Dict[str, Dict[str, Any]]] = {}
+
     #: VGG19 weights spec ("auto" | path | "random"); the engine sets it from
     #: train.perceptual_weights before ``setup``
     perceptual_weights: str = "auto"
@@ -67,6 +75,11 @@ class GANFamily:
         self.data_cfg = data_cfg
         self.channels = getattr(data_cfg, "channels", 3) if data_cfg is not None else 3
         self.perceptual: Optional[PerceptualLoss] = None
+
+    @classmethod
+    def ablation_variants(cls, cfg: Any) -> Dict[str, Dict[str, Any]]:
+        """The ablation's variants for base config ``cfg`` (default: :attr:`ablations`)."""
+        return dict(cls.ablations)
 
     @classmethod
     def config_dir(cls) -> Path:

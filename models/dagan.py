@@ -267,6 +267,26 @@ class DAGANFamily(GANFamily):
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dagan.yaml"
+    search_spaces = {"losses": {
+        "loss.beta": {"uniform": [0.0, 1.0]},                 # paper 0.5
+        "loss.adversarial": {"loguniform": [1e-4, 1e-1]},     # paper 1e-2
+        "loss.gan_kind": {"choice": ["hinge", "vanilla"]},    # hinge vs log loss
+    }}
+    ablations = {
+        "DAGAN (full)": {},
+        "DAGAN* (no attention)": {"model.self_attention": False},
+        "DA-net (no discriminator)": {"model.discriminator": False, "loss.adversarial": 0.0},
+        "MSE only": {"loss.content": "mse"},
+        "VGG only": {"loss.content": "vgg"},
+    }
+
+    @classmethod
+    def ablation_variants(cls, cfg):
+        """The paper's variants plus 1..N-1 DenseResAtt modules (the full model has N)."""
+        variants = dict(cls.ablations)
+        for n in range(1, cfg.model.modules):
+            variants[f"{n} DenseResAtt module{'s' if n > 1 else ''}"] = {"model.modules": n}
+        return variants
 
     @property
     def adversarial_enabled(self) -> bool:

@@ -187,6 +187,18 @@ class DequantizerFamily(GANFamily):
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dequantizer.yaml"
+    search_spaces = {"losses": {
+        "loss.adversarial": {"loguniform": [1e-5, 1e-1]},   # alpha, paper 1e-3
+        "loss.content": {"loguniform": [0.1, 10.0]},        # beta, paper 1
+    }}
+    # The paper's runs by name; Phi (q = 50, R = 10) starts from Gimel's weights, which a
+    # grid of independent trials cannot do, so its cell trains from scratch.
+    ablations = {
+        "Alef (R=5, q=1)": {"model.res_blocks": 5, "data.quality": 1},
+        "Gimel (R=10, q=1)": {"model.res_blocks": 10, "data.quality": 1},
+        "Beta (R=5, q=50)": {"model.res_blocks": 5, "data.quality": 50},
+        "R=10, q=50 (Phi from scratch)": {"model.res_blocks": 10, "data.quality": 50},
+    }
 
     def build_generator(self) -> nn.Module:
         return DequantizerGenerator(self.channels, self.model_cfg)

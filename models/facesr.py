@@ -329,6 +329,15 @@ class FaceSRFamily(GANFamily):
     ModelConfig = FaceSRModelConfig
     LossConfig = FaceSRLossConfig
     default_config = "facesr_cnn.yaml"
+    search_spaces = {"losses": {  # method 2 (model.variant: gan)
+        "loss.alpha": {"loguniform": [0.1, 10.0]},      # content, paper 1
+        "loss.beta": {"loguniform": [6e-4, 6e-2]},      # VGG, paper 0.006
+        "loss.gamma": {"loguniform": [1e-4, 1e-2]},     # adversarial, paper 1e-3
+    }}
+    ablations = {
+        "method 1 (CNN)": {"model.variant": "cnn"},
+        "method 2 (GAN)": {"model.variant": "gan"},
+    }
 
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None):
         super().__init__(model_cfg, loss_cfg, data_cfg)

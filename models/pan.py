@@ -405,6 +405,18 @@ class PANFamily(GANFamily):
     ModelConfig = PANModelConfig
     LossConfig = PANLossConfig
     default_config = "pan_sr.yaml"
+    search_spaces = {"losses": {  # alpha1..alpha4, paper (1, 5, 1, 100)
+        "loss.high": {"loguniform": [0.1, 10.0]},
+        "loss.low": {"loguniform": [0.5, 50.0]},
+        "loss.perceptual": {"loguniform": [0.1, 10.0]},
+        "loss.l1": {"loguniform": [10.0, 1000.0]},
+    }}
+    ablations = {
+        "PAN (full)": {},
+        "w/o conditioning": {"model.conditional": False},
+        "w/o high-frequency loss": {"loss.high": 0.0},
+        "w/o low-frequency loss": {"loss.low": 0.0},
+    }
 
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None):
         super().__init__(model_cfg, loss_cfg, data_cfg)

@@ -106,6 +106,11 @@ class ModelConfig:
     d_max_features: int = 512   # width cap of the discriminator
     d_pool: int = 5             # adaptive pooling size before the FC layers
     d_fc: int = 1024            # hidden FC width
+    #: ablations of the paper (Sec. IV): false replaces each mixed convolution by a standard
+    #: 3x3 convolution (features -> features, LReLU), keeping the chain and the dilations out
+    mixed_conv: bool = True
+    #: false drops the mixed attention (channel + spatial gates) from every WCDB
+    mixed_attention: bool = True
 
     def validate(self) -> None:
         for name in ("features", "blocks", "reduction", "mixed_width", "d_features",
@@ -177,14 +182,21 @@ class MixedAttention(nn.Module):
         return x * self.spatial(x)
 
 
+def standard_conv(features: int, slope: float) -> nn.Module:
+    """The "without mixed convolution" ablation's unit: one 3x3 convolution and LReLU."""
+    return nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.LeakyReLU(slope, inplace=True))
+
+
 class WCDB(nn.Module):
     """Weakly connected dense block: a chain of mixed convolutions, all outputs fused."""
 
-    def __init__(self, features: int, width: int, dilations, reduction: int, slope: float):
+    def __init__(self, features: int, width: int, dilations, reduction: int, slope: float,
+                 mixed_conv: bool = True, mixed_attention: bool = True):
         super().__init__()
-        self.chain = nn.ModuleList(MixedConv(features, width, d, slope) for d in dilations)
+        self.chain = nn.ModuleList(MixedConv(features, width, d, slope) if mixed_conv
+                                   else standard_conv(features, slope) for d in dilations)
         self.fuse = nn.Conv2d(features * (len(dilations) + 1), features, 1)
-        self.attention = MixedAttention(features, reduction, slope)
+        self.attention = MixedAttention(features, reduction, slope) if mixed_attention else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [x]
@@ -204,7 +216,8 @@ class WCDGANGenerator(nn.Module):
             nn.Conv2d(f, f, 5, padding=2), nn.LeakyReLU(cfg.slope, inplace=True),
         )
         self.deep = nn.Sequential(*[
-            WCDB(f, cfg.mixed_width, tuple(cfg.dilations), cfg.reduction, cfg.slope)
+            WCDB(f, cfg.mixed_width, tuple(cfg.dilations), cfg.reduction, cfg.slope,
+                 cfg.mixed_conv, cfg.mixed_attention)
             for _ in range(cfg.blocks)
         ])
         self.reconstruct = nn.Sequential(
@@ -250,6 +263,18 @@ class WCDGANFamily(GANFamily):
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "wcdgan.yaml"
+    search_spaces = {"losses": {  # the paper weighs all four terms 1
+        "loss.l1": {"loguniform": [0.1, 10.0]},
+        "loss.perceptual": {"loguniform": [0.1, 10.0]},
+        "loss.adversarial": {"loguniform": [0.01, 10.0]},
+        "loss.tv": {"loguniform": [0.01, 10.0]},
+    }}
+    ablations = {
+        "WCDGAN (full)": {},
+        "w/o mixed convolution (standard conv)": {"model.mixed_conv": False},
+        "w/o mixed attention": {"model.mixed_attention": False},
+        "w/o perceptual loss and GAN": {"loss.perceptual": 0.0, "loss.adversarial": 0.0},
+    }
 
     def build_generator(self) -> nn.Module:
         return WCDGANGenerator(self.channels, self.model_cfg)

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from raygan.platform import storage
 from raygan.platform.checkpoint import META_FILE, generator_weights
@@ -71,23 +71,32 @@ def get_or_create_experiment(tracking_uri: str, name: str, workdir: str) -> str:
 def start_run(cfg, run_name: str, resume: bool, params: Dict[str, Any]) -> str:
     """Create the MLflow run for a Ray run (or find it again when resuming)."""
     tracking_uri = run_tracking_uri(cfg)
-    client = _client(tracking_uri)
     exp_id = get_or_create_experiment(tracking_uri, cfg.mlflow.experiment, cfg.workdir)
-    if resume:
-        found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
-                                   max_results=1)
+    run_id, _ = open_run(tracking_uri, exp_id, {RUN_NAME_TAG: run_name}, run_name,
+                         {"raygan.family": cfg.family, "raygan.preset": cfg.preset}, params,
+                         reuse=resume)
+    return run_id
+
+
+def open_run(tracking_uri: str, experiment_id: str, key: Dict[str, str], run_name: str,
+             tags: Dict[str, str], params: Dict[str, Any], reuse: bool = True) -> Tuple[str, bool]:
+    """The run whose tags match ``key`` (set RUNNING again) when ``reuse``, else a new one
+    with ``key`` + ``tags`` and ``params``. Returns ``(run_id, created)``. Sweeps find their
+    parent and child runs again this way when resumed."""
+    client = _client(tracking_uri)
+    if reuse:
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in key.items())
+        found = client.search_runs([experiment_id], filter_string=where, max_results=1)
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")
-            return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=run_name,
-                            tags={RUN_NAME_TAG: run_name, "raygan.family": cfg.family,
-                                  "raygan.preset": cfg.preset})
+            return found[0].info.run_id, False
+    run = client.create_run(experiment_id, run_name=run_name, tags={**key, **tags})
     items = list(params.items())
     from mlflow.entities import Param
 
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in items[i:i + 100]])
-    return run.info.run_id
+    return run.info.run_id, True
 
 
 class RunLogger:

@@ -342,13 +342,40 @@ def check_run(cfg: RunConfigSpec) -> Dict[str, Any]:
             "params_discriminator": prepared["params_discriminator"]}
 
 
-def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
-    """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
+def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage_path: str,
+                        filesystem: Any, *, callbacks=(), score: str = "val_psnr",
+                        score_order: str = "max", cpus_per_worker: Optional[float] = None):
+    """The TorchTrainer of one run (:func:`run_training`, and each trial of a sweep):
+    ``cfg.ray.workers`` workers running :func:`train_loop_per_worker` with ``loop_config``,
+    the loopback-bound rendezvous, restarts after failures, and the best
+    ``cfg.ray.keep_checkpoints`` checkpoints by ``score`` kept under
+    ``storage_path/cfg.ray.name``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raygan.platform.distributed import LoopbackTorchConfig
 
+    cpus = cfg.ray.cpus_per_worker if cpus_per_worker is None else cpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker={"CPU": cpus}),
+        torch_config=LoopbackTorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=cfg.ray.name, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
+                                               checkpoint_score_attribute=score,
+                                               checkpoint_score_order=score_order),
+            worker_runtime_env={"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}},
+            callbacks=list(callbacks),
+        ),
+    )
+
+
+def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
+    """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
     job_note = place_job_outputs(cfg)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -388,22 +415,9 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
                    "resolved_steps": schedule.train.steps, "resolved_lr_step": schedule.optim.lr_step})
     run_id = tracking.start_run(cfg, name, resume is not None, params)
 
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
-                           "tracking_uri": tracking_uri},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        torch_config=LoopbackTorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=name, storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
-                                               checkpoint_score_attribute="val_psnr",
-                                               checkpoint_score_order="max"),
-            worker_runtime_env={"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}},
-        ),
-    )
+    trainer = build_torch_trainer(
+        cfg, {"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
+              "tracking_uri": tracking_uri}, storage_path, filesystem)
     logger = tracking.RunLogger(tracking_uri, run_id)
     try:
         result = trainer.fit()

@@ -20,7 +20,8 @@ FLOORS = {
     3: ["raygan.models.*"],
     4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
         "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
-        "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli"],
+        "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
+        "raygan.platform.sweep"],
     5: ["raygan.deploy.*"],
 }
 

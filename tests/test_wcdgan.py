@@ -8,7 +8,7 @@ import torch
 from raygan.platform.config import ConfigError, load_config
 from raygan.platform.registry import FAMILIES
 from raygan.models.wcdgan import (
-    LossConfig, MixedConv, ModelConfig, WCDB, WCDGANDiscriminator, WCDGANFamily, WCDGANGenerator,
+    LossConfig, MixedAttention, MixedConv, ModelConfig, WCDB, WCDGANDiscriminator, WCDGANFamily, WCDGANGenerator,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,16 @@ def test_parameter_count_matches_paper():
     assert _count(WCDB(64, 32, (1, 2, 4, 8), 4, 0.02)) == 188_737
     # full-width branches would land far outside the paper's figure (+75 %, docstring arithmetic)
     assert _count(WCDGANGenerator(3, ModelConfig(mixed_width=64))) == 2_968_651
+
+
+def test_ablation_switches_change_the_blocks():
+    # without mixed convolution: 4 standard 3x3 convs (64*64*9+64) replace the mixed ones
+    assert _count(WCDB(64, 32, (1, 2, 4, 8), 4, 0.02, mixed_conv=False)) == 4 * 36_928 + 20_544 + 2_400 + 1_441
+    # without mixed attention: the channel (2,400) and spatial (1,441) gates are gone
+    assert _count(WCDB(64, 32, (1, 2, 4, 8), 4, 0.02, mixed_attention=False)) == 188_737 - 2_400 - 1_441
+    g = WCDGANGenerator(3, ModelConfig(features=16, blocks=1, mixed_conv=False, mixed_attention=False))
+    assert not any(isinstance(m, (MixedConv, MixedAttention)) for m in g.modules())
+    assert all(m.dilation == (1, 1) for m in g.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 @pytest.mark.parametrize("channels,h,w", [(3, 32, 32), (1, 32, 32), (3, 37, 41), (1, 37, 41)])
