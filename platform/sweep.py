@@ -27,9 +27,17 @@ training job) with ``TuneReportCallback``; the trial's driver takes :data:`TRIAL
 of a CPU and its workers what fits (:func:`size_trials`). Weight searches sample
 ``--trials`` points and stop poor ones early with ASHA on ``step``; ablations run each
 variant once (a grid, no early stopping). Checkpoints go to the sweep's storage, local or
-S3, under ``<storage>/<sweep>/trial_runs/trial_<id>``; Tune's own state beside them, so
-``--resume`` restores the Tuner, keeps finished trials and continues unfinished ones from
-their last checkpoint.
+S3, under ``<storage>/<sweep>/trial_runs/trial_<key>``.
+
+**Resume without unpickling.** The sweep's points are drawn once, up front, from a seeded
+generator (the trials of a search, the rows of an ablation) and saved with the plan as JSON
+(``raygan_sweep.json``); each trial has a stable key (``t000``...). When a trial ends, the
+driver writes its record (``trials/<key>.json``: status and last metrics) at once. A
+killed sweep's ``--resume`` reads those JSON files and runs a new Tuner over the keys that
+have no record (or failed); an unfinished trial's TorchTrainer has the same run name, so it
+continues from its last checkpoint. Tune's own ``tuner.pkl`` (cloudpickle) is never read
+back: nothing is unpickled from storage. (ASHA's rung history of the killed attempt is not
+carried over; the resumed trials are compared among themselves.)
 
 **Out.** One MLflow parent run per sweep, one child per trial (params, curves, grids);
 an ablation table (markdown + CSV) or a ranked trial table and a metric-vs-weight plot,
@@ -69,10 +77,12 @@ TRIAL_DRIVER_CPU = 0.01
 #: --metric -> the reported key and Tune's mode
 METRICS = {"psnr": "max", "psnr_y": "max", "ssim": "max", "ssim_y": "max", "lpips": "min"}
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "grid")
-#: Tune's parameter holding an ablation variant's name
+#: an ablation point's key holding the variant's name
 VARIANT = "variant"
-SWEEP_TAG, TRIAL_TAG, KIND_TAG = "raygan.sweep", "raygan.trial_id", "raygan.sweep_kind"
+SWEEP_TAG, TRIAL_TAG, KIND_TAG = "raygan.sweep", "raygan.trial", "raygan.sweep_kind"
 SPEC_FILE = "raygan_sweep.json"
+#: reported keys kept in a trial's record
+RECORDED = ("step", "skipped_records", "resumed_from_step", "images_per_s", "val_images")
 
 
 # ------------------------------------------------------------------------------ spaces
@@ -171,6 +181,8 @@ def _ends(key: str, dist: Any) -> List[Any]:
             raise ConfigError(f"space parameter {key}: empty range {kind} [{low}, {high}] (low must be < high)")
         if kind == "loguniform" and low <= 0:
             raise ConfigError(f"space parameter {key}: loguniform needs low > 0, got {low}")
+        # a drawn value is almost never an end: the midpoint catches integer-typed keys
+        return [low, (low + high) / 2, high]
     return list(args)
 
 
@@ -223,14 +235,37 @@ def trial_values(config: Dict[str, Any], variants: Dict[str, Dict[str, Any]]) ->
     return dict(config)
 
 
-def tune_space(space: SweepSpace) -> Dict[str, Any]:
-    from ray import tune
+def sample_points(space: SweepSpace, trials: int, seed: int) -> List[Dict[str, Any]]:
+    """The sweep's trials, drawn once: an ablation's rows in order; for a search, every
+    combination of the ``grid`` parameters times ``trials`` draws of the others (Tune's
+    num_samples x grid), from ``numpy.random.default_rng(seed)``."""
+    import itertools
+
+    import numpy as np
 
     if space.kind == "ablation":
-        return {VARIANT: tune.grid_search(list(space.variants))}
-    make = {"uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-            "choice": tune.choice, "grid": tune.grid_search}
-    return {key: make[kind](args) for key, dist in space.params.items() for kind, args in dist.items()}
+        return [{VARIANT: name} for name in space.variants]
+    rng = np.random.default_rng(seed)
+    grid = {k: d["grid"] for k, d in space.params.items() if "grid" in d}
+    points = []
+    for combo in itertools.product(*grid.values()):
+        for _ in range(trials):
+            point = {}
+            for key, dist in space.params.items():
+                kind, args = next(iter(dist.items()))
+                if kind == "uniform":
+                    point[key] = float(rng.uniform(*args))
+                elif kind == "loguniform":
+                    point[key] = float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+                elif kind == "choice":
+                    point[key] = args[int(rng.integers(len(args)))]
+            point.update(zip(grid, combo))
+            points.append({k: point[k] for k in space.params})
+    return points
+
+
+def trial_key(index: int) -> str:
+    return f"t{index:03d}"
 
 
 # --------------------------------------------------------------------------- resources
@@ -256,19 +291,19 @@ def size_trials(cluster_cpus: float, workers: int, cpus_per_worker: float,
 
 def sweep_trial(config: Dict[str, Any], setup: Dict[str, Any]) -> None:
     """One trial (a Tune function trainable): the run's TorchTrainer, reporting to Tune."""
-    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial_id = tune.get_context().get_trial_id()
-    values = trial_values(config, setup["variants"])
+    key = config["trial"]
+    point = setup["points"][key]
+    values = trial_values(point, setup["variants"])
     cfg = trial_config(setup["base"], values)
-    cfg.ray.name = f"trial_{trial_id}"
-    label = config.get(VARIANT) or ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    cfg.ray.name = f"trial_{key}"
+    label = point.get(VARIANT) or ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     params = flatten(to_dict(cfg))
     params.update({f"sweep.{k}": v for k, v in values.items()})
     run_id, _ = tracking.open_run(
         setup["tracking_uri"], setup["experiment_id"],
-        {SWEEP_TAG: setup["sweep"], TRIAL_TAG: trial_id}, f"{setup['sweep']}: {label}",
+        {SWEEP_TAG: setup["sweep"], TRIAL_TAG: key}, f"{setup['sweep']} {key}: {label}",
         {"mlflow.parentRunId": setup["parent_run_id"], "raygan.family": cfg.family,
          "raygan.trial": label}, params)
     storage_path, filesystem = storage.ray_storage(setup["trial_storage"], cfg.storage)
@@ -415,18 +450,18 @@ _SHORTHANDS = {"data": "data.train", "val_data": "data.val", "endpoint_url": "st
 
 @dataclass
 class SweepPlan:
-    """Everything a sweep needs, kept in its storage so ``--resume`` rebuilds it exactly."""
+    """Everything a sweep needs, saved as JSON in its storage so ``--resume`` rebuilds it."""
 
     name: str
     family: str
     space: Dict[str, Any]
     base: Dict[str, Any]
     metric: str
-    trials: int
     scheduler: str
     storage: str
     max_concurrent: Optional[int]
     data: Dict[str, Any]  # the resolved DataPlan, as the trials' workers get it
+    points: Dict[str, Dict[str, Any]]  # trial key -> its values (an ablation: {"variant": name})
 
     @property
     def metric_key(self) -> str:
@@ -478,10 +513,11 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
         store = str(Path(storage.local_path(store)).resolve())
     base = to_dict(cfg)
     base["data"].update(train=prepared["plan"].train.uri, val=prepared["plan"].val.uri)
+    points = sample_points(space, args.trials, cfg.seed)
     return SweepPlan(name, cfg.family, {"name": space.name, "params": space.params,
                                         "variants": space.variants},
-                     base, args.metric, args.trials, scheduler, store, args.max_concurrent,
-                     prepared["plan"].to_dict())
+                     base, args.metric, scheduler, store, args.max_concurrent,
+                     prepared["plan"].to_dict(), {trial_key(i): p for i, p in enumerate(points)})
 
 
 def _latest_file(workdir: str, family: str) -> Path:
@@ -495,7 +531,9 @@ def _spec_uri(store: str, name: str) -> str:
 def load_plan(args: argparse.Namespace) -> SweepPlan:
     """``--resume [NAME]``: the plan saved by the sweep (its storage: --storage, else the
     one this workdir recorded for the family's latest sweep)."""
-    workdir = args.workdir or load_config(None, [], family=args.family).workdir
+    from raygan.platform.config import DEFAULT_WORKDIR, StorageConfig
+
+    workdir = args.workdir or DEFAULT_WORKDIR
     latest = _latest_file(workdir, args.family)
     recorded = json.loads(latest.read_text()) if latest.exists() else {}
     name = recorded.get("name") if args.resume == "latest" else args.resume
@@ -503,8 +541,6 @@ def load_plan(args: argparse.Namespace) -> SweepPlan:
         raise ConfigError(f"--resume: no earlier {args.family} sweep recorded in {latest.parent}; "
                           "name it: --resume NAME --storage URI")
     store = args.storage or recorded.get("storage") or str(Path(workdir).resolve() / "ray_results")
-    from raygan.platform.config import StorageConfig
-
     scfg = StorageConfig(endpoint_url=args.endpoint_url)
     uri = _spec_uri(store, name)
     if not storage.exists(uri, scfg):
@@ -515,15 +551,60 @@ def load_plan(args: argparse.Namespace) -> SweepPlan:
     return plan
 
 
-def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> Dict[str, Any]:
+def _record_uri(plan: SweepPlan, key: str) -> str:
+    return storage.join(plan.storage, plan.name, "trials", f"{key}.json")
+
+
+def read_records(plan: SweepPlan, storage_cfg) -> Dict[str, Dict[str, Any]]:
+    """The records of the sweep's ended trials, by key (JSON written by TrialRecorder)."""
+    out = {}
+    for key in plan.points:
+        uri = _record_uri(plan, key)
+        if storage.exists(uri, storage_cfg):
+            out[key] = json.loads(storage.read_bytes(uri, storage_cfg))
+    return out
+
+
+def _trial_recorder(plan: SweepPlan, steps: int, storage_cfg):
+    """A Tune callback, in the sweep's driver, writing each trial's record as it ends."""
     from ray import tune
+
+    class TrialRecorder(tune.Callback):
+        def _write(self, trial, failed: bool) -> None:
+            result = trial.last_result or {}
+            metrics = {k: v for k, v in result.items() if k.startswith("val_") or k in RECORDED}
+            key = trial.config["trial"]
+            if failed:
+                status = "failed"
+            elif (metrics.get("step") or 0) < steps:
+                status = f"stopped early at {metrics.get('step')}"
+            else:
+                status = "done"
+            record = {"trial_id": key, "config": plan.points[key], "metrics": metrics,
+                      "status": status, "tune_trial_id": trial.trial_id,
+                      "error": str(getattr(trial, "error_file", "") or "") if failed else None}
+            storage.write_bytes(_record_uri(plan, key), json.dumps(record, indent=2).encode(), storage_cfg)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._write(trial, failed=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._write(trial, failed=True)
+
+    return TrialRecorder()
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> Dict[str, Any]:
     import ray
+    from ray import tune
 
     cfg = build_config(plan.base)
     space = plan.sweep_space()
     scfg = cfg.storage
     storage_path, filesystem = storage.ray_storage(plan.storage, scfg)
     sweep_uri = storage.join(plan.storage, plan.name)
+    records = read_records(plan, scfg) if resume else {}
+    remaining = [k for k in plan.points if records.get(k, {}).get("status") in (None, "failed")]
     _init_ray(cfg)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     max_concurrent, cpus_per_worker = size_trials(cluster_cpus, cfg.ray.workers,
@@ -532,7 +613,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
     tracking_uri = tracking.run_tracking_uri(cfg)
     exp_id = tracking.get_or_create_experiment(tracking_uri, cfg.mlflow.experiment, cfg.workdir)
     parent_params = {"sweep.kind": space.kind, "sweep.space": json.dumps(space.params or list(space.variants)),
-                     "sweep.metric": plan.metric, "sweep.trials": plan.trials,
+                     "sweep.metric": plan.metric, "sweep.trials": len(plan.points),
                      "sweep.scheduler": plan.scheduler, "sweep.storage": sweep_uri,
                      **{f"base.{k}": v for k, v in flatten(plan.base).items()}}
     parent_id, _ = tracking.open_run(tracking_uri, exp_id, {SWEEP_TAG: plan.name, KIND_TAG: space.kind},
@@ -543,22 +624,19 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
     latest = _latest_file(cfg.workdir, plan.family)
     latest.parent.mkdir(parents=True, exist_ok=True)
     latest.write_text(json.dumps({"name": plan.name, "storage": plan.storage}))
-    print(f"raygan sweep {plan.name}: {space.kind} of {cfg.family} ({len(space.variants) or plan.trials} "
-          f"trials, {max_concurrent} at once, {cfg.ray.workers} workers x {cpus_per_worker} CPU, "
-          f"{cfg.train.steps} steps, metric {plan.metric_key} {plan.mode}); state -> {sweep_uri}; "
-          f"MLflow parent run {parent_id} at {tracking_uri}", flush=True)
+    print(f"raygan sweep {plan.name}: {space.kind} of {cfg.family}, {len(remaining)} of "
+          f"{len(plan.points)} trials to run ({max_concurrent} at once, {cfg.ray.workers} workers x "
+          f"{cpus_per_worker} CPU, {cfg.train.steps} steps, metric {plan.metric_key} {plan.mode}); "
+          f"state -> {sweep_uri}; MLflow parent run {parent_id} at {tracking_uri}", flush=True)
 
-    setup = {"sweep": plan.name, "base": plan.base, "variants": space.variants,
-             "data": plan.data, "tracking_uri": tracking_uri, "experiment_id": exp_id,
-             "parent_run_id": parent_id, "trial_storage": storage.join(plan.storage, plan.name, "trial_runs"),
-             "metric_key": plan.metric_key, "mode": plan.mode, "cpus_per_worker": cpus_per_worker}
-    trainable = tune.with_resources(tune.with_parameters(sweep_trial, setup=setup),
-                                    {"cpu": TRIAL_DRIVER_CPU})
-    restore_path = f"s3://{storage_path}/{plan.name}" if filesystem is not None else str(Path(storage_path) / plan.name)
-    if resume and tune.Tuner.can_restore(restore_path, storage_filesystem=filesystem):
-        tuner = tune.Tuner.restore(restore_path, trainable, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=filesystem)
-    else:
+    if remaining:
+        setup = {"sweep": plan.name, "base": plan.base, "variants": space.variants,
+                 "points": plan.points, "data": plan.data, "tracking_uri": tracking_uri,
+                 "experiment_id": exp_id, "parent_run_id": parent_id,
+                 "trial_storage": storage.join(plan.storage, plan.name, "trial_runs"),
+                 "metric_key": plan.metric_key, "mode": plan.mode, "cpus_per_worker": cpus_per_worker}
+        trainable = tune.with_resources(tune.with_parameters(sweep_trial, setup=setup),
+                                        {"cpu": TRIAL_DRIVER_CPU})
         scheduler = None
         if plan.scheduler == "asha":
             from ray.tune.schedulers import ASHAScheduler
@@ -566,39 +644,26 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
             scheduler = ASHAScheduler(time_attr="step", max_t=cfg.train.steps,
                                       grace_period=cfg.train.val_every, reduction_factor=2)
         tuner = tune.Tuner(
-            trainable, param_space=tune_space(space),
+            trainable, param_space={"trial": tune.grid_search(remaining)},
             tune_config=tune.TuneConfig(metric=plan.metric_key, mode=plan.mode,
-                                        num_samples=1 if space.kind == "ablation" else plan.trials,
                                         max_concurrent_trials=max_concurrent, scheduler=scheduler),
-            run_config=tune.RunConfig(name=plan.name, storage_path=storage_path,
-                                      storage_filesystem=filesystem, verbose=1),
+            # each attempt is a new Tune experiment inside the sweep's folder
+            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=f"{storage_path}/{plan.name}",
+                                      storage_filesystem=filesystem, verbose=1,
+                                      callbacks=[_trial_recorder(plan, cfg.train.steps, scfg)]),
         )
-    grid = tuner.fit()
-    trials = collect_trials(grid, cfg.train.steps)
+        tuner.fit()
+    records = read_records(plan, scfg)
+    trials = [records.get(k) or {"trial_id": k, "config": plan.points[k], "metrics": {},
+                                 "status": "not run"} for k in plan.points]
     summary = report_sweep(plan, space, trials, tracking_uri, exp_id, parent_id, cfg)
     if promote:
-        summary["champion"] = promote_champion(plan, trials, tracking_uri, exp_id, cfg, filesystem)
-    tracking.RunLogger(tracking_uri, parent_id).text(json.dumps(summary, indent=2, default=str),
-                                                    "sweep_summary.json")
-    tracking.RunLogger(tracking_uri, parent_id).finish("FINISHED")
+        summary["champion"] = promote_champion(plan, trials, tracking_uri, cfg, filesystem)
+    logger = tracking.RunLogger(tracking_uri, parent_id)
+    logger.text(json.dumps(summary, indent=2, default=str), "sweep_summary.json")
+    logger.finish("FINISHED")
     return summary
-
-
-def collect_trials(grid, steps: int) -> List[Dict[str, Any]]:
-    """One dict per trial: id, config, the last reported metrics, status."""
-    out = []
-    for result in grid:
-        metrics = dict(result.metrics or {})
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        if result.error is not None:
-            status = "failed"
-        elif (metrics.get("step") or 0) < steps:
-            status = f"stopped early at {metrics.get('step')}"
-        else:
-            status = "done"
-        out.append({"trial_id": trial_id, "config": dict(result.config or {}), "metrics": metrics,
-                    "status": status, "error": None if result.error is None else str(result.error)})
-    return out
 
 
 def report_sweep(plan: SweepPlan, space: SweepSpace, trials, tracking_uri, exp_id, parent_id,
@@ -627,9 +692,7 @@ def report_sweep(plan: SweepPlan, space: SweepSpace, trials, tracking_uri, exp_i
     for f in files:
         client.log_artifact(parent_id, str(f))
     print(f"\n{stem} table ({plan.metric_key}, {cfg.train.steps} steps per trial):\n{md}", flush=True)
-    ranked = [t for t in trials if t["metrics"].get(plan.metric_key) is not None]
-    best = (max if plan.mode == "max" else min)(ranked, key=lambda t: t["metrics"][plan.metric_key],
-                                                 default=None)
+    best = best_trial(plan, trials)
     if best is not None:
         client.log_metric(parent_id, f"best_{plan.metric_key}", best["metrics"][plan.metric_key])
     return {"sweep": plan.name, "kind": space.kind, "metric": plan.metric_key, "mode": plan.mode,
@@ -640,15 +703,20 @@ def report_sweep(plan: SweepPlan, space: SweepSpace, trials, tracking_uri, exp_i
             "mlflow_parent_run_id": parent_id, "mlflow_tracking_uri": tracking_uri}
 
 
-def promote_champion(plan: SweepPlan, trials, tracking_uri, exp_id, cfg, filesystem) -> Dict[str, Any]:
+def best_trial(plan: SweepPlan, trials) -> Optional[Dict[str, Any]]:
+    ranked = [t for t in trials if t["metrics"].get(plan.metric_key) is not None]
+    pick = max if plan.mode == "max" else min
+    return pick(ranked, key=lambda t: t["metrics"][plan.metric_key], default=None)
+
+
+def promote_champion(plan: SweepPlan, trials, tracking_uri, cfg, filesystem) -> Dict[str, Any]:
     """Register the best trial's best checkpoint and point alias ``champion`` at it."""
     from mlflow import MlflowClient
     from ray.train import Result
 
-    ranked = [t for t in trials if t["metrics"].get(plan.metric_key) is not None and "mlflow_run_id" in t]
-    if not ranked:
+    best = best_trial(plan, [t for t in trials if "mlflow_run_id" in t])
+    if best is None:
         raise RuntimeError(f"--promote: no trial of sweep {plan.name} reported {plan.metric_key}")
-    best = (max if plan.mode == "max" else min)(ranked, key=lambda t: t["metrics"][plan.metric_key])
     storage_path, _ = storage.ray_storage(plan.storage, cfg.storage)
     run_path = f"{storage_path}/{plan.name}/trial_runs/trial_{best['trial_id']}"
     result = Result.from_path(f"s3://{run_path}" if filesystem is not None else run_path,

@@ -8,8 +8,13 @@ import raygan.datasets.tasks  # noqa: E402,F401
 import raygan.models  # noqa: E402,F401
 
 import logging  # noqa: E402
+import secrets  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -35,6 +40,42 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- Ray
+
+BIN = Path(sys.executable).parent
+# Ray 2.60 heads require token auth: one token per test session, from the environment only.
+RAY_TOKEN = secrets.token_hex(32)
+
+
+def job_env(extra=None) -> dict:
+    """The environment of a job script or Ray CLI run by a test (token auth, loopback)."""
+    env = dict(os.environ)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+               MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def ray_head_on_loopback(num_cpus: int):
+    """A Ray head (`ray start --head`) on 127.0.0.1 with ``num_cpus``; stopped on exit."""
+    gcs, dash = free_port(), free_port()
+    env = job_env()
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+                    f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                    f"--num-cpus={num_cpus}", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 # ----------------------------------------------------------------------------- S3

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import BASELINE_LISTENERS, LOOPBACK, free_port, listening
+from conftest import (BASELINE_LISTENERS, BIN, LOOPBACK, free_port, job_env, listening,
+                      ray_head_on_loopback)
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 
 pytestmark = pytest.mark.slow
@@ -35,23 +35,6 @@ def summary_from(output: str) -> dict:
     raise AssertionError(f"no summary line in output:\n{output[-4000:]}")
 
 
-# Ray 2.60 heads require token auth: one token per test session, from the environment only.
-RAY_TOKEN = __import__("secrets").token_hex(32)
-
-
-def job_env(extra=None) -> dict:
-    env = dict(os.environ)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=RAY_TOKEN)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
-               MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(extra or {})
-    return env
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     src = tmp_path_factory.mktemp("photos")
@@ -62,15 +45,9 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_head(s3_server, tmp_path_factory):
-    gcs, dash = free_port(), free_port()
-    env = job_env()
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
-                    f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                    "--num-cpus=4", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+def ray_head(s3_server):
+    with ray_head_on_loopback(num_cpus=4) as head:
+        yield head
 
 
 @pytest.fixture(scope="module")
