@@ -54,6 +54,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,7 +70,8 @@ from raygan.platform.engine import build_family
 from raygan.platform.errors import ConfigError
 from raygan.platform.metrics import LPIPSMetric
 from raygan.platform.registry import FAMILIES
-from raygan.platform.trainer import _init_ray, build_torch_trainer, prepare_run
+from raygan.platform.trainer import (RAY_JOB_ENV, _init_ray, build_torch_trainer, place_job_outputs, prepare_run,
+                                     stable_workdir)
 
 #: the CPU a trial's own process (Tune function + Train controller) reserves; its workers
 #: get the rest. A whole CPU per trial driver deadlocks 2 workers on a 2-CPU machine.
@@ -305,7 +307,7 @@ def sweep_trial(config: Dict[str, Any], setup: Dict[str, Any]) -> None:
         setup["tracking_uri"], setup["experiment_id"],
         {SWEEP_TAG: setup["sweep"], TRIAL_TAG: key}, f"{setup['sweep']} {key}: {label}",
         {"mlflow.parentRunId": setup["parent_run_id"], "raygan.family": cfg.family,
-         "raygan.trial": label}, params)
+         "raygan.trial_label": label}, params)
     storage_path, filesystem = storage.ray_storage(setup["trial_storage"], cfg.storage)
     trainer = build_torch_trainer(
         cfg, {"cfg": to_dict(cfg), "data": setup["data"], "mlflow_run_id": run_id,
@@ -439,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promote", action="store_true",
                    help="register the best trial's generator with alias 'champion'")
     p.add_argument("--seed", type=int, help="search seed (default: the config's seed)")
+    p.add_argument("--check", action="store_true",
+                   help="plan and check the sweep (space, configs, weights, data), print the "
+                        "trials as JSON and exit without starting Ray")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="base config overrides")
     return p
 
@@ -482,6 +487,10 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     cfg = load_config(args.config, overrides, family=None if args.config else args.family)
     if cfg.family != args.family:
         raise ConfigError(f"--config {args.config} is a {cfg.family} config, not {args.family}")
+    cfg.ray.storage = args.storage
+    job_note = place_job_outputs(cfg)  # a submitted job: outputs outside Ray's temporary copy
+    if job_note:
+        print(job_note, flush=True)
     if args.trials < 1 or args.reports < 1:
         raise ConfigError("--trials and --reports must be >= 1")
     if args.steps_per_trial is not None:
@@ -533,7 +542,7 @@ def load_plan(args: argparse.Namespace) -> SweepPlan:
     one this workdir recorded for the family's latest sweep)."""
     from raygan.platform.config import DEFAULT_WORKDIR, StorageConfig
 
-    workdir = args.workdir or DEFAULT_WORKDIR
+    workdir = args.workdir or (str(stable_workdir()) if RAY_JOB_ENV in os.environ else DEFAULT_WORKDIR)
     latest = _latest_file(workdir, args.family)
     recorded = json.loads(latest.read_text()) if latest.exists() else {}
     name = recorded.get("name") if args.resume == "latest" else args.resume
@@ -605,6 +614,9 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
     sweep_uri = storage.join(plan.storage, plan.name)
     records = read_records(plan, scfg) if resume else {}
     remaining = [k for k in plan.points if records.get(k, {}).get("status") in (None, "failed")]
+    if not resume and storage.exists(_spec_uri(plan.storage, plan.name), scfg):
+        raise ConfigError(f"sweep {plan.name} already exists in {plan.storage}: finish it with "
+                          f"--resume {plan.name}, or give a new --name")
     _init_ray(cfg)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     max_concurrent, cpus_per_worker = size_trials(cluster_cpus, cfg.ray.workers,
@@ -617,7 +629,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
                      "sweep.scheduler": plan.scheduler, "sweep.storage": sweep_uri,
                      **{f"base.{k}": v for k, v in flatten(plan.base).items()}}
     parent_id, _ = tracking.open_run(tracking_uri, exp_id, {SWEEP_TAG: plan.name, KIND_TAG: space.kind},
-                                     plan.name, {"raygan.family": plan.family}, parent_params)
+                                     plan.name, {"raygan.family": plan.family}, parent_params,
+                                     reuse=resume)
     if not resume:
         storage.write_bytes(_spec_uri(plan.storage, plan.name),
                             json.dumps(asdict(plan), indent=2).encode(), scfg)
@@ -719,8 +732,7 @@ def promote_champion(plan: SweepPlan, trials, tracking_uri, cfg, filesystem) -> 
         raise RuntimeError(f"--promote: no trial of sweep {plan.name} reported {plan.metric_key}")
     storage_path, _ = storage.ray_storage(plan.storage, cfg.storage)
     run_path = f"{storage_path}/{plan.name}/trial_runs/trial_{best['trial_id']}"
-    result = Result.from_path(f"s3://{run_path}" if filesystem is not None else run_path,
-                              storage_filesystem=filesystem)
+    result = Result.from_path(run_path, storage_filesystem=filesystem)  # S3: bucket/key + fs
     checkpoint = result.get_best_checkpoint(plan.metric_key, plan.mode) or result.checkpoint
     trial_cfg = trial_config(plan.base, trial_values(best["config"], plan.sweep_space().variants))
     family = build_family(trial_cfg)
@@ -746,7 +758,12 @@ def sweep_main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     try:
         plan = load_plan(args) if args.resume else plan_sweep(args)
-        summary = run_sweep(plan, resume=bool(args.resume), promote=args.promote)
+        if args.check:
+            summary = {"check": "ok", "sweep": plan.name, "kind": plan.sweep_space().kind,
+                       "steps_per_trial": plan.base["train"]["steps"], "metric": plan.metric_key,
+                       "scheduler": plan.scheduler, "trials": plan.points}
+        else:
+            summary = run_sweep(plan, resume=bool(args.resume), promote=args.promote)
     except UserFacingErrors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The README's examples run as written.
 
-The training examples run verbatim with ``--check`` appended (config, overrides, weights,
+The training and sweep examples run verbatim with ``--check`` appended (config, overrides, weights,
 data and schedule resolved exactly as the run would, then exit: training them for real is
 what the CPU runs do), after the face-data example, which runs for real. The evaluation example loads a registered model by name (``models:/...``) from the MLflow
 store that ``make demo`` writes (``.raygan/mlflow.db`` under the checkout): it is run here
@@ -46,14 +46,17 @@ def checkout_like(tmp_path):
     return work
 
 
-def test_training_examples_resolve_as_written(tmp_path):
+def test_training_examples_resolve_as_written(tmp_path, demo_shards):
     work = checkout_like(tmp_path)
     commands = [c for c in readme_commands(".venv/bin/python jobs/") if "jobs/evaluate.py" not in c]
     assert any("make_face_shards" in c for c in commands) and sum("jobs/train_" in c for c in commands) >= 6
+    assert sum("jobs/sweep.py" in c for c in commands) >= 2
+    # the README's sweep reads the shards docs/cpu_runs.sh makes; here: the demo photos'
+    (work / ".raygan" / "shared_shards").symlink_to(demo_shards)
     checked = 0
     for command in commands:
         args = shlex.split(command)
-        if "jobs/train_" in command:
+        if "jobs/train_" in command or "jobs/sweep.py" in command:
             args.append("--check")
         out = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=600)
         if "--check" in args and out.returncode == 2 and "vgg19" in out.stderr.lower():

@@ -276,7 +276,7 @@ def test_ablation_killed_then_resumed_then_promoted(sweep_head, s3_server, s3_bu
 
     champion = summary["champion"]
     version = client.get_model_version_by_alias(champion["registered_model"], "champion")
-    assert version.version == champion["version"] and version.tags["raygan.sweep"] == "abl"
+    assert str(version.version) == champion["version"] and version.tags["raygan.sweep"] == "abl"
     assert version.tags["raygan.metric"] == "val_psnr"
     assert json.loads(version.tags["raygan.config"])["variant"] in ("PAN (full)", "w/o conditioning")
 
@@ -291,7 +291,7 @@ def test_weight_search_logs_runs_plots_and_moves_the_champion(sweep_head, demo_s
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     first, _ = _sweep(common + ["--space", "losses", "--trials", "1", "--name", "one", "--promote"], env)
     model = first["champion"]["registered_model"]
-    assert _champion(client, model).version == first["champion"]["version"]
+    assert str(_champion(client, model).version) == first["champion"]["version"]
 
     summary, out = _sweep(common + ["--space", "losses", "--trials", "2", "--max-concurrent", "2",
                                     "--name", "search", "--promote", "--metric", "ssim"], env)
@@ -311,6 +311,6 @@ def test_weight_search_logs_runs_plots_and_moves_the_champion(sweep_head, demo_s
     assert values == sorted(values, reverse=True) and len(rows) == 2
     # --promote moved the alias from the first sweep's version to this sweep's best trial
     moved = _champion(client, model)
-    assert moved.version == summary["champion"]["version"] != first["champion"]["version"]
+    assert str(moved.version) == summary["champion"]["version"] != first["champion"]["version"]
     assert moved.tags["raygan.sweep"] == "search" and moved.tags["raygan.trial_id"] == summary["best_trial"]
     assert float(moved.tags["raygan.value"]) == pytest.approx(summary["best_value"], rel=1e-5)
