@@ -304,6 +304,8 @@ def test_weight_search_logs_runs_plots_and_moves_the_champion(sweep_head, demo_s
         assert {"sweep.loss.high", "sweep.loss.low", "sweep.loss.l1", "loss.high"} <= set(child.data.params)
         assert float(child.data.params["sweep.loss.high"]) == float(child.data.params["loss.high"])
         assert client.get_metric_history(child.info.run_id, "val_ssim"), "no curves in the child run"
+        grids = [a.path for a in client.list_artifacts(child.info.run_id, "val")]
+        assert any(p.endswith(".png") for p in grids), "no validation grid in the child run"
         assert child.info.status == "FINISHED"
     assert {"trials.md", "trials.csv", "ssim_vs_weights.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     rows = Path(summary["table"]).read_text().splitlines()[2:]
