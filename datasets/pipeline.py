@@ -3,9 +3,10 @@
 * :class:`ShardSet` finds the shards of a split from ``manifest.json`` (at the URI or its
   parent, so ``dst`` + split and ``dst/train`` both work), else by listing ``*.tar``.
 * :func:`iter_shard` streams the samples of one shard (local file or the S3 streaming
-  body, through ``tarfile`` in stream mode) with bounded retries on S3/network errors;
-  a corrupt tar ends that shard and the records it lost are counted as skipped (exactly,
-  when the manifest gives the shard's count).
+  body, through ``tarfile`` in stream mode). A storage outage is retried within
+  ``storage.outage_budget_s`` and resumes at the record where it stopped, never counted
+  as bad data; a missing shard is an error; a corrupt tar ends that shard and the records
+  it lost are counted as skipped (exactly, when the manifest gives the shard's count).
 * :class:`TrainStream` is an infinite ``IterableDataset`` split over (Ray Train rank,
   DataLoader worker); every yielded sample carries ``n_skipped``, the number of records
   skipped (corrupt, undecodable, too small) in that worker since its previous sample, so
@@ -40,7 +41,6 @@ import io
 import json
 import math
 import tarfile
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +50,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from raygan.datasets.degradations import Task, get_task, key_rng
-from raygan.platform.errors import ShardError, SkipRecord, TooManySkipped
+from raygan.platform.errors import ShardError, SkipRecord, StorageError, TooManySkipped
 from raygan.datasets.samples import ensure_demo_shards
 from raygan.datasets.shards import MANIFEST_NAME, read_manifest
 from raygan.platform import storage
@@ -239,21 +239,12 @@ class Skipped:
     reason: str
 
 
-def _transient_errors() -> Tuple[type, ...]:
-    from botocore import exceptions as bce
+def _tar_samples(stream, start: int = 0) -> Iterator[Tuple[Dict[str, Any], Optional[int]]]:
+    """Group consecutive ``<key>.<field>`` tar members into samples (webdataset rule).
 
-    errs: List[type] = [bce.BotoCoreError, ConnectionError, TimeoutError, storage.StorageError]
-    try:
-        import urllib3.exceptions as u3
-
-        errs.append(u3.HTTPError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errs)
-
-
-def _tar_samples(stream) -> Iterator[Dict[str, Any]]:
-    """Group consecutive ``<key>.<field>`` tar members into samples (webdataset rule)."""
+    Yields ``(sample, resume_offset)``: the byte offset (in the shard, ``start`` being where
+    ``stream`` begins) of the header of the next sample's first member, where a reader cut
+    off after this sample re-opens the shard; None after the last sample."""
     current: Optional[Dict[str, Any]] = None
     # 1 MiB reads: tarfile's default 10 KiB blocks cost a Python call each on a socket.
     with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
@@ -265,53 +256,65 @@ def _tar_samples(stream) -> Iterator[Dict[str, Any]]:
                 continue
             stem, field = base.split(".", 1)
             key = f"{dirname}/{stem}" if dirname else stem
+            if current is not None and current["__key__"] != key:
+                yield current, start + member.offset
+                current = None
             f = tar.extractfile(member)
             data = f.read() if f is not None else b""
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
             if current is None:
                 current = {"__key__": key}
             current[field] = data
     if current is not None:
-        yield current
+        yield current, None
 
 
 def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None,
-               max_attempts: Optional[int] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
+               stats: Optional[Dict[str, float]] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
     """Raw samples (``{"__key__": ..., "png": bytes, ...}``) of one shard, or Skipped markers.
 
-    S3/network errors re-open the shard (at most ``max_attempts`` times, default the
-    storage config's) and skip the samples already yielded. A corrupt tar ends the shard;
-    with ``expected`` (the manifest count) the missing records are reported exactly.
+    Three kinds of failure, told apart:
+
+    * the storage is unreachable, resets, times out, throttles or answers 5xx: retried with
+      backoff and jitter for up to ``storage.outage_budget_s`` (then StorageUnavailable,
+      naming the endpoint and the cause), re-opening the shard at the record where it
+      stopped (a ranged read); ``stats`` counts the retries and the time waited;
+    * the shard is missing: StorageError (the data plan named it: a setup problem);
+    * the tar is corrupt: the shard ends there and the records it lost are Skipped
+      (exactly, when the manifest gives the shard's count).
     """
-    attempts = int(max_attempts or getattr(storage_cfg, "max_attempts", 3) or 3)
-    transient = _transient_errors()
+    clock = storage.OutageClock(storage_cfg, f"reading {uri}", stats, uri)
     done = 0
-    failures = 0
+    offset = 0  # where the first sample not yet yielded starts
     while True:
         stream = None
         try:
-            stream = storage.open_stream(uri, storage_cfg=storage_cfg)
-            seen = 0
-            for sample in _tar_samples(stream):
-                seen += 1
-                if seen <= done:
-                    continue  # already yielded before a retry
+            stream = storage.open_stream(uri, storage_cfg=storage_cfg, start=offset)
+            for sample, resume_at in _tar_samples(stream, offset):
                 done += 1
+                clock.ok()
                 yield sample
+                if resume_at is not None:
+                    offset = resume_at
             break
+        except StorageError as exc:
+            if exc.missing:
+                raise StorageError(f"shard {uri} is missing (listed in its shard set): {exc}",
+                                   missing=True) from None
+            if not exc.transient:
+                raise
+            clock.failed(exc)
         except (tarfile.TarError, EOFError, zlib.error) as exc:
+            cause = exc.__context__ or exc.__cause__
+            if storage.is_transient(cause):  # the connection broke under tarfile
+                clock.failed(cause)
+                continue
             if expected is None:
                 yield Skipped(1, f"corrupt shard {uri}: {exc}")
             break
-        except transient as exc:
-            failures += 1
-            if failures >= attempts:
-                if expected is None:
-                    yield Skipped(1, f"cannot read {uri} after {failures} attempts: {exc}")
-                break
-            time.sleep(min(5.0, 0.2 * 2 ** failures))
+        except Exception as exc:
+            if not storage.is_transient(exc):
+                raise
+            clock.failed(exc)
         finally:
             if stream is not None:
                 try:
@@ -548,6 +551,8 @@ class TrainStream(IterableDataset):
         rng = np.random.default_rng([self.seed, gid, 7919])
         buffer: List[Dict[str, Any]] = []
         skipped = 0
+        outages: Dict[str, float] = {}  # storage retries and seconds waited (iter_shard)
+        reported = {"retries": 0, "wait_s": 0.0}
         index = 0  # record counter of the sample-level split
         passes_since_progress = 0
         pass_no = 0
@@ -563,7 +568,7 @@ class TrainStream(IterableDataset):
                 index = 0
             progressed = False
             for uri, expected in sequence:
-                for item in iter_shard(uri, self.storage_cfg, expected):
+                for item in iter_shard(uri, self.storage_cfg, expected, outages):
                     if isinstance(item, Skipped):
                         if shard_mode:
                             mine_lost = item.count
@@ -595,6 +600,10 @@ class TrainStream(IterableDataset):
                     k = int(rng.integers(len(buffer)))
                     out, buffer[k] = buffer[k], sample
                     out["n_skipped"], skipped = skipped, 0
+                    # what the storage cost since the previous sample (summed per batch)
+                    out["n_storage_retries"] = int(outages.get("retries", 0) - reported["retries"])
+                    out["storage_wait_s"] = float(outages.get("wait_s", 0.0) - reported["wait_s"])
+                    reported = {"retries": outages.get("retries", 0), "wait_s": outages.get("wait_s", 0.0)}
                     yield out
             if skiplog.read:
                 skiplog.check(where, end_of_pass=True)

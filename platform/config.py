@@ -52,6 +52,11 @@ class StorageConfig:
     max_attempts: int = 3
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    #: how long reads retry an unreachable, throttling or failing (5xx) storage before the
+    #: worker fails with "storage unreachable for N s" (Ray's restart then retries it)
+    outage_budget_s: float = 300.0
+    #: longest wait between two retries (exponential backoff with jitter up to this)
+    retry_max_s: float = 30.0
 
 
 @dataclass
@@ -371,7 +376,7 @@ _CHOICES = {
 _POSITIVE = (
     "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "train.steps",
     "train.log_every", "train.val_every", "optim.lr_step", "ray.workers",
-    "ray.keep_checkpoints", "storage.max_attempts",
+    "ray.keep_checkpoints", "storage.max_attempts", "storage.outage_budget_s", "storage.retry_max_s",
 )
 
 

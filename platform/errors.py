@@ -13,7 +13,18 @@ class ConfigError(ValueError):
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI or the endpoint."""
+    """A storage operation failed; the message names the URI or the endpoint.
+
+    ``transient``: the storage was unreachable, timed out, throttled or answered 5xx (worth
+    retrying); ``missing``: the object or file does not exist."""
+
+    def __init__(self, message: str = "", *, transient: bool = False, missing: bool = False):
+        super().__init__(message)
+        self.transient, self.missing = transient, missing
+
+
+class StorageUnavailable(StorageError):
+    """Storage stayed unreachable for longer than ``storage.outage_budget_s``."""
 
 
 class CheckpointError(RuntimeError):

@@ -13,15 +13,21 @@ retries and small timeouts keep a dead endpoint from hanging a job.
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from typing import IO, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from pyarrow import fs as _pafs  # Ray Train's storage layer (a Ray dependency)
+
 from raygan.platform.config import StorageConfig
-from raygan.platform.errors import StorageError
+from raygan.platform.errors import StorageError, StorageUnavailable
 
 __all__ = [
     "StorageError", "s3_client", "join", "is_s3", "is_local", "local_path", "list_files",
@@ -146,12 +152,12 @@ def _s3_error(exc: BaseException, uri: str, storage_cfg: Any, bucket: str = "") 
                         bce.ConnectionClosedError, bce.ProxyConnectionError)):
         return StorageError(
             f"cannot reach S3 endpoint {_describe_endpoint(storage_cfg)} for {uri} "
-            f"after {attempts} attempts: {exc}"
+            f"after {attempts} attempts: {exc}", transient=True
         )
     if isinstance(exc, bce.ReadTimeoutError):
         return StorageError(
             f"S3 endpoint {_describe_endpoint(storage_cfg)} timed out reading {uri} "
-            f"after {attempts} attempts: {exc}"
+            f"after {attempts} attempts: {exc}", transient=True
         )
     if isinstance(exc, bce.NoCredentialsError):
         return StorageError(
@@ -164,13 +170,51 @@ def _s3_error(exc: BaseException, uri: str, storage_cfg: Any, bucket: str = "") 
         if code == "NoSuchBucket":
             return StorageError(f"S3 bucket '{bucket or err.get('BucketName', '?')}' does not exist ({uri})")
         if code in ("NoSuchKey", "404", "NotFound"):
-            return StorageError(f"S3 object not found: {uri}")
+            return StorageError(f"S3 object not found: {uri}", missing=True)
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return StorageError(f"access denied to {uri} ({code}): check the AWS credentials")
-        return StorageError(f"S3 error {code or '?'} on {uri}: {err.get('Message', exc)}")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return StorageError(f"S3 error {code or status or '?'} on {uri} (endpoint "
+                            f"{_describe_endpoint(storage_cfg)}): {err.get('Message', exc)}",
+                            transient=status >= 500 or code in THROTTLING_CODES)
     if isinstance(exc, bce.BotoCoreError):
-        return StorageError(f"S3 failure on {uri} (endpoint {_describe_endpoint(storage_cfg)}): {exc}")
-    return StorageError(f"storage failure on {uri}: {exc}")
+        return StorageError(f"S3 failure on {uri} (endpoint {_describe_endpoint(storage_cfg)}): {exc}",
+                            transient=is_transient(exc))
+    return StorageError(f"storage failure on {uri}: {exc}", transient=is_transient(exc))
+
+
+#: S3 error codes that mean "slow down and retry", whatever the HTTP status
+THROTTLING_CODES = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                    "RequestLimitExceeded", "ServiceUnavailable", "InternalError")
+
+
+def is_transient(exc: Optional[BaseException]) -> bool:
+    """True for a storage failure worth retrying: unreachable, reset, timed out, throttled or
+    5xx (a StorageError says so itself), including errors raised while a body streams."""
+    from botocore import exceptions as bce
+
+    if exc is None:
+        return False
+    if isinstance(exc, StorageError):
+        return exc.transient
+    streaming = tuple(getattr(bce, n) for n in ("ResponseStreamingError", "IncompleteReadError")
+                      if hasattr(bce, n))
+    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError,
+                        bce.ConnectionClosedError, bce.ProxyConnectionError) + streaming):
+        return True
+    try:
+        import urllib3.exceptions as u3
+
+        if isinstance(exc, (u3.ProtocolError, u3.TimeoutError, u3.NewConnectionError)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, bce.ClientError):
+        return _s3_error(exc, "", None).transient
+    # sockets (reset, refused, timed out) and local file systems that failed mid-read
+    return isinstance(exc, (ConnectionError, TimeoutError)) or (
+        isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError,
+                                                          IsADirectoryError, NotADirectoryError)))
 
 
 def _s3_call(uri: str, storage_cfg: Any, fn, bucket: str = ""):
@@ -249,9 +293,9 @@ def read_bytes(uri: str, storage_cfg: Any = None) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise StorageError(f"file not found: {uri}") from None
+        raise StorageError(f"file not found: {uri}", missing=True) from None
     except OSError as exc:
-        raise StorageError(f"cannot read {uri}: {exc}") from None
+        raise StorageError(f"cannot read {uri}: {exc}", transient=is_transient(exc)) from None
 
 
 def write_bytes(uri: str, data: bytes, storage_cfg: Any = None) -> None:
@@ -328,17 +372,23 @@ def exists(uri: str, storage_cfg: Any = None) -> bool:
     return os.path.exists(local_path(uri))
 
 
-def open_stream(uri: str, storage_cfg: Any = None) -> IO[bytes]:
-    """A readable binary file object (S3: the streaming body of get_object). Close it."""
+def open_stream(uri: str, storage_cfg: Any = None, start: int = 0) -> IO[bytes]:
+    """A readable binary file object from byte ``start`` on (S3: the streaming body of a
+    ranged get_object). Close it."""
     if is_s3(uri):
         bucket, key = _split_s3(uri)
-        return _s3_call(uri, storage_cfg, lambda c: c.get_object(Bucket=bucket, Key=key)["Body"], bucket)
+        extra = {"Range": f"bytes={int(start)}-"} if start else {}
+        return _s3_call(uri, storage_cfg,
+                        lambda c: c.get_object(Bucket=bucket, Key=key, **extra)["Body"], bucket)
     try:
-        return open(local_path(uri), "rb")
+        f = open(local_path(uri), "rb")
+        if start:
+            f.seek(int(start))
+        return f
     except FileNotFoundError:
-        raise StorageError(f"file not found: {uri}") from None
+        raise StorageError(f"file not found: {uri}", missing=True) from None
     except OSError as exc:
-        raise StorageError(f"cannot open {uri}: {exc}") from None
+        raise StorageError(f"cannot open {uri}: {exc}", transient=is_transient(exc)) from None
 
 
 def ray_storage(uri: str, storage_cfg: Any = None) -> Tuple[str, Any]:
@@ -367,4 +417,175 @@ def ray_storage(uri: str, storage_cfg: Any = None) -> Tuple[str, Any]:
     _, connect_t, read_t = _cfg_values(storage_cfg)
     kwargs["connect_timeout"] = connect_t
     kwargs["request_timeout"] = read_t
-    return path, pafs.S3FileSystem(**kwargs)
+    return path, pafs.PyFileSystem(RetryingFileSystem(pafs.S3FileSystem(**kwargs), storage_cfg, uri))
+
+
+# ------------------------------------------------------------------------------ outages
+
+
+class OutageClock:
+    """Retries through one storage outage: exponential backoff with jitter, bounded in time.
+
+    ``failed(exc)`` waits before the next try (logging the retry once, with its cause) or,
+    when the outage has lasted ``storage.outage_budget_s``, raises StorageUnavailable
+    naming the endpoint and the cause; ``ok()`` ends the outage (progress was made).
+    ``stats`` (a dict) accumulates ``retries`` and ``wait_s`` for the run's metrics.
+    """
+
+    BASE_S = 0.5
+
+    def __init__(self, storage_cfg: Any, what: str, stats: Optional[Dict[str, float]] = None,
+                 uri: str = "s3://", endpoint: Optional[str] = None):
+        cfg = storage_cfg if storage_cfg is not None else StorageConfig()
+        self.budget = float(getattr(cfg, "outage_budget_s", 300.0))
+        self.max_wait = float(getattr(cfg, "retry_max_s", 30.0))
+        self.endpoint = endpoint or (_describe_endpoint(storage_cfg) if is_s3(uri) else "local storage")
+        self.what = what
+        self.stats = stats if stats is not None else {}
+        self.start: Optional[float] = None
+        self.attempt = 0
+
+    def ok(self) -> None:
+        self.start, self.attempt = None, 0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.start = now if self.start is None else self.start
+        elapsed = now - self.start
+        cause = f"{type(exc).__name__}: {exc}"
+        if elapsed >= self.budget:
+            raise StorageUnavailable(
+                f"storage unreachable for {elapsed:.0f} s: {self.endpoint} ({self.what}): {cause} "
+                f"(storage.outage_budget_s={self.budget:g})", transient=True) from None
+        self.attempt += 1
+        delay = min(self.max_wait, self.BASE_S * 2 ** (self.attempt - 1)) * random.uniform(0.5, 1.0)
+        delay = max(0.0, min(delay, self.budget - elapsed))
+        print(f"raygan: storage retry {self.attempt} for {self.what} at {self.endpoint} in "
+              f"{delay:.1f} s ({elapsed:.0f} s into the outage, budget {self.budget:g} s): {cause}",
+              file=sys.stderr, flush=True)
+        self.stats["retries"] = self.stats.get("retries", 0) + 1
+        self.stats["wait_s"] = self.stats.get("wait_s", 0.0) + delay
+        time.sleep(delay)
+
+
+def retry_transient(fn: Any, storage_cfg: Any, what: str, stats: Optional[Dict[str, float]] = None,
+                    uri: str = "s3://", transient: Any = None, endpoint: Optional[str] = None) -> Any:
+    """``fn()``, retried through transient storage failures (see :class:`OutageClock`);
+    ``transient(exc)`` decides what is worth retrying (default :func:`is_transient`)."""
+    clock = OutageClock(storage_cfg, what, stats, uri, endpoint)
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not (transient or is_transient)(exc):
+                raise
+            clock.failed(exc)
+
+
+#: storage retries of the writes and reads Ray Train makes through RetryingFileSystem in this
+#: process (checkpoint uploads and restores in a worker; run snapshots in the controller)
+RAY_IO_STATS: Dict[str, float] = {}
+
+
+class RetryingFileSystem(_pafs.FileSystemHandler):
+    """A pyarrow ``FileSystemHandler`` (wrapped in ``PyFileSystem``) around Ray Train's S3
+    file system: every operation is retried through transient failures for up to
+    ``storage.outage_budget_s`` (:class:`OutageClock`), then fails naming the outage.
+
+    Writes are buffered and uploaded whole on close, so a retry re-sends the complete file
+    (a cut connection never leaves a half-written object behind as if it were done); reads
+    fetch whole files (checkpoints and Ray's run snapshots are small), so a connection that
+    breaks mid-read is retried too. Ray uses it for checkpoint uploads and restores and for
+    its own run state (``checkpoint_manager_snapshot.json``), whose failed write would
+    otherwise end the run with a ControllerError.
+    """
+
+    def __init__(self, fs: Any, storage_cfg: Any = None, uri: str = "s3://"):
+        self.fs, self.storage_cfg, self.uri = fs, storage_cfg, uri
+
+    def _retry(self, what: str, fn: Any) -> Any:
+        return retry_transient(fn, self.storage_cfg, what, RAY_IO_STATS, uri=self.uri)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetryingFileSystem) and self.fs.equals(other.fs)
+
+    def equals(self, other: Any) -> bool:
+        return self == other
+
+    def get_type_name(self) -> str:
+        return f"retrying-{self.fs.type_name}"
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: List[str]) -> Any:
+        return self._retry(f"listing {paths[0] if paths else ''}", lambda: self.fs.get_file_info(paths))
+
+    def get_file_info_selector(self, selector: Any) -> Any:
+        return self._retry(f"listing {selector.base_dir}", lambda: self.fs.get_file_info(selector))
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._retry(f"creating {path}", lambda: self.fs.create_dir(path, recursive=recursive))
+
+    def delete_dir(self, path: str) -> None:
+        self._retry(f"deleting {path}", lambda: self.fs.delete_dir(path))
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._retry(f"deleting {path}/*", lambda: self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok))
+
+    def delete_root_dir_contents(self) -> None:
+        self._retry("deleting the root", lambda: self.fs.delete_dir_contents("/", accept_root_dir=True))
+
+    def delete_file(self, path: str) -> None:
+        self._retry(f"deleting {path}", lambda: self.fs.delete_file(path))
+
+    def move(self, src: str, dest: str) -> None:
+        self._retry(f"moving {src}", lambda: self.fs.move(src, dest))
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self._retry(f"copying {src}", lambda: self.fs.copy_file(src, dest))
+
+    def _read_all(self, path: str) -> Any:
+        import pyarrow as pa
+
+        def read() -> bytes:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+
+        return pa.BufferReader(self._retry(f"reading {path}", read))
+
+    def open_input_stream(self, path: str) -> Any:
+        return self._read_all(path)
+
+    def open_input_file(self, path: str) -> Any:
+        return self._read_all(path)
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.PythonFile(_UploadOnClose(self, path, metadata), mode="w")
+
+    def open_append_stream(self, path: str, metadata: Any) -> Any:
+        raise OSError(f"append is not supported on {self.uri}: {path}")
+
+    def _upload(self, path: str, data: bytes, metadata: Any) -> None:
+        def write() -> None:
+            with self.fs.open_output_stream(path, metadata=metadata) as f:
+                f.write(data)
+
+        self._retry(f"uploading {path.rsplit('/', 2)[-2] + '/' if path.count('/') > 1 else ''}"
+                    f"{path.rsplit('/', 1)[-1]}", write)
+
+
+class _UploadOnClose(io.BytesIO):
+    """An output stream buffered in memory; ``close()`` uploads it with retries."""
+
+    def __init__(self, fs: RetryingFileSystem, path: str, metadata: Any):
+        super().__init__()
+        self._fs, self._path, self._metadata = fs, path, metadata
+
+    def close(self) -> None:
+        if not self.closed:
+            data = self.getvalue()
+            super().close()
+            self._fs._upload(self._path, data, self._metadata)

@@ -99,12 +99,39 @@ def open_run(tracking_uri: str, experiment_id: str, key: Dict[str, str], run_nam
     return run.info.run_id, True
 
 
-class RunLogger:
-    """Thin logger used by rank 0 inside a Ray worker (or the plain loop)."""
+def mlflow_transient(exc: BaseException) -> bool:
+    """A tracking or artifact failure worth retrying: the storage's transient errors, and
+    MLflow server answers 5xx / "temporarily unavailable" / rate limited."""
+    if storage.is_transient(exc):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code() or 0
+        return status >= 500 or exc.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
+                                                  "INTERNAL_ERROR")
+    return False
 
-    def __init__(self, tracking_uri: str, run_id: str):
+
+class RunLogger:
+    """Thin logger used by rank 0 inside a Ray worker (or the plain loop). Every call is
+    retried through transient tracking/artifact-store failures for up to
+    ``storage.outage_budget_s`` (then StorageUnavailable names the outage); ``stats``
+    counts the retries and the seconds waited."""
+
+    def __init__(self, tracking_uri: str, run_id: str, storage_cfg: Any = None,
+                 stats: Optional[Dict[str, float]] = None):
         self.client = _client(tracking_uri)
         self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.storage_cfg = storage_cfg
+        self.stats = stats if stats is not None else {}
+
+    def _retry(self, what: str, fn) -> Any:
+        return storage.retry_transient(fn, self.storage_cfg, what, self.stats,
+                                       transient=mlflow_transient, endpoint=f"MLflow {self.tracking_uri}")
 
     def metrics(self, values: Dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -113,16 +140,17 @@ class RunLogger:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in values.items()]
         for i in range(0, len(batch), 500):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
+            self._retry("logging metrics", lambda: self.client.log_batch(self.run_id, metrics=batch[i:i + 500]))
 
     def image(self, image, artifact_file: str) -> None:
-        self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+        self._retry(f"uploading {artifact_file}",
+                    lambda: self.client.log_image(self.run_id, image, artifact_file=artifact_file))
 
     def text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._retry(f"uploading {artifact_file}", lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self._retry("closing the run", lambda: self.client.set_terminated(self.run_id, status=status))
 
 
 def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,

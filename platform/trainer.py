@@ -40,13 +40,18 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
              device: Optional[torch.device] = None, wrap_model=None,
              restore_dir: Optional[str] = None, logger=None,
              report: Optional[Callable[[Dict[str, Any], Optional[str]], None]] = None,
-             checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None) -> Dict[str, Any]:
+             checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None,
+             write_stats: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """The training loop shared by Ray workers and plain single-process runs.
 
     ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
     ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory; ``plan`` is
-    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None).
+    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None);
+    ``write_stats`` counts the storage retries of MLflow logging; the data stream and Ray's
+    checkpoint I/O (``storage.RAY_IO_STATS``) count their own; all are reported together as
+    ``storage_retries`` / ``storage_wait_s``.
     """
+    write_stats = write_stats if write_stats is not None else {}
     if plan is None:
         plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
     torch.manual_seed(cfg.seed + rank)
@@ -69,6 +74,7 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     val_loader = make_val_loader(plan, cfg.data, rank, world)
     batches = iter(loader)
     skipped = 0
+    outage = [0.0, 0.0]  # storage retries, seconds waited: this rank's, since the run started
     running: Dict[str, float] = {}
     n_running = 0
     last: Dict[str, Any] = {}
@@ -78,13 +84,15 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     def validate_and_report() -> None:
         nonlocal last
         val = engine.validate(val_loader, lpips, grid_images=cfg.train.val_grid_images if rank == 0 else 0)
-        total_skipped = skipped
+        writes = [s.get(k, 0) for k in ("retries", "wait_s") for s in (write_stats, storage.RAY_IO_STATS)]
+        totals = torch.tensor([skipped, outage[0] + writes[0] + writes[1], outage[1] + writes[2] + writes[3]],
+                              dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([skipped], dtype=torch.float64)
-            torch.distributed.all_reduce(t)
-            total_skipped = int(t.item())
+            torch.distributed.all_reduce(totals)
         metrics = {f"val_{k}": v for k, v in val["metrics"].items()}
-        metrics.update(step=engine.step, val_images=val["count"], skipped_records=total_skipped,
+        # skipped_records counts bad records only; storage outages are counted apart
+        metrics.update(step=engine.step, val_images=val["count"], skipped_records=int(totals[0]),
+                       storage_retries=int(totals[1]), storage_wait_s=float(totals[2]),
                        resumed_from_step=resumed_from,
                        images_per_s=images / max(time.time() - t0, 1e-9) * world)
         last = metrics
@@ -106,6 +114,9 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     while engine.step < cfg.train.steps:
         batch = next(batches)
         skipped += int(batch.pop("n_skipped").sum()) if "n_skipped" in batch else 0
+        if "n_storage_retries" in batch:  # storage outages the data stream waited through
+            outage[0] += float(batch.pop("n_storage_retries").sum())
+            outage[1] += float(batch.pop("storage_wait_s").sum())
         logs = engine.train_step(batch)
         images += batch["target"].shape[0]
         for k, v in logs.items():
@@ -115,7 +126,8 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
             means = {k: v / n_running for k, v in running.items()}
             if logger is not None:
                 logger.metrics({f"train_{k}": v for k, v in means.items()}, step=engine.step)
-                logger.metrics({"skipped_records_rank0": skipped}, step=engine.step)
+                logger.metrics({"skipped_records_rank0": skipped, "storage_retries_rank0": outage[0]},
+                               step=engine.step)
             if rank == 0:
                 print(progress_line(engine.step, cfg.train.steps, means, images * world,
                                     time.time() - t0, resumed_from), flush=True)
@@ -168,10 +180,11 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     plan = DataPlan.from_dict(loop_config["data"], cfg.storage)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    write_stats: Dict[str, float] = {}  # storage retries of uploads (checkpoints, MLflow)
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
-
+        logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.storage,
+                           write_stats)
     def report(metrics, ckpt_dir):
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=ckpt,
@@ -180,17 +193,17 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as restore_dir:
-            _run_worker(cfg, plan, rank, world, logger, report, restore_dir)
+            _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats)
     else:
-        _run_worker(cfg, plan, rank, world, logger, report, None)
+        _run_worker(cfg, plan, rank, world, logger, report, None, write_stats)
 
 
-def _run_worker(cfg, plan, rank, world, logger, report, restore_dir):
+def _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats):
     import ray.train.torch
 
     run_loop(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
              wrap_model=ray.train.torch.prepare_model, restore_dir=restore_dir,
-             logger=logger, report=report, plan=plan)
+             logger=logger, report=report, plan=plan, write_stats=write_stats)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -418,7 +431,7 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     trainer = build_torch_trainer(
         cfg, {"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
               "tracking_uri": tracking_uri}, storage_path, filesystem)
-    logger = tracking.RunLogger(tracking_uri, run_id)
+    logger = tracking.RunLogger(tracking_uri, run_id, cfg.storage)
     try:
         result = trainer.fit()
     except Exception:
@@ -447,6 +460,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
         "steps": final.get("step"),
         "resumed_from_step": final.get("resumed_from_step"),
         "skipped_records": final.get("skipped_records"),
+        "storage_retries": final.get("storage_retries"),
+        "storage_wait_s": final.get("storage_wait_s"),
         "val_model": {k[4:]: v for k, v in final.items() if k.startswith("val_") and not k.startswith("val_input_") and k != "val_images"},
         "val_degraded_input": {k[10:]: v for k, v in final.items() if k.startswith("val_input_")},
         **model_info,

@@ -13,7 +13,9 @@ from PIL import Image
 from conftest import random_image
 from raygan.datasets import pipeline as pl
 from raygan.datasets.shards import ShardError, ShardSetWriter, write_shards
-from raygan.platform.config import DataConfig
+from raygan.platform.config import DataConfig, StorageConfig
+from raygan.platform.errors import StorageError, StorageUnavailable
+
 
 torch.set_num_threads(1)
 
@@ -229,9 +231,9 @@ def test_pipeline_reads_s3(image_folder, s3_bucket, s3_storage_cfg):
     assert b["input"].shape == (2, 3, 16, 16) and b["target"].shape == (2, 3, 32, 32)
     val = list(pl.make_val_loader(pl.resolve_data(cfg, s3_storage_cfg), cfg))
     assert len(val) == pl.ShardSet.open(dst, "val", s3_storage_cfg).count > 0
-    # a shard that vanished from S3 is counted as skipped, not fatal
-    items = list(pl.iter_shard(f"{dst}/train/shard-999999.tar", s3_storage_cfg, expected=3, max_attempts=1))
-    assert [i.count for i in items] == [3]
+    # a shard that vanished from S3 is a clear error, never counted as bad records
+    with pytest.raises(StorageError, match="shard-999999.tar is missing"):
+        list(pl.iter_shard(f"{dst}/train/shard-999999.tar", s3_storage_cfg, expected=3))
 
 
 def test_demo_shards_build_offline(tmp_path, monkeypatch):
@@ -261,8 +263,9 @@ def test_demo_shards_build_offline(tmp_path, monkeypatch):
     assert len(list(pl.make_val_loader(plan, demo_cfg))) == val.count
 
 
-def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch):
-    """A connection dropped mid-shard re-opens the shard and resumes after the last sample."""
+def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch, capsys):
+    """A connection dropped mid-shard re-opens the shard at the record where it stopped
+    (a ranged read), logs the retry with its cause, and counts it apart from bad records."""
     ss = pl.ShardSet.open(shard_root, "train")
     path, expected = ss.shards[0], ss.shard_counts[0]
     import tarfile
@@ -291,21 +294,27 @@ def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch):
             self.f.close()
             super().close()
 
-    def flaky_open(uri, storage_cfg=None):
-        opened.append(uri)
-        return Flaky(real_open(uri, storage_cfg), fail_at if len(opened) == 1 else None)
+    def flaky_open(uri, storage_cfg=None, start=0):
+        opened.append(start)
+        return Flaky(real_open(uri, storage_cfg, start), fail_at if len(opened) == 1 else None)
 
     monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
-    items = list(pl.iter_shard(path, expected=expected, max_attempts=3))
-    assert len(opened) == 2
+    stats = {}
+    items = list(pl.iter_shard(path, expected=expected, stats=stats))
+    with tarfile.open(path) as tar:  # resumed at the header of the last sample's first member
+        last_key = tar.getmembers()[-1].name.split(".")[0]
+        resume = min(m.offset for m in tar.getmembers() if m.name.split(".")[0] == last_key)
+    assert opened == [0, resume]
     assert not [i for i in items if isinstance(i, pl.Skipped)]
     assert len({i["__key__"] for i in items}) == len(items) == expected
-    # bounded: a shard that always fails gives up after max_attempts and counts its records
-    opened.clear()
+    assert stats["retries"] == 1 and stats["wait_s"] > 0
+    assert "storage retry 1 for reading" in capsys.readouterr().err
+    # bounded: a shard that always fails retries for storage.outage_budget_s, then names it
     monkeypatch.setattr(pl.storage, "open_stream",
-                        lambda uri, storage_cfg=None: Flaky(real_open(uri, storage_cfg), 100))
-    items = list(pl.iter_shard(path, expected=expected, max_attempts=2))
-    assert [(type(i).__name__, getattr(i, "count", None)) for i in items] == [("Skipped", expected)]
+                        lambda uri, storage_cfg=None, start=0: Flaky(real_open(uri, storage_cfg, start), 100))
+    budget = StorageConfig(outage_budget_s=0.5, retry_max_s=0.1)
+    with pytest.raises(StorageUnavailable, match=r"storage unreachable for \d+ s: local storage \(reading .*connection reset by peer"):
+        list(pl.iter_shard(path, budget, expected=expected))
 
 
 def _sized_shards(tmp_path, sizes, name="sized"):
