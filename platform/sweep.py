@@ -84,7 +84,8 @@ VARIANT = "variant"
 SWEEP_TAG, TRIAL_TAG, KIND_TAG = "raygan.sweep", "raygan.trial", "raygan.sweep_kind"
 SPEC_FILE = "raygan_sweep.json"
 #: reported keys kept in a trial's record
-RECORDED = ("step", "skipped_records", "resumed_from_step", "images_per_s", "val_images")
+RECORDED = ("step", "skipped_records", "storage_retries", "storage_wait_s", "resumed_from_step",
+            "images_per_s", "val_images")
 
 
 # ------------------------------------------------------------------------------ spaces
