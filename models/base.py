@@ -119,6 +119,22 @@ class GANFamily:
     def generator_forward(self, G: nn.Module, batch: Dict[str, torch.Tensor]) -> Any:
         return G(batch["input"])
 
+    #: generator inputs, at target resolution, must be multiples of this (PAN's U-Net: 2**depth)
+    size_multiple: int = 1
+
+    def restore_any_size(self, G: nn.Module, x: torch.Tensor, upscale: int = 1) -> torch.Tensor:
+        """The restored image of an input ``x`` of any size (validation, evaluation, serving):
+        reflect-padded to what ``G`` needs (``size_multiple`` at target resolution), restored,
+        cropped back to ``upscale`` x the input size."""
+        multiple = max(1, -(-int(self.size_multiple) // upscale))
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % multiple, (-w) % multiple
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+        out = self.restored(self.generator_forward(G, {"input": x}))
+        return out[..., :h * upscale, :w * upscale]
+
     def restored(self, out: Any) -> torch.Tensor:
         """The restored image in [0, 1] from the generator output (for D, metrics, grids)."""
         return out

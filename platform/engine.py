@@ -250,8 +250,9 @@ class GANEngine:
         grid: List[Any] = []
         for batch in batches:
             batch = self._to_device(batch)
-            with self._autocast():
-                out = self.family.restored(self.family.generator_forward(model, batch))
+            with self._autocast():  # any image size: padded to what G needs, cropped back
+                upscale = max(1, batch["target"].shape[-1] // batch["input"].shape[-1])
+                out = self.family.restore_any_size(model, batch["input"], upscale)
             out = out.float().clamp(0, 1)
             target = batch["target"].float()
             degraded = batch["input"].float()

@@ -39,15 +39,7 @@ class Restorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``x``; inputs of any size are reflect-padded to what G needs, then cropped."""
-        ratio = self.upscale()
-        multiple = max(1, -(-int(getattr(self.family, "size_multiple", 1)) // ratio))
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % multiple, (-w) % multiple
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-        out = self.family.restored(self.family.generator_forward(self.generator, {"input": x}))
-        return out[..., :h * ratio, :w * ratio].clamp(0, 1)
+        return self.family.restore_any_size(self.generator, x, self.upscale()).clamp(0, 1)
 
 
 def build_restorer(config: Dict[str, Any], state_dict: Dict[str, torch.Tensor]) -> Restorer:

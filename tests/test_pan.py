@@ -206,6 +206,19 @@ def test_configs_load_and_engine_step():
         logs = eng.train_step(sr_batch())
     assert {"d_total", "g_adv_high", "g_adv_low", "g_perceptual"} <= set(logs)
     assert np.isfinite(logs["g_total"])
+    # validation images of any size (a 136 x 151 Set14 photo is not a multiple of 2**5):
+    # padded to what the U-Net needs, scored at their own size
+    torch.manual_seed(1)
+    target = torch.rand(1, 3, 136, 152)  # x4 SR: the input is 34 x 38
+    batch = {"input": torch.nn.functional.interpolate(target, scale_factor=0.25, mode="area"), "target": target}
+    val = eng.validate([batch])
+    assert val["count"] == 1 and np.isfinite(val["metrics"]["psnr"])
+    G = eng.eval_generator()
+    G.eval()
+    with torch.no_grad():
+        out = eng.family.restore_any_size(G, batch["input"], 4)
+        padded = eng.family.restore_any_size(G, torch.nn.functional.pad(batch["input"], (0, 2, 0, 6), mode="reflect"), 4)
+    assert out.shape == target.shape and torch.equal(out, padded[..., :136, :152])
 
 
 def test_three_levels_of_each_pyramid_by_default_and_the_knob():
