@@ -57,10 +57,22 @@ def test_training_survives_a_30s_cut_with_zero_skipped_records(proxied_shards, t
     cfg = _cfg(proxy, dst, "train.steps=40", "train.val_every=40", f"workdir={tmp_path}",
                "storage.outage_budget_s=120")
     plan = pl.resolve_data(cfg.data, cfg.storage, cfg.workdir)  # resolved before the cut
-    cut = _cut_after(proxy, "refuse", 1.0, 30.0)
+
+    class CutAtStep10:  # the run's logger: cuts the storage for 30 s once step 10 is logged
+        cut = None
+
+        def metrics(self, values, step):
+            if step >= 10 and self.cut is None:
+                self.cut = _cut_after(proxy, "refuse", 0.0, 30.0)
+
+        def image(self, *args):
+            pass
+
+    logger = CutAtStep10()
     started = time.time()
-    metrics = run_loop(cfg, plan=plan, checkpoint_root=str(tmp_path / "ckpt"))
-    cut.join()
+    metrics = run_loop(cfg, plan=plan, checkpoint_root=str(tmp_path / "ckpt"), logger=logger)
+    assert logger.cut is not None
+    logger.cut.join()
     assert metrics["step"] == 40
     assert metrics["skipped_records"] == 0  # the outage is not bad data
     assert metrics["storage_retries"] > 0 and metrics["storage_wait_s"] >= 20
