@@ -283,7 +283,19 @@ def test_a_checkpoint_upload_cut_over_the_budget_then_resume(s3_server, s3_bucke
     s3 = StorageConfig(endpoint_url=s3_server)
     local = fetch_checkpoint(f"s3://{s3_bucket}/ray/over/checkpoint_00000002", None, s3)
     assert read_meta(local)["step"] == 2 and "generator" in load_weights(local)
+    # Ray's run state: a resume starts from the checkpoints it lists. Ray Train's controller
+    # records a report when it next polls the workers, so an outage right after checkpoint 2
+    # can keep it off the record (seen in CI even at a 0.2 s poll): then Ray starts over.
+    import boto3
+
+    s3c = boto3.client("s3", endpoint_url=s3_server)
+    try:
+        snapshot = s3c.get_object(Bucket=s3_bucket, Key="ray/over/checkpoint_manager_snapshot.json")["Body"].read()
+    except s3c.exceptions.NoSuchKey:  # not written before the outage began
+        snapshot = b""
+    recorded = b"checkpoint_00000002" in snapshot
     again = train(s3_server, "--resume", "over")
     assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
     summary = json.loads(again.stdout.strip().splitlines()[-1])
-    assert summary["steps"] == 8 and summary["resumed_from_step"] == 2, (again.stdout + again.stderr)[-6000:]
+    assert summary["steps"] == 8, (again.stdout + again.stderr)[-6000:]
+    assert summary["resumed_from_step"] == (2 if recorded else 0), (recorded, summary)
