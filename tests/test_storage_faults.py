@@ -137,32 +137,48 @@ def test_a_break_mid_shard_resumes_at_the_record_by_a_ranged_read(proxied_shards
     assert real_open(shard, cfg, resume).read() == whole[resume:]  # the server honoured the range
 
 
-@pytest.mark.slow
-def test_a_checkpoint_upload_cut_mid_write_is_retried_in_place(s3_server, s3_bucket, demo_shards, tmp_path):
-    """Ray Train checkpoints in S3 through the proxy; the connection is cut for 6 s as
-    checkpoint 4 starts uploading. The upload is retried (and logged) until the storage is
-    back; the run never restarts, and every checkpoint it kept is complete and loads."""
-    import json
+def _train_wcdgan(endpoint, bucket, shards, workdir, name, *extra):
+    """A 1-worker, 8-step WCDGAN job (local Ray) with checkpoints every 2 steps in
+    s3://bucket/ray/<name> through ``endpoint``."""
     import subprocess
     import sys
     from pathlib import Path
 
     from conftest import job_env
 
+    return subprocess.run(
+        [sys.executable, "jobs/train_wcdgan.py", "--data", shards, "--storage", f"s3://{bucket}/ray",
+         "--endpoint-url", endpoint, "--workdir", str(workdir), "--workers", "1", "--steps", "8",
+         "--name", name, *TINY, "train.val_every=2", "storage.max_attempts=1",
+         "ray.keep_checkpoints=8", *extra],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=400,
+        # Ray's controller records a report (the run state a resume starts from) when it
+        # next polls the workers: poll often, so a checkpoint is on record sooner
+        env=job_env({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}))
+
+
+def _checkpoint_loads(s3_server, bucket, name, step) -> bool:
     from raygan.platform.checkpoint import load_weights, read_meta
     from raygan.platform.tracking import fetch_checkpoint
 
-    root = Path(__file__).resolve().parent.parent
+    local = fetch_checkpoint(f"s3://{bucket}/ray/{name}/checkpoint_{step:08d}", None,
+                             StorageConfig(endpoint_url=s3_server))
+    return read_meta(local)["step"] == step and "generator" in load_weights(local)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_upload_cut_mid_write_is_retried_in_place(s3_server, s3_bucket, demo_shards, tmp_path):
+    """Ray Train checkpoints in S3 through the proxy; the connection is cut for 6 s as
+    checkpoint 4 starts uploading. The upload is retried (and logged) until the storage is
+    back; the run never restarts, and every checkpoint it kept is complete and loads."""
+    import json
+
     proxy = FaultProxy("127.0.0.1", int(s3_server.rsplit(":", 1)[1])).start()
     proxy.cut_when(b"checkpoint_00000004/", "refuse", 6.0)
     try:
-        out = subprocess.run(
-            [sys.executable, "jobs/train_wcdgan.py", "--data", demo_shards, "--storage",
-             f"s3://{s3_bucket}/ray", "--endpoint-url", proxy.url, "--workdir", str(tmp_path / "w"),
-             "--workers", "1", "--steps", "8", "--name", "cut", *TINY, "train.val_every=2",
-             "storage.outage_budget_s=60", "storage.retry_max_s=2", "storage.max_attempts=1",
-             "storage.connect_timeout_s=2", "ray.keep_checkpoints=8"],
-            cwd=root, env=job_env(), capture_output=True, text=True, timeout=400)
+        out = _train_wcdgan(proxy.url, s3_bucket, demo_shards, tmp_path / "w", "cut",
+                            "storage.outage_budget_s=60", "storage.retry_max_s=2",
+                            "storage.connect_timeout_s=2")
     finally:
         proxy.stop()
     log = out.stdout + out.stderr
@@ -173,10 +189,7 @@ def test_a_checkpoint_upload_cut_mid_write_is_retried_in_place(s3_server, s3_buc
     assert summary["steps"] == 8 and summary["skipped_records"] == 0
     assert summary["resumed_from_step"] == 0, "the upload should have been retried in place"
     assert summary["storage_retries"] >= 1 and summary["storage_wait_s"] > 0
-    s3 = StorageConfig(endpoint_url=s3_server)
-    for step in (2, 4, 6, 8):
-        local = fetch_checkpoint(f"s3://{s3_bucket}/ray/cut/checkpoint_{step:08d}", None, s3)
-        assert read_meta(local)["step"] == step and "generator" in load_weights(local)
+    assert all(_checkpoint_loads(s3_server, s3_bucket, "cut", step) for step in (2, 4, 6, 8))
 
 
 def test_an_upload_over_the_budget_leaves_nothing_half_written(s3_server, s3_bucket):
@@ -244,28 +257,11 @@ def test_a_checkpoint_upload_cut_over_the_budget_then_resume(s3_server, s3_bucke
     here, so the outcome does not depend on timing), checkpoint 2 still loads, and --resume
     finishes the run from it."""
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from conftest import job_env
-
-    from raygan.platform.checkpoint import load_weights, read_meta
-    from raygan.platform.tracking import fetch_checkpoint
-
-    root = Path(__file__).resolve().parent.parent
 
     def train(endpoint, *extra):
-        return subprocess.run(
-            [sys.executable, "jobs/train_wcdgan.py", "--data", demo_shards, "--storage",
-             f"s3://{s3_bucket}/ray", "--endpoint-url", endpoint, "--workdir", str(tmp_path / "w"),
-             "--workers", "1", "--steps", "8", "--name", "over", *TINY, "train.val_every=2",
-             "storage.outage_budget_s=2", "storage.retry_max_s=0.5", "storage.max_attempts=1",
-             "storage.connect_timeout_s=1", "ray.keep_checkpoints=8", "ray.max_failures=0", *extra],
-            cwd=root, capture_output=True, text=True, timeout=400,
-            # Ray's controller records a report (the run state a resume starts from) when it
-            # next polls the workers: poll often, so checkpoint 2 is on record before the cut
-            env=job_env({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}))
+        return _train_wcdgan(endpoint, s3_bucket, demo_shards, tmp_path / "w", "over",
+                             "storage.outage_budget_s=2", "storage.retry_max_s=0.5",
+                             "storage.connect_timeout_s=1", "ray.max_failures=0", *extra)
 
     proxy = FaultProxy("127.0.0.1", int(s3_server.rsplit(":", 1)[1])).start()
     proxy.cut_when(b"checkpoint_00000004/", "refuse", 60.0)
@@ -280,9 +276,7 @@ def test_a_checkpoint_upload_cut_over_the_budget_then_resume(s3_server, s3_bucke
     # the first storage call of the upload that runs out of budget is named (Ray checks a
     # marker file, creates the folder, then copies the files)
     assert re.search(rf"StorageUnavailable: storage unreachable for \d+ s: {proxy.url} \(\w+ ", log), log[-6000:]
-    s3 = StorageConfig(endpoint_url=s3_server)
-    local = fetch_checkpoint(f"s3://{s3_bucket}/ray/over/checkpoint_00000002", None, s3)
-    assert read_meta(local)["step"] == 2 and "generator" in load_weights(local)
+    assert _checkpoint_loads(s3_server, s3_bucket, "over", 2)
     # Ray's run state: a resume starts from the checkpoints it lists. Ray Train's controller
     # records a report when it next polls the workers, so an outage right after checkpoint 2
     # can keep it off the record (seen in CI even at a 0.2 s poll): then Ray starts over.
