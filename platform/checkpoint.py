@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from raygan.platform.errors import CheckpointError
+from raygan.platform.errors import CheckpointError, StorageError
 
 WEIGHT_FILES = ("generator", "generator_ema", "discriminator")
 STATE_FILE = "training_state.pt"
@@ -68,6 +68,53 @@ def load_checkpoint(directory: str | os.PathLike, engine, with_state: bool = Tru
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
     engine.load_state(weights, state)
     return meta
+
+
+def checkpoint_step(uri: str) -> int:
+    """The step in a ``checkpoint_<step>`` folder name (-1 for other names)."""
+    tail = uri.rstrip("/").rsplit("/", 1)[-1]
+    head, _, digits = tail.partition("_")
+    return int(digits) if head == "checkpoint" and digits.isdigit() else -1
+
+
+def newest_complete_checkpoint(run_uri: str, storage_cfg: Any, local_root: str | os.PathLike,
+                               after_step: int = -1) -> Optional[Path]:
+    """The newest ``checkpoint_*`` folder under ``run_uri`` (local or S3) newer than
+    ``after_step`` that is complete, downloaded into ``local_root``; None if there is none.
+
+    Complete means its meta.json, weights and training state all load (weights_only). Ray's
+    own run record (``checkpoint_manager_snapshot.json``) is written by its controller when it
+    next polls the workers, so an outage or a kill right after a checkpoint can keep that
+    checkpoint off the record although it was uploaded whole; the folders themselves are the
+    ground truth. A folder cut off mid-upload is skipped with a line saying why.
+    """
+    from raygan.platform import storage
+
+    folders: Dict[int, List[str]] = {}
+    for f in storage.list_files(run_uri, storage_cfg=storage_cfg):
+        rel = f[len(run_uri.rstrip("/")) + 1:].split("/")
+        if len(rel) == 2 and checkpoint_step(rel[0]) > after_step:
+            folders.setdefault(checkpoint_step(rel[0]), []).append(f)
+    for step in sorted(folders, reverse=True):
+        dst = Path(local_root) / f"checkpoint_{step:08d}"
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            for f in folders[step]:
+                (dst / f.rsplit("/", 1)[-1]).write_bytes(storage.read_bytes(f, storage_cfg))
+            if read_meta(dst).get("step") != step or not (dst / STATE_FILE).exists():
+                raise CheckpointError(f"{META_FILE} or {STATE_FILE} is missing or names another step")
+            load_weights(dst)
+            torch.load(dst / STATE_FILE, map_location="cpu", weights_only=True)
+        except StorageError as exc:
+            if exc.transient:  # an outage is not an incomplete checkpoint
+                raise
+            print(f"raygan: skipping incomplete checkpoint_{step:08d} in {run_uri}: {exc}", flush=True)
+            continue
+        except Exception as exc:  # noqa: BLE001 -- an incomplete folder: try the one before
+            print(f"raygan: skipping incomplete checkpoint_{step:08d} in {run_uri}: {exc}", flush=True)
+            continue
+        return dst
+    return None
 
 
 def generator_weights(directory: str | os.PathLike, prefer_ema: bool = True

@@ -9,6 +9,7 @@ best generator and returns the JSON summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,7 +24,8 @@ from raygan.datasets.pipeline import (DataPlan, make_train_loader, make_val_load
                                       resolve_schedule)
 from raygan.platform import metrics as M
 from raygan.platform import storage, tracking
-from raygan.platform.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_complete_checkpoint, read_meta,
+                                        save_checkpoint)
 from raygan.platform.config import RunConfigSpec, build_config, flatten, to_dict
 from raygan.platform.errors import ConfigError
 from raygan.platform.engine import GANEngine, build_family, count_parameters
@@ -190,12 +192,21 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ckpt,
                          checkpoint_dir_name=f"checkpoint_{int(metrics['step']):08d}" if ckpt else None)
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as restore_dir:
-            _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats)
-    else:
-        _run_worker(cfg, plan, rank, world, logger, report, None, write_stats)
+    with contextlib.ExitStack() as stack:
+        checkpoint = ray.train.get_checkpoint()
+        restore_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
+        if loop_config.get("run_storage"):
+            # Ray's run record can miss the newest checkpoints (see newest_complete_checkpoint)
+            known = read_meta(restore_dir)["step"] if restore_dir else -1
+            newer = newest_complete_checkpoint(loop_config["run_storage"], cfg.storage,
+                                               stack.enter_context(tempfile.TemporaryDirectory()), known)
+            if newer is not None:
+                if rank == 0:
+                    print(f"raygan: resuming from {newer.name} in {loop_config['run_storage']}"
+                          f" (Ray's run record {'ends at step %d' % known if known >= 0 else 'has none'})",
+                          flush=True)
+                restore_dir = str(newer)
+        _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats)
 
 
 def _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats):
@@ -369,6 +380,9 @@ def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage
     from raygan.platform.distributed import LoopbackTorchConfig
 
     cpus = cfg.ray.cpus_per_worker if cpus_per_worker is None else cpus_per_worker
+    # where this run's checkpoint folders are, for a worker to find the newest complete one
+    storage_uri = f"s3://{storage_path}" if filesystem is not None else storage_path
+    loop_config = {**loop_config, "run_storage": storage.join(storage_uri, cfg.ray.name, storage_cfg=cfg.storage)}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

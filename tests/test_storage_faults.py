@@ -255,7 +255,7 @@ def test_an_mlflow_artifact_upload_waits_out_a_cut(s3_server, s3_bucket, tmp_pat
 def test_a_checkpoint_upload_cut_over_the_budget_then_resume(s3_server, s3_bucket, demo_shards, tmp_path):
     """The cut outlasts the budget: the run stops naming the outage (no restarts allowed
     here, so the outcome does not depend on timing), checkpoint 2 still loads, and --resume
-    finishes the run from it."""
+    finishes the run from it, whether or not Ray's run record lists it."""
     import json
 
     def train(endpoint, *extra):
@@ -277,19 +277,16 @@ def test_a_checkpoint_upload_cut_over_the_budget_then_resume(s3_server, s3_bucke
     # marker file, creates the folder, then copies the files)
     assert re.search(rf"StorageUnavailable: storage unreachable for \d+ s: {proxy.url} \(\w+ ", log), log[-6000:]
     assert _checkpoint_loads(s3_server, s3_bucket, "over", 2)
-    # Ray's run state: a resume starts from the checkpoints it lists. Ray Train's controller
-    # records a report when it next polls the workers, so an outage right after checkpoint 2
-    # can keep it off the record (seen in CI even at a 0.2 s poll): then Ray starts over.
+    # Ray's own run record may not list checkpoint 2 (its controller writes it when it next
+    # polls the workers, and the outage can come first, as seen in CI): drop it, so the
+    # resume has to find the folder itself
     import boto3
 
-    s3c = boto3.client("s3", endpoint_url=s3_server)
-    try:
-        snapshot = s3c.get_object(Bucket=s3_bucket, Key="ray/over/checkpoint_manager_snapshot.json")["Body"].read()
-    except s3c.exceptions.NoSuchKey:  # not written before the outage began
-        snapshot = b""
-    recorded = b"checkpoint_00000002" in snapshot
+    boto3.client("s3", endpoint_url=s3_server).delete_object(
+        Bucket=s3_bucket, Key="ray/over/checkpoint_manager_snapshot.json")
     again = train(s3_server, "--resume", "over")
     assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 8, (again.stdout + again.stderr)[-6000:]
-    assert summary["resumed_from_step"] == (2 if recorded else 0), (recorded, summary)
+    assert summary["resumed_from_step"] == 2, (again.stdout + again.stderr)[-6000:]
+    assert "resuming from checkpoint_00000002 in s3://" in again.stdout + again.stderr
