@@ -211,8 +211,16 @@ def fetch_checkpoint(uri: str, tracking_uri: Optional[str] = None,
         import mlflow
 
         # models:/ resolves through the registry URI, which MLflow takes from its fluent state
-        with mlflow_store(resolve_tracking_uri(tracking_uri)):
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
+        where = resolve_tracking_uri(tracking_uri)
+        try:
+            with mlflow_store(where):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
+        except Exception as exc:  # noqa: BLE001 -- MlflowException & co.: one line, not a traceback
+            msg = (str(getattr(exc, "message", "")) or str(exc) or type(exc).__name__).splitlines()[0]
+            raise CheckpointError(f"model {uri} does not resolve at {where}: {msg}") from None
+        if not (local / "config.json").exists():
+            raise CheckpointError(f"model {uri}: no raygan generator there (config.json is missing); "
+                                  "give models:/name/version, models:/name@alias or runs:/<id>/generator")
         config = json.loads((local / "config.json").read_text())
         (local / META_FILE).write_text(json.dumps({"config": config}))
         return local

@@ -1,0 +1,74 @@
+"""Running the endpoints from Python: the Serve config file, narrowed to some tasks, on a
+local Ray (or the cluster in ``RAY_ADDRESS``). Used by ``jobs/serve.py``, the tests and the
+benchmark; ``serve run deploy/serve_config.yaml`` runs the same application."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
+
+
+def load_serve_config(path: Optional[str] = None, tasks: Optional[Dict[str, str]] = None,
+                      tracking_uri: Optional[str] = None, host: Optional[str] = None,
+                      port: Optional[int] = None, **arg_overrides: Any) -> Dict[str, Any]:
+    """``{"http": {host, port}, "app": <the config's first application>}`` with ``tasks``
+    (name -> model URI) replacing the config's tasks (a new name takes the options of the
+    config's first ``restore-*`` deployment) and ``arg_overrides`` set in its args."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"serve config {path} does not exist")
+    doc = yaml.safe_load(path.read_text())
+    apps = doc.get("applications") or []
+    if not apps:
+        raise ValueError(f"{path}: no applications")
+    app = copy.deepcopy(apps[0])
+    args = app.setdefault("args", {})
+    deployments = {d["name"]: d for d in app.get("deployments", [])}
+    if tasks:
+        template = next((d for n, d in deployments.items() if n.startswith("restore-")), {"name": "restore"})
+        args["tasks"] = {name: {"model": uri} for name, uri in tasks.items()}
+        kept = {n: d for n, d in deployments.items() if not n.startswith("restore-")}
+        for name in tasks:
+            kept[f"restore-{name}"] = {**copy.deepcopy(deployments.get(f"restore-{name}", template)),
+                                       "name": f"restore-{name}"}
+        deployments = kept
+    if tracking_uri:
+        args["tracking_uri"] = tracking_uri
+    args.update(arg_overrides)
+    app["deployments"] = list(deployments.values())
+    http = dict(doc.get("http_options") or {})
+    http["host"] = host or http.get("host", "127.0.0.1")
+    http["port"] = int(port or http.get("port", 8000))
+    return {"http": http, "app": app}
+
+
+def build(config: Dict[str, Any]):
+    from raygan.deploy.app import build_app
+
+    app = config["app"]
+    return build_app(app.get("args"), {d["name"]: d for d in app.get("deployments", [])})
+
+
+def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:
+    """Start Ray (local, on loopback; or ``RAY_ADDRESS``) and Serve, deploy ``config``;
+    returns the base URL. Model references are resolved before anything starts."""
+    import ray
+    from ray import serve
+
+    application = build(config)  # fails fast, with one line, on a bad model reference
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"])
+        else:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+    http = config["http"]
+    serve.start(http_options={"host": http["host"], "port": http["port"]})
+    app = config["app"]
+    serve.run(application, name=app.get("name", "raygan"), route_prefix=app.get("route_prefix", "/"))
+    return f"http://{http['host']}:{http['port']}"

@@ -1,0 +1,362 @@
+"""The restoration endpoints on a real Ray Serve (local Ray on 127.0.0.1), models from a real
+MLflow registry (sqlite) and a checkpoint folder: auth, restoration, tiles, hostile input,
+the page in a real browser, and a champion promoted while requests flow.
+
+One Serve instance serves the whole module (starting it takes ~15 s on 2 cores)."""
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import free_port, job_env
+from test_engine import CONFIGS, TINY
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-" + os.urandom(8).hex()
+MODEL = "raygan-test-jpeg"
+SENT = {"hostile": 0}
+
+
+def _checkpoint(folder: Path, config: str, extra, seed: int) -> Path:
+    from raygan.platform.checkpoint import save_checkpoint
+    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.engine import GANEngine
+
+    cfg = load_config(CONFIGS / config, list(extra) + [f"workdir={folder}", "train.lpips_weights=off"])
+    torch.manual_seed(seed)
+    engine = GANEngine(cfg)
+    return save_checkpoint(folder / "run" / "checkpoint_00000002", engine,
+                           {"step": 2, "config": to_dict(cfg), "family": cfg.family})
+
+
+def _register(tracking_uri: str, artifacts: Path, checkpoint: Path) -> str:
+    from mlflow import MlflowClient
+
+    from raygan.platform.tracking import log_generator_model
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("serve") or None
+    exp_id = exp.experiment_id if exp else client.create_experiment("serve", artifact_location=str(artifacts))
+    run = client.create_run(exp_id)
+    info = log_generator_model(tracking_uri, run.info.run_id, str(checkpoint), MODEL)
+    client.set_terminated(run.info.run_id)
+    return str(info["registered_version"])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    import ray
+    from mlflow import MlflowClient
+    from ray import serve
+
+    from raygan.deploy.serving import load_serve_config, run_local
+
+    tmp = tmp_path_factory.mktemp("serve")
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    jpeg_v1 = _checkpoint(tmp / "v1", "wcdgan.yaml", TINY, seed=1)
+    jpeg_v2 = _checkpoint(tmp / "v2", "wcdgan.yaml", TINY, seed=2)
+    sr = _checkpoint(tmp / "sr", "pan_sr_cpu.yaml", ["model.ngf=4", "model.ndf=4", "model.num_downs=5",
+                                                       "data.scale=2", "train.perceptual_weights=random"], seed=3)
+    versions = [_register(tracking_uri, tmp / "artifacts", c) for c in (jpeg_v1, jpeg_v2)]
+    MlflowClient(tracking_uri).set_registered_model_alias(MODEL, "champion", versions[0])
+
+    os.environ["RAYGAN_SERVE_TOKEN"] = TOKEN  # the Ray cluster started below inherits it
+    config = load_serve_config(None, {"jpeg": f"models:/{MODEL}@champion", "sr": str(sr)}, tracking_uri,
+                               port=free_port(), tile=64, tile_overlap=16, max_pixels=1_000_000,
+                               max_body_bytes=4_000_000)
+    for d in config["app"]["deployments"]:  # one small replica each: 2 cores
+        d["ray_actor_options"] = {"num_cpus": 0.2}
+        d["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
+    started = ray.is_initialized()
+    url = run_local(config, num_cpus=2)
+    try:
+        yield {"url": url, "tracking_uri": tracking_uri, "config": config, "versions": versions,
+               "sr_checkpoint": sr, "tmp": tmp}
+    finally:
+        serve.shutdown()
+        if not started:
+            ray.shutdown()
+        os.environ.pop("RAYGAN_SERVE_TOKEN", None)
+
+
+def auth(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def photo_png(w=96, h=80, mode="RGB") -> bytes:
+    from skimage import data
+
+    img = Image.fromarray(np.ascontiguousarray(data.astronaut()[:h, :w])).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_health_models_page_and_openapi(served):
+    url = served["url"]
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "tasks": ["jpeg", "sr"]}
+    models = {m["task"]: m for m in httpx.get(f"{url}/v1/models", headers=auth()).json()["models"]}
+    assert models["jpeg"]["name"] == MODEL and models["jpeg"]["version"] == served["versions"][0]
+    assert models["jpeg"]["source"] == f"models:/{MODEL}@champion" and models["jpeg"]["scale"] == 1
+    assert models["sr"]["scale"] == 2 and models["sr"]["degradation"] == "sr-x2"
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and 'id="restored"' in page.text
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/v1/{task}", "/v1/{task}/degrade", "/v1/models", "/healthz"} <= set(paths)
+    assert httpx.get(f"{url}/docs").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, auth("wrong"), {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}])
+def test_without_the_token_401(served, headers):
+    for method, path, body in (("GET", "/v1/models", None), ("POST", "/v1/jpeg", photo_png()),
+                               ("POST", "/v1/jpeg/degrade", photo_png())):
+        r = httpx.request(method, served["url"] + path, content=body, headers=headers)
+        assert r.status_code == 401 and "bearer token" in r.json()["error"]
+
+
+def test_restore_formats_sizes_and_headers(served):
+    url, body = served["url"], photo_png(96, 80)
+    r = httpx.post(f"{url}/v1/jpeg", content=body, headers=auth(), timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert (r.headers["x-model-name"], r.headers["x-model-version"]) == (MODEL, served["versions"][0])
+    assert Image.open(io.BytesIO(r.content)).size == (96, 80)
+    for fmt, media in (("jpeg", "image/jpeg"), ("webp", "image/webp")):
+        r = httpx.post(f"{url}/v1/jpeg?format={fmt}&quality=80", content=body, headers=auth(), timeout=60)
+        assert r.status_code == 200 and r.headers["content-type"] == media
+        assert Image.open(io.BytesIO(r.content)).size == (96, 80)
+    r = httpx.post(f"{url}/v1/sr", files={"image": ("p.png", body, "image/png")}, headers=auth(), timeout=60)
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (192, 160)
+    gray = httpx.post(f"{url}/v1/jpeg", content=photo_png(mode="L"), headers=auth(), timeout=60)
+    assert Image.open(io.BytesIO(gray.content)).mode == "L"
+    low = httpx.post(f"{url}/v1/sr/degrade", content=body, headers=auth(), timeout=60)
+    assert low.status_code == 200 and Image.open(io.BytesIO(low.content)).size == (48, 40)
+
+
+def test_a_large_photo_in_tiles_equals_whole_image_inference(served):
+    """A 300x260 photo in 64-px tiles (30 of them, batched across the replica) against the
+    same registered generator run on the whole image in this process."""
+    from raygan.platform.restorer import load_generator, restore_array
+
+    body = photo_png(300, 260)
+    r = httpx.post(f"{served['url']}/v1/jpeg", content=body, headers=auth(), timeout=120)
+    assert r.status_code == 200 and int(r.headers["x-tiles"]) >= 20
+    served_img = np.asarray(Image.open(io.BytesIO(r.content)))
+    model, _ = load_generator(f"models:/{MODEL}/{served['versions'][0]}", served["tracking_uri"])
+    whole = restore_array(model, np.asarray(Image.open(io.BytesIO(body))))
+    whole = (np.clip(whole, 0, 1) * 255 + 0.5).astype(np.uint8)
+    diff = np.abs(served_img.astype(int) - whole.astype(int))
+    # batched forward passes and the blend round differently: a few uint8 levels at most
+    assert served_img.shape == whole.shape and diff.max() <= 3 and diff.mean() < 0.1, (diff.max(), diff.mean())
+
+
+def test_too_many_pixels_or_bytes_is_413(served):
+    url = served["url"]
+    r = httpx.post(f"{url}/v1/jpeg", content=_big_png(1200, 1000), headers=auth())
+    assert r.status_code == 413 and "1200x1000" in r.json()["error"]
+    r = httpx.post(f"{url}/v1/jpeg", content=b"\0" * 4_000_001, headers=auth())
+    assert r.status_code == 413
+
+
+def _big_png(w, h) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 120, 150)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------- hostile input
+
+def _variants():
+    """Valid images in awkward forms, and broken ones."""
+    from skimage import data
+
+    base = Image.fromarray(np.ascontiguousarray(data.astronaut()[:40, :48]))
+    out = []
+    for mode in ("RGB", "L", "RGBA", "P", "CMYK", "1", "LA", "I;16", "I", "F"):
+        for fmt in ("PNG", "TIFF", "JPEG", "WEBP", "BMP", "GIF"):
+            buf = io.BytesIO()
+            try:
+                img = base.convert(mode) if mode not in ("I;16",) else Image.fromarray(
+                    (np.asarray(base.convert("L")).astype(np.uint16) * 257))
+                img.save(buf, fmt)
+            except (OSError, ValueError, KeyError):
+                continue
+            out.append(buf.getvalue())
+    return out
+
+
+VARIANTS = _variants()
+hostile_bodies = st.one_of(
+    st.binary(max_size=2048),
+    st.sampled_from(VARIANTS),
+    st.tuples(st.sampled_from(VARIANTS), st.integers(0, 4000)).map(lambda t: t[0][:t[1]]),  # truncated
+    st.tuples(st.sampled_from(VARIANTS), st.integers(8, 400), st.binary(min_size=1, max_size=16)).map(
+        lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + len(t[2]):]),  # corrupted in place
+)
+hostile_query = st.dictionaries(
+    st.sampled_from(["format", "quality", "bits", "tile", "x"]),
+    st.one_of(st.sampled_from(["png", "jpeg", "webp", "gif", "", "-1", "0", "1", "16", "17", "33", "99999",
+                               "1e9", "nan", "%00", "../"]), st.text(max_size=8)), max_size=4)
+
+
+@given(body=hostile_bodies, query=hostile_query,
+       path=st.sampled_from(["/v1/jpeg", "/v1/sr", "/v1/jpeg/degrade", "/v1/sr/degrade", "/v1/nope", "/v1/",
+                             "/v1/jpeg/x", "/v1/%2e%2e/models"]),
+       ctype=st.sampled_from(["application/octet-stream", "image/png", "multipart/form-data",
+                              "multipart/form-data; boundary=xyz", "text/plain", ""]),
+       multipart=st.booleans(), token=st.sampled_from([TOKEN, TOKEN, TOKEN, "nope", ""]))
+@settings(max_examples=750, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_hostile_requests_never_get_a_5xx(served, body, query, path, ctype, multipart, token):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kwargs = {"files": {"image": ("x.bin", body)}} if multipart else {"content": body}
+    if not multipart and ctype:
+        headers["Content-Type"] = ctype
+    r = httpx.post(served["url"] + path, params=query, headers=headers, timeout=60, **kwargs)
+    SENT["hostile"] += 1
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert "error" in r.json()
+
+
+def _schema(served):
+    import schemathesis
+
+    return schemathesis.openapi.from_url(served["url"] + "/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def api_schema(served):
+    return _schema(served)
+
+
+try:
+    import schemathesis
+
+    schema = schemathesis.pytest.from_fixture("api_schema")
+
+    @schema.parametrize()
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def test_schemathesis_finds_no_5xx(case, served):
+        """Schemathesis against the endpoint's own OpenAPI schema (bodies, queries, paths)."""
+        case.headers = {**(case.headers or {}), **auth()}
+        r = case.call(base_url=served["url"], timeout=60)
+        SENT["hostile"] += 1
+        assert r.status_code < 500, (case.method, case.path, r.status_code, r.text[:300])
+except ImportError:  # pragma: no cover
+    pass
+
+
+def test_after_the_hostile_requests_the_server_is_healthy(served):
+    assert SENT["hostile"] >= 1000, SENT
+    assert httpx.get(served["url"] + "/healthz").status_code == 200
+    r = httpx.post(f"{served['url']}/v1/jpeg", content=photo_png(), headers=auth(), timeout=60)
+    assert r.status_code == 200
+
+
+# ------------------------------------------------------------------------------ the page
+
+def test_the_page_restores_a_photo_in_a_real_browser(served, tmp_path):
+    import browser
+
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    src = tmp_path / "photo.png"
+    src.write_bytes(photo_png(120, 96))
+    shot = tmp_path / "page.png"
+    seen = browser.restore_in_browser(served["url"], TOKEN, "sr", str(src), str(shot), timeout_s=90)
+    assert (seen["degraded_width"], seen["degraded_height"]) == (60, 48)
+    assert (seen["width"], seen["height"]) == (120, 96)  # x2 of the degraded input
+    assert "checkpoint_00000002" in seen["model"]
+    assert shot.stat().st_size > 10_000 and Image.open(shot).size[0] > 300
+
+
+# ----------------------------------------------------------------------- rolling update
+
+def test_promoting_a_new_champion_and_redeploying_fails_no_request(served):
+    """Requests flow while the champion alias moves to version 2 and the app is deployed
+    again: every request succeeds, and the served version switches from 1 to 2."""
+    from mlflow import MlflowClient
+    from ray import serve
+
+    from raygan.deploy.serving import build
+
+    url, (v1, v2) = served["url"], served["versions"]
+    body, results, stop = photo_png(64, 64), [], threading.Event()
+
+    def load():
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                r = client.post(f"{url}/v1/jpeg", content=body, headers=auth())
+                results.append((r.status_code, r.headers.get("x-model-version")))
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.0)
+        MlflowClient(served["tracking_uri"]).set_registered_model_alias(MODEL, "champion", v2)
+        app = served["config"]["app"]
+        serve.run(build(served["config"]), name=app["name"], route_prefix=app["route_prefix"])
+        deadline = time.time() + 90
+        while time.time() < deadline and not (results and results[-1][1] == v2):
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    codes = [c for c, _ in results]
+    versions = [v for _, v in results]
+    assert len(results) > 10 and set(codes) == {200}, [r for r in results if r[0] != 200][:5]
+    assert versions[0] == v1 and versions[-1] == v2
+    first_v2 = versions.index(v2)
+    assert set(versions[first_v2 + 3:]) == {v2}  # (three requests may have been in flight)
+    models = httpx.get(f"{url}/v1/models", headers=auth()).json()["models"]
+    assert {m["task"]: m["version"] for m in models}["jpeg"] == v2
+
+
+# ------------------------------------------------------------------- bad model references
+
+def test_model_references_that_do_not_resolve_are_one_line(served, tmp_path):
+    from mlflow import MlflowClient
+
+    from raygan.deploy.app import ModelRefError, build_app
+
+    uri = served["tracking_uri"]
+    run = MlflowClient(uri).create_run(MlflowClient(uri).get_experiment_by_name("serve").experiment_id)
+    for ref, words in (("models:/nope@champion", "does not resolve"), (f"models:/{MODEL}/99", "does not resolve"),
+                       (f"models:/{MODEL}@nosuchalias", "does not resolve"),
+                       (f"runs:/{run.info.run_id}/generator", "has no logged generator"),
+                       (str(tmp_path), "not a model URI")):
+        with pytest.raises(ModelRefError, match=words) as err:
+            build_app({"tasks": {"jpeg": {"model": ref}}, "tracking_uri": uri})
+        assert "\n" not in str(err.value)
+    env = job_env({"RAYGAN_SERVE_TOKEN": "x", "MLFLOW_TRACKING_URI": uri})
+    out = subprocess.run([sys.executable, "jobs/serve.py", "--task", "jpeg=models:/nope/1"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().startswith("serve: model 'models:/nope/1' does not resolve")
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    env.pop("RAYGAN_SERVE_TOKEN")
+    out = subprocess.run([sys.executable, "jobs/serve.py", "--task", "jpeg=models:/nope/1"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no bearer token configured" in out.stderr
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.open(io.BytesIO(photo_png())).save(folder / "a.png")
+    out = subprocess.run([sys.executable, "jobs/evaluate.py", "--task", "jpeg", "--model", "models:/nope/1",
+                          "--sets", str(folder), "--out", str(tmp_path / "eval")], cwd=ROOT,
+                         env=job_env({"MLFLOW_TRACKING_URI": uri}), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "models:/nope/1 does not resolve" in out.stderr + out.stdout
