@@ -122,7 +122,7 @@ class RestoreClient:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ServeError):
+    if isinstance(exc, (ServeError, ValueError)):
         return str(exc)
     text = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

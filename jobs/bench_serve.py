@@ -1,0 +1,423 @@
+"""Serving benchmark: the endpoint under a concurrency sweep vs the same model's bare forward.
+
+    python jobs/bench_serve.py [--quick] [--model URI] [--size 128] [--levels 1,2,4,8,16]
+
+Starts its own Ray + Serve on 127.0.0.1 (deploy/serve_config.yaml narrowed to one task:
+``restore-<task>`` autoscaling 1..``--max-replicas`` replicas of ``--replica-cpus`` CPU each,
+one Ingress) and measures, in one run on this machine:
+
+  1. the bare limit: ``TaskModel.restore_batch`` in this process, batches of Serve's
+     ``max_batch_size``, ``--max-replicas`` worker threads with ``--replica-cpus`` torch
+     threads each -- the replicas' CPU layout at saturation without the serving stack
+     (Ray gives a replica OMP_NUM_THREADS = its num_cpus; this process sets the same);
+  2. a concurrency sweep against ``POST /v1/<task>`` (one ``--size`` image = one tile per
+     request, a JPEG q10 photo in, PNG out): images/s, p50 / p99 latency, ratio to the bare
+     rate, replicas running; every level is bounded in requests and in seconds;
+  3. the replica count over time (``serve.status()``): rising under load, falling after;
+  4. tiling overhead: one ``4 x size`` image in ``size`` tiles vs whole, in process
+     (``restore_tiled``) and through the endpoint.
+
+The load generator (:class:`raygan.deploy.client.RestoreClient` in threads) runs on the same
+CPUs as the server. Without ``--model`` the generator is the WCDGAN CPU demo preset's,
+randomly initialised (throughput does not depend on the weights). Prints a markdown table
+and a final JSON line; the default run takes a few minutes on 2 cores, ``--quick`` about one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import raygan  # noqa: F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
+
+# the autoscaler sees load within a second instead of the default 10 s push interval
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+
+import numpy as np
+
+GOAL = 0.85  # serving rate at saturation / bare rate
+
+
+def demo_checkpoint(workdir: str) -> str:
+    """The WCDGAN CPU demo generator, random init, saved as a servable checkpoint folder."""
+    from raygan.platform.checkpoint import save_checkpoint
+    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.engine import GANEngine
+
+    cfg = load_config("wcdgan_cpu_demo.yaml", [f"workdir={workdir}"])
+    eng = GANEngine(cfg)
+    ck = save_checkpoint(Path(workdir) / "checkpoint_00000000", eng,
+                         {"step": 0, "config": to_dict(cfg), "family": cfg.family})
+    return str(ck)
+
+
+def photo(side: int, seed: int = 0) -> np.ndarray:
+    """A natural ``side`` x ``side`` RGB crop (scikit-image's sample photos)."""
+    from PIL import Image
+    from skimage import data
+
+    src = [data.astronaut, data.coffee, data.chelsea][seed % 3]()
+    img = Image.fromarray(src)
+    short = min(img.size)
+    if short < side:
+        img = img.resize((img.size[0] * side // short + 1, img.size[1] * side // short + 1), Image.BICUBIC)
+    a = np.asarray(img)
+    y, x = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
+    return np.ascontiguousarray(a[y:y + side, x:x + side])
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 10) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decoded(body: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def pct(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = min(len(xs) - 1, max(0, int(round(q / 100 * len(xs) + 0.5)) - 1))  # nearest rank
+    return xs[k]
+
+
+# ------------------------------------------------------------------------- bare limit
+
+
+def bare_rate(models, tiles: List[np.ndarray], batch: int, rounds: int) -> float:
+    """images/s of ``len(models)`` threads, each ``rounds`` x restore_batch(``batch`` tiles)."""
+    def work(m):
+        for r in range(rounds):
+            m.restore_batch([tiles[(r * batch + i) % len(tiles)] for i in range(batch)])
+
+    for m in models:  # one untimed batch each: allocator and caches at this shape
+        m.restore_batch(tiles[:batch] if len(tiles) >= batch else [tiles[0]] * batch)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(models)) as pool:
+        list(pool.map(work, models))
+    return len(models) * rounds * batch / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------ replica watch
+
+
+class ReplicaWatch(threading.Thread):
+    """Polls ``serve.status()`` every ``period`` s: (t, running, starting) of one deployment."""
+
+    def __init__(self, app: str, deployment: str, t0: float, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.app, self.deployment, self.t0, self.period = app, deployment, t0, period
+        self.samples: List[tuple] = []
+        self.stop = threading.Event()
+
+    def read(self):
+        from ray import serve
+
+        d = serve.status().applications[self.app].deployments[self.deployment]
+        states = {getattr(k, "value", str(k)): v for k, v in d.replica_states.items()}
+        return states.get("RUNNING", 0), sum(v for k, v in states.items() if k != "RUNNING")
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                running, other = self.read()
+                self.samples.append((time.monotonic() - self.t0, running, other))
+            except Exception:  # noqa: BLE001 -- the controller busy for a moment
+                pass
+            self.stop.wait(self.period)
+
+    def latest(self):
+        return self.samples[-1][1:] if self.samples else (0, 0)
+
+    def running_between(self, a: float, b: float) -> List[int]:
+        return sorted({r for t, r, _ in self.samples if a - self.t0 <= t <= b - self.t0})
+
+    def transitions(self) -> List[tuple]:
+        out = []
+        for t, r, _ in self.samples:
+            if not out or out[-1][1] != r:
+                out.append((round(t, 1), r))
+        return out
+
+
+# ------------------------------------------------------------------------------ load
+
+
+def load_level(client, task: str, bodies: List[bytes], conc: int, n: int, warm_s: float, cap_s: float,
+               watch: ReplicaWatch, settle_s: float, want: Optional[int] = None) -> Dict:
+    """``conc`` threads restoring back to back. Warm-up for ``warm_s`` (longer, up to
+    ``settle_s``, while a replica is starting or until ``want`` replicas run), then count
+    completions until ``n`` or ``cap_s``."""
+    from raygan.deploy.client import ServeError
+
+    done: List[tuple] = []  # (t_start, t_end)
+    errors: List[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def worker(k: int):
+        i = k
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                client.restore(bodies[i % len(bodies)], task, format="png")
+                with lock:
+                    done.append((t, time.monotonic()))
+            except (ServeError, Exception) as exc:  # noqa: BLE001 -- counted, reported
+                with lock:
+                    errors.append(str(exc).splitlines()[0][:200])
+                time.sleep(0.05)
+            i += conc
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(conc)]
+    t_start = time.monotonic()
+    for th in threads:
+        th.start()
+    time.sleep(warm_s)
+    while time.monotonic() - t_start < settle_s:
+        running, starting = watch.latest()
+        if starting == 0 and (want is None or running >= want):
+            break
+        time.sleep(0.25)
+    t0 = time.monotonic()
+    with lock:
+        before = len(done)
+    while time.monotonic() - t0 < cap_s:
+        with lock:
+            if len(done) - before >= n:
+                break
+        time.sleep(0.02)
+    with lock:
+        window = [d for d in done[before:]]
+    t1 = window[-1][1] if len(window) >= n else time.monotonic()
+    window = [d for d in window if d[1] <= t1]
+    stop.set()
+    for th in threads:
+        th.join(timeout=120)
+    lat = [(e - s) * 1000 for s, e in window]
+    return {"concurrency": conc, "requests": len(window), "seconds": round(t1 - t0, 2),
+            "images_per_s": len(window) / max(t1 - t0, 1e-9), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "replicas": watch.running_between(t0, t1), "errors": len(errors),
+            "first_error": errors[0] if errors else None}
+
+
+def wait_replicas(watch: ReplicaWatch, want: int, timeout: float) -> Optional[float]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        running, other = watch.latest()
+        if running == want and other == 0:
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    return None
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="model URI or checkpoint folder (default: WCDGAN CPU demo, random init)")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--task", default="jpeg")
+    p.add_argument("--size", type=int, default=128, help="request image side = tile (one tile per request)")
+    p.add_argument("--levels", default="1,2,4,8,16", help="concurrency levels")
+    p.add_argument("--requests", type=int, default=4, help="measured requests per level = max(12, this x level)")
+    p.add_argument("--level-cap-s", type=float, default=25.0, help="at most this many measured seconds a level")
+    p.add_argument("--max-batch-size", type=int, default=None, help="Serve's max_batch_size (default: the config's)")
+    p.add_argument("--max-replicas", type=int, default=2)
+    p.add_argument("--replica-cpus", type=int, default=1)
+    p.add_argument("--port", type=int, default=8011)
+    p.add_argument("--quick", action="store_true", help="64 px, levels 1,4,8, fewer requests")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.levels, args.requests, args.level_cap_s = 64, "1,4,8", 3, 10.0
+    levels = [int(x) for x in args.levels.split(",")]
+    cpus = args.max_replicas * args.replica_cpus
+    os.environ.setdefault("RAYGAN_SERVE_TOKEN", secrets.token_urlsafe(16))
+    omp_env = os.environ.pop("OMP_NUM_THREADS", None)  # let Ray set each replica's from its num_cpus
+
+    import torch
+
+    from raygan.deploy.app import ServeSettings, TaskModel, resolve_model_ref
+    from raygan.deploy.client import RestoreClient
+    from raygan.deploy.serving import load_serve_config, run_local
+    from raygan.deploy.tiling import restore_tiled
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench_serve_")
+    t_all = time.monotonic()
+    uri = args.model or demo_checkpoint(tmp.name)
+    overrides = {"tile": args.size}
+    if args.max_batch_size:
+        overrides["max_batch_size"] = args.max_batch_size
+    config = load_serve_config(None, {args.task: uri}, args.tracking_uri, port=args.port, **overrides)
+    settings = ServeSettings.from_args(config["app"]["args"])
+    batch, overlap = settings.max_batch_size, settings.tile_overlap
+    name = f"restore-{args.task}"
+    for d in config["app"]["deployments"]:
+        if d["name"] == "Ingress":  # one async ingress; its CPU is the replicas' (num_cpus 0)
+            d.pop("autoscaling_config", None)
+            d.update(num_replicas=1, ray_actor_options={"num_cpus": 0})
+        elif d["name"] == name:
+            d["ray_actor_options"] = {"num_cpus": args.replica_cpus}
+            d["autoscaling_config"] = {"min_replicas": 1, "initial_replicas": 1, "max_replicas": args.max_replicas,
+                                       "target_ongoing_requests": 2, "upscale_delay_s": 2, "downscale_delay_s": 5,
+                                       "look_back_period_s": 2}
+
+    # ---- 1. bare limit, before Ray starts: the replicas' layout in one process
+    torch.set_num_threads(args.replica_cpus)
+    ref = resolve_model_ref(uri, args.tracking_uri)
+    models = [TaskModel(args.task, ref, args.tracking_uri, settings.warm_size, device="cpu")
+              for _ in range(args.max_replicas)]
+    tiles = [photo(args.size, s) for s in range(3)]
+    bodies = [jpeg_bytes(t) for t in tiles]  # what the endpoint is sent: JPEG q10
+    lq_tiles = [decoded(b) for b in bodies]
+    per_worker = 8 if args.quick else 16  # images each worker restores per measurement
+    bare = {"threads_per_worker": torch.get_num_threads(), "workers": args.max_replicas, "batch": batch,
+            "one_worker_batch1": bare_rate(models[:1], lq_tiles, 1, per_worker // 2),
+            "batch1": bare_rate(models, lq_tiles, 1, per_worker),
+            f"batch{batch}": bare_rate(models, lq_tiles, batch, max(1, per_worker // batch))}
+    bare["rate"] = max(bare["batch1"], bare[f"batch{batch}"])  # the limit: the better batching
+    print(f"bare: torch threads per worker = {bare['threads_per_worker']} (= a replica's num_cpus); "
+          f"1 worker batch 1: {bare['one_worker_batch1']:.2f} img/s; {args.max_replicas} workers: batch 1 "
+          f"{bare['batch1']:.2f} img/s, batch {batch} {bare[f'batch{batch}']:.2f} img/s", flush=True)
+
+    # ---- 4a. tiling overhead in process (one worker, the replicas' threads)
+    big_side = 4 * args.size
+    big_body = jpeg_bytes(photo(big_side, 1))
+    big = decoded(big_body)
+    m = models[0]
+    m.restore_batch([big[:args.size, :args.size]])
+    t = time.perf_counter(); m.restore_batch([big]); whole_s = time.perf_counter() - t
+    t = time.perf_counter(); restore_tiled(big, m.restore_batch, args.size, overlap, 1, batch); tiled_s = time.perf_counter() - t
+    from raygan.deploy.tiling import TilePlan
+    n_tiles = len(TilePlan(big_side, big_side, args.size, overlap))
+    tiling = {"image": big_side, "tile": args.size, "overlap": overlap, "tiles": n_tiles,
+              "pixels_ratio": round(n_tiles * args.size ** 2 / big_side ** 2, 3),
+              "in_process_whole_s": whole_s, "in_process_tiled_s": tiled_s}
+    print(f"tiling in process: {big_side}px whole {whole_s:.2f}s, {n_tiles} tiles of {args.size} {tiled_s:.2f}s",
+          flush=True)
+    del models, m
+
+    # ---- 2. serve + sweep
+    import ray
+    from ray import serve
+
+    result: Dict = {}
+    try:
+        t = time.monotonic()
+        url = run_local(config, num_cpus=cpus)
+        startup_s = time.monotonic() - t
+        print(f"serve: up at {url} in {startup_s:.1f}s; {name}: 1..{args.max_replicas} replicas x "
+              f"{args.replica_cpus} CPU (OMP_NUM_THREADS={args.replica_cpus} by Ray), max_batch_size {batch}",
+              flush=True)
+        app_name = config["app"].get("name", "raygan")
+        watch = ReplicaWatch(app_name, name, t_all)
+        watch.start()
+        client = RestoreClient(url, timeout=120)
+        client.restore(bodies[0], args.task)  # first request: connections, the ingress's path
+        # highest concurrency first: load until the autoscaler has added its replicas (bounded),
+        # then step down, so the top levels measure the saturated deployment
+        t_load = time.monotonic()
+        sweep = []
+        for k, c in enumerate(sorted(levels, reverse=True)):
+            n = max(12, args.requests * c)
+            row = load_level(client, args.task, bodies, c, n, warm_s=2.0, cap_s=args.level_cap_s, watch=watch,
+                             settle_s=60.0, want=args.max_replicas if k == 0 else None)
+            row["ratio_to_bare"] = row["images_per_s"] / bare["rate"]
+            if k == 0:
+                up = next((t for t, r, _ in watch.samples if r >= args.max_replicas and t >= t_load - t_all), None)
+                up_s = None if up is None else round(up - (t_load - t_all), 1)
+                print(f"  under load (c={c}): {args.max_replicas} replicas running after {up_s} s", flush=True)
+            sweep.append(row)
+            print(f"  c={c:>2}: {row['images_per_s']:.2f} img/s  p50 {row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms"
+                  f"  ratio {row['ratio_to_bare']:.2f}  replicas {row['replicas']}  ({row['requests']} req, "
+                  f"{row['seconds']}s, {row['errors']} errors)", flush=True)
+        sweep.sort(key=lambda r: r["concurrency"])
+        t_idle = time.monotonic()
+        down_s = wait_replicas(watch, 1, timeout=40.0)
+        print(f"  after load: back to 1 replica in {down_s if down_s is None else round(down_s, 1)} s", flush=True)
+
+        # ---- 4b. tiling through the endpoint (1 replica at the start of each request)
+        ep = {}
+        for label, tile in (("whole", big_side), ("tiled", args.size)):
+            wait_replicas(watch, 1, timeout=30.0)
+            t = time.monotonic()
+            _, headers = client.restore(big_body, args.task, tile=tile)
+            ep[label] = (time.monotonic() - t, int(headers.get("x-tiles", 0)), watch.running_between(t, time.monotonic()))
+        tiling.update(endpoint_whole_s=ep["whole"][0], endpoint_tiled_s=ep["tiled"][0], endpoint_tiles=ep["tiled"][1],
+                      endpoint_replicas_whole=ep["whole"][2], endpoint_replicas_tiled=ep["tiled"][2])
+        client.close()
+        watch.stop.set()
+        watch.join(timeout=5)
+
+        best = max(sweep, key=lambda r: r["images_per_s"])
+        trans = watch.transitions()
+        peak = max((r for _, r in trans), default=0)
+        result = {"upscale_s": up_s, "device": f"{os.cpu_count()}-core CPU", "model": uri if args.model else "wcdgan_cpu_demo (random init)",
+                  "size": args.size, "max_batch_size": batch, "replica_cpus": args.replica_cpus,
+                  "max_replicas": args.max_replicas, "bare": bare, "sweep": sweep,
+                  "saturation": {"concurrency": best["concurrency"], "images_per_s": best["images_per_s"],
+                                 "ratio_to_bare": best["ratio_to_bare"], "goal": GOAL,
+                                 "met": best["ratio_to_bare"] >= GOAL},
+                  "tiling": tiling, "replicas_over_time": trans, "replicas_peak": peak,
+                  "scale_down_s": down_s, "t_idle": round(t_idle - t_all, 1), "startup_s": startup_s,
+                  "omp_num_threads_env": omp_env, "wall_s": round(time.monotonic() - t_all, 1)}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            tmp.cleanup()
+
+    # ---- report
+    print()
+    print(f"### Serving benchmark ({result['device']}, {args.size}x{args.size} JPEG q10 -> PNG, "
+          f"1 tile/request, max_batch_size {batch}, {args.max_replicas} x {args.replica_cpus}-CPU replicas max)")
+    print()
+    print(f"bare limit: {bare['rate']:.2f} img/s = {args.max_replicas} workers x {bare['threads_per_worker']} torch "
+          f"thread(s) in one process, the better of batch 1 ({bare['batch1']:.2f}) and batch {batch} "
+          f"({bare[f'batch{batch}']:.2f}); 1 worker, batch 1: {bare['one_worker_batch1']:.2f} img/s")
+    print()
+    print("| concurrency | requests | images/s | p50 ms | p99 ms | / bare | replicas |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for r in sweep:
+        print(f"| {r['concurrency']} | {r['requests']} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | "
+              f"{r['p99_ms']:.0f} | {r['ratio_to_bare']:.2f} | {'-'.join(map(str, r['replicas']))} |")
+    s = result["saturation"]
+    print()
+    print(f"saturation: {s['images_per_s']:.2f} img/s at concurrency {s['concurrency']} = {s['ratio_to_bare']:.2f} "
+          f"of bare (goal >= {GOAL}: {'met' if s['met'] else 'NOT met'})")
+    print(f"tiling ({big_side}px, {n_tiles} tiles of {args.size}, overlap {overlap}, {tiling['pixels_ratio']}x the pixels): "
+          f"in process tiled/whole = {tiled_s / whole_s:.2f} ({tiled_s:.2f}s / {whole_s:.2f}s); endpoint "
+          f"{tiling['endpoint_tiled_s'] / tiling['endpoint_whole_s']:.2f} ({tiling['endpoint_tiled_s']:.2f}s / "
+          f"{tiling['endpoint_whole_s']:.2f}s, replicas {tiling['endpoint_replicas_tiled']} / "
+          f"{tiling['endpoint_replicas_whole']})")
+    steps = " -> ".join(f"{r} (t={t}s)" for t, r in trans)
+    print(f"replicas over time: {steps}; load stopped at t={result['t_idle']}s")
+    print(f"replicas: 1 -> {peak} under load ({up_s} s to reach {args.max_replicas}) -> "
+          f"{'1 after (' + str(round(down_s, 1)) + ' s)' if down_s is not None else 'still up after 40 s'}")
+    print(json.dumps(result, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
