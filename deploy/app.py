@@ -12,7 +12,7 @@ deployment: FastAPI inside Serve, with OpenAPI docs at ``/docs``::
 
 Query options of ``POST /v1/<task>``: ``format`` png (default) | jpeg | webp, ``quality``
 (JPEG/WebP), ``bits`` (the input's bit depth when a 16-bit file holds fewer bits, e.g. 12),
-``tile`` (tile size). Responses carry ``X-Model-Name``, ``X-Model-Version`` and
+``tile`` (a smaller tile than the task's). Responses carry ``X-Model-Name``, ``X-Model-Version`` and
 ``X-Model-Task``. Errors are JSON ``{"error": "..."}`` with a 4xx code; every ``/v1`` route
 needs ``Authorization: Bearer <token>``, the token read from ``RAYGAN_SERVE_TOKEN`` or the
 file named by ``RAYGAN_SERVE_TOKEN_FILE`` (the Ingress refuses to start without one).
@@ -21,9 +21,11 @@ file named by ``RAYGAN_SERVE_TOKEN_FILE`` (the Ingress refuses to start without 
 what the sweeps promote), ``models:/name/<version>``, ``runs:/<id>/generator``, or a
 checkpoint folder (local or ``s3://``). ``build_app`` resolves an alias to its version at
 deploy time and hands it to the replicas as their ``user_config``: promoting a new champion
-and deploying again (``serve deploy``, or ``serve.run``) changes only the user_config, so
-Serve reconfigures the running replicas in place, each loading the new generator beside the
-old one and swapping when it is warm; requests in flight finish on the old one. A reference
+and deploying again rolls the replicas over to it. A replica loads and warms its generator
+(:class:`TaskModel`) before it takes traffic; ``serve.run`` from Python replaced the replica
+on every redeploy in the tests (a rolling update that failed no request), and where Serve
+only reconfigures a running replica (a changed user_config under ``serve deploy``),
+``reconfigure`` loads the new generator beside the old one and swaps it in. A reference
 that does not resolve fails ``build_app`` with one line.
 
 **Any size.** The ingress cuts an image into overlapping tiles (:mod:`raygan.deploy.tiling`)
@@ -92,8 +94,11 @@ class ServeSettings:
         for task, spec in s.tasks.items():
             if not str(task).replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"serve args: task name {task!r}: use letters, digits, '-' and '_'")
-            if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or set(spec) - {"model"}:
-                raise ValueError(f"serve args: tasks.{task} must be {{model: <model URI>}}, got {spec!r}")
+            if not isinstance(spec, dict) or not isinstance(spec.get("model"), str) or set(spec) - {"model", "tile"}:
+                raise ValueError(f"serve args: tasks.{task} must be {{model: <model URI>, tile: <px, optional>}}, "
+                                 f"got {spec!r}")
+            if "tile" in spec and (not isinstance(spec["tile"], int) or spec["tile"] <= s.tile_overlap):
+                raise ValueError(f"serve args: tasks.{task}.tile must be an integer > tile_overlap, got {spec['tile']!r}")
         for name in ("tile", "max_pixels", "max_body_bytes", "max_batch_size", "tiles_in_flight", "warm_size"):
             if int(getattr(s, name)) <= 0:
                 raise ValueError(f"serve args: {name} must be > 0, got {getattr(s, name)!r}")
@@ -287,6 +292,7 @@ def _deployments():
         def __init__(self, task: str, settings: Dict[str, Any]):
             self.task, self.settings = task, ServeSettings(**settings)
             self.model: Optional[TaskModel] = None
+            self.batches = {"batches": 0, "tiles": 0, "largest_batch": 0}  # what @serve.batch formed
             self.restore_tiles.set_max_batch_size(self.settings.max_batch_size)
             self.restore_tiles.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
@@ -302,11 +308,15 @@ def _deployments():
                 raise RuntimeError(f"task {self.task}: no generator loaded")
 
         async def info(self) -> Dict[str, Any]:
-            return self.model.info()
+            return {**self.model.info(), **self.batches,
+                    "replica": serve.get_replica_context().replica_id.unique_id}
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
         async def restore_tiles(self, tiles: List[np.ndarray]) -> List[Tuple[np.ndarray, str]]:
             model = self.model
+            b = self.batches
+            b.update(batches=b["batches"] + 1, tiles=b["tiles"] + len(tiles),
+                     largest_batch=max(b["largest_batch"], len(tiles)))
             outs = await asyncio.to_thread(model.restore_batch, list(tiles))
             return [(o, model.ref["version"]) for o in outs]
 
@@ -434,7 +444,14 @@ def _deployments():
             decoded = await self._decoded(request, bits)
             info = await handle.info.remote()
             rgb = decoded.rgb
-            plan = TilePlan(rgb.shape[0], rgb.shape[1], tile or self.settings.tile,
+            out_pixels = rgb.shape[0] * rgb.shape[1] * info["scale"] ** 2
+            if out_pixels > self.settings.max_pixels:
+                raise BadImage(413, f"the x{info['scale']} result of {rgb.shape[1]}x{rgb.shape[0]} would be "
+                                    f"{out_pixels} pixels; this server makes at most {self.settings.max_pixels}")
+            # the task's tile is a ceiling: a client may ask for smaller tiles, never larger
+            # (generator memory grows with the tile; DAGAN's attention with its square)
+            ceiling = self.settings.tasks[task].get("tile", self.settings.tile)
+            plan = TilePlan(rgb.shape[0], rgb.shape[1], min(tile or ceiling, ceiling),
                             self.settings.tile_overlap, info["scale"])
             gate = asyncio.Semaphore(self.settings.tiles_in_flight)
             versions = set()

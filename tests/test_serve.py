@@ -158,6 +158,9 @@ def test_a_large_photo_in_tiles_equals_whole_image_inference(served):
     whole = (np.clip(whole, 0, 1) * 255 + 0.5).astype(np.uint8)
     diff = np.abs(served_img.astype(int) - whole.astype(int))
     # batched forward passes and the blend round differently: a few uint8 levels at most
+    # the replica stacked tiles into batches (8 tiles of the request in flight at a time)
+    jpeg = {m["task"]: m for m in httpx.get(f"{served['url']}/v1/models", headers=auth()).json()["models"]}["jpeg"]
+    assert jpeg["largest_batch"] > 1 and jpeg["tiles"] > jpeg["batches"], jpeg
     assert served_img.shape == whole.shape and diff.max() <= 3 and diff.mean() < 0.1, (diff.max(), diff.mean())
 
 
@@ -167,6 +170,9 @@ def test_too_many_pixels_or_bytes_is_413(served):
     assert r.status_code == 413 and "1200x1000" in r.json()["error"]
     r = httpx.post(f"{url}/v1/jpeg", content=b"\0" * 4_000_001, headers=auth())
     assert r.status_code == 413
+    # the bound holds for the output too: x2 SR of 800x700 would make 2.24 MP
+    r = httpx.post(f"{url}/v1/sr", content=_big_png(800, 700), headers=auth())
+    assert r.status_code == 413 and "2240000 pixels" in r.json()["error"]
 
 
 def _big_png(w, h) -> bytes:
@@ -278,7 +284,8 @@ def test_the_page_restores_a_photo_in_a_real_browser(served, tmp_path):
 
 def test_promoting_a_new_champion_and_redeploying_fails_no_request(served):
     """Requests flow while the champion alias moves to version 2 and the app is deployed
-    again: every request succeeds, and the served version switches from 1 to 2."""
+    again, then while a changed replica option makes Serve replace the replica again: every
+    request succeeds, and the served version switches from 1 to 2."""
     from mlflow import MlflowClient
     from ray import serve
 
@@ -293,6 +300,7 @@ def test_promoting_a_new_champion_and_redeploying_fails_no_request(served):
                 r = client.post(f"{url}/v1/jpeg", content=body, headers=auth())
                 results.append((r.status_code, r.headers.get("x-model-version")))
 
+    first_replica = _jpeg_info(url)["replica"]
     workers = [threading.Thread(target=load) for _ in range(3)]
     for w in workers:
         w.start()
@@ -304,7 +312,18 @@ def test_promoting_a_new_champion_and_redeploying_fails_no_request(served):
         deadline = time.time() + 90
         while time.time() < deadline and not (results and results[-1][1] == v2):
             time.sleep(0.2)
+        in_place = _jpeg_info(url)
         time.sleep(1.0)
+        # a changed replica option: Serve rolls the replica over (a new actor)
+        before = in_place["replica"]
+        restore = next(d for d in app["deployments"] if d["name"] == "restore-jpeg")
+        restore["ray_actor_options"] = {"num_cpus": 0.25}
+        serve.run(build(served["config"]), name=app["name"], route_prefix=app["route_prefix"])
+        deadline = time.time() + 90
+        while time.time() < deadline and _jpeg_info(url)["replica"] == before:
+            time.sleep(0.5)
+        rolled = len(results)
+        time.sleep(1.5)
     finally:
         stop.set()
         for w in workers:
@@ -315,8 +334,16 @@ def test_promoting_a_new_champion_and_redeploying_fails_no_request(served):
     assert versions[0] == v1 and versions[-1] == v2
     first_v2 = versions.index(v2)
     assert set(versions[first_v2 + 3:]) == {v2}  # (three requests may have been in flight)
-    models = httpx.get(f"{url}/v1/models", headers=auth()).json()["models"]
-    assert {m["task"]: m["version"] for m in models}["jpeg"] == v2
+    # Serve replaced the replica on the first redeploy too (serve.run redeploys the code):
+    # either way, a rollover that failed no request
+    assert in_place["version"] == v2 and in_place["replica"] != first_replica
+    info = _jpeg_info(url)
+    assert info["version"] == v2 and info["replica"] != before and len(results) > rolled
+
+
+def _jpeg_info(url):
+    models = httpx.get(f"{url}/v1/models", headers=auth(), timeout=60).json()["models"]
+    return {m["task"]: m for m in models}["jpeg"]
 
 
 # ------------------------------------------------------------------- bad model references
