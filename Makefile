@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench clean browser
+.PHONY: venv demo test bench clean browser serve
 
 venv: $(STAMP)
 
@@ -30,6 +30,13 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -rs tests
+
+# The endpoints with the demo's registered generator (`make demo` first); token in .raygan/serve_token.
+SERVE_MODEL ?= models:/raygan-wcdgan-jpeg-q10-rgb/latest
+serve: $(STAMP)
+	@mkdir -p .raygan && { [ -s .raygan/serve_token ] || (umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(24))" > .raygan/serve_token); }
+	@echo "bearer token: $(CURDIR)/.raygan/serve_token"
+	RAYGAN_SERVE_TOKEN_FILE=$(CURDIR)/.raygan/serve_token $(PY) jobs/serve.py --task jpeg=$(SERVE_MODEL)
 
 bench: $(STAMP)
 	$(PY) jobs/bench_train.py

@@ -31,6 +31,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or not raygan's."""
 
 
+class ModelRefError(CheckpointError):
+    """A model reference (models:/..., runs:/..., a checkpoint URI) that does not resolve."""
+
+
 class ShardError(ValueError):
     """Bad shard input or output (no images, bad key, missing manifest); names the place."""
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from raygan.platform import storage
 from raygan.platform.checkpoint import META_FILE, generator_weights
 from raygan.platform.config import StorageConfig, resolve_tracking_uri
-from raygan.platform.errors import CheckpointError
+from raygan.platform.errors import CheckpointError, ModelRefError
 
 RUN_NAME_TAG = "raygan.ray_run_name"
 
@@ -217,9 +217,9 @@ def fetch_checkpoint(uri: str, tracking_uri: Optional[str] = None,
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts"
         except Exception as exc:  # noqa: BLE001 -- MlflowException & co.: one line, not a traceback
             msg = (str(getattr(exc, "message", "")) or str(exc) or type(exc).__name__).splitlines()[0]
-            raise CheckpointError(f"model {uri} does not resolve at {where}: {msg}") from None
+            raise ModelRefError(f"model {uri} does not resolve at {where}: {msg}") from None
         if not (local / "config.json").exists():
-            raise CheckpointError(f"model {uri}: no raygan generator there (config.json is missing); "
+            raise ModelRefError(f"model {uri}: no raygan generator there (config.json is missing); "
                                   "give models:/name/version, models:/name@alias or runs:/<id>/generator")
         config = json.loads((local / "config.json").read_text())
         (local / META_FILE).write_text(json.dumps({"config": config}))

@@ -164,6 +164,44 @@ def test_a_large_photo_in_tiles_equals_whole_image_inference(served):
     assert served_img.shape == whole.shape and diff.max() <= 3 and diff.mean() < 0.1, (diff.max(), diff.mean())
 
 
+def test_the_client_restores_a_large_photo_and_a_folder(served, tmp_path):
+    """`python -m raygan.deploy.client` on a 512x512 photo (121 tiles of 64 px): the file
+    equals whole-image inference (no seams); a folder with one broken file restores the
+    others and names the broken one."""
+    from skimage import data
+
+    from raygan.platform.restorer import load_generator, restore_array
+
+    src = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(src)
+    env = job_env({"RAYGAN_SERVE_TOKEN": TOKEN})
+    cmd = [sys.executable, "-m", "raygan.deploy.client", "--url", served["url"], "--task", "jpeg"]
+    out = subprocess.run(cmd + [str(src), str(tmp_path / "out.png")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"{MODEL} v" in out.stdout and "121 tile(s)" in out.stdout
+    restored = np.asarray(Image.open(tmp_path / "out.png"))
+    model, _ = load_generator(f"models:/{MODEL}/{served['versions'][0]}", served["tracking_uri"])
+    whole = (np.clip(restore_array(model, data.astronaut()), 0, 1) * 255 + 0.5).astype(np.uint8)
+    diff = np.abs(restored.astype(int) - whole.astype(int))
+    assert restored.shape == (512, 512, 3) and diff.max() <= 3 and diff.mean() < 0.1, (diff.max(), diff.mean())
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(photo_png(64, 48))
+    (folder / "sub" / "b.jpg").write_bytes(photo_png(80, 64))
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = subprocess.run(cmd + ["--format", "webp", str(folder), str(tmp_path / "res")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "restored 2 image(s)" in out.stdout
+    assert "broken.png" in out.stderr and "not an image" in out.stderr and "Traceback" not in out.stderr
+    assert Image.open(tmp_path / "res" / "sub" / "b.webp").size == (80, 64)
+    assert (tmp_path / "res" / "a.webp").exists() and not (tmp_path / "res" / "broken.webp").exists()
+    bad = subprocess.run(cmd + [str(src), str(tmp_path / "x.png")], env=job_env({"RAYGAN_SERVE_TOKEN": "wrong"}),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "401" in bad.stderr
+
+
 def test_too_many_pixels_or_bytes_is_413(served):
     url = served["url"]
     r = httpx.post(f"{url}/v1/jpeg", content=_big_png(1200, 1000), headers=auth())
