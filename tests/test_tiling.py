@@ -84,3 +84,31 @@ def test_tiled_equals_whole_image_inference(config, extra, tolerance):
     if tolerance[0] > 0:
         seams = np.abs(restore_tiled(image, run, tile=64, overlap=0, scale=scale).astype(int) - whole)
         assert seams.mean() > diff.mean()
+
+
+def test_forward_passes_are_capped_in_pixels(tmp_path):
+    """A replica's batch of tiles runs in forward passes of at most forward_pixels pixels
+    (CPU default: one 128x128 tile; stacking bigger batches was slower per image on CPU),
+    and the outputs come back in the order of the tiles."""
+    from raygan.deploy.app import CPU_FORWARD_PIXELS, TaskModel
+    from raygan.platform.checkpoint import save_checkpoint
+    from raygan.platform.engine import GANEngine
+    from test_engine import tiny_cfg
+
+    cfg = tiny_cfg(f"workdir={tmp_path}")
+    ck = save_checkpoint(tmp_path / "checkpoint_00000001", GANEngine(cfg),
+                         {"step": 1, "config": to_dict(cfg), "family": cfg.family})
+    ref = {"model": str(ck), "name": "tiny", "version": "1", "source": str(ck)}
+    model = TaskModel("jpeg", ref, warm_size=16, device="cpu")
+    assert model.forward_pixels == CPU_FORWARD_PIXELS == 128 * 128
+    passes = []
+    inner = model.restorer
+    model.restorer = lambda x: passes.append(tuple(x.shape)) or inner(x)
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
+    tiles += [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    outs = model.restore_batch(tiles)
+    assert sorted(passes) == sorted([(4, 3, 64, 64), (2, 3, 64, 64), (1, 3, 128, 128), (1, 3, 128, 128)])
+    alone = TaskModel("jpeg", ref, warm_size=16, device="cpu", forward_pixels=10 ** 9)
+    for tile, out in zip(tiles, outs):
+        assert np.allclose(out, alone.restore_batch([tile])[0], atol=1e-5)
