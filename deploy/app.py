@@ -49,7 +49,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from raygan.deploy.images import FORMATS, BadImage, decode_image, encode_image
+from raygan.deploy.images import FORMATS, MIN_SIDE, BadImage, decode_image, encode_image
 from raygan.deploy.tiling import TilePlan
 from raygan.platform.errors import ModelRefError
 
@@ -275,8 +275,6 @@ class TaskModel:
             return dg.quantize(rgb, int(d.bits), d.expand)
         s = self.scale
         h, w = (rgb.shape[0] // s) * s, (rgb.shape[1] // s) * s
-        if min(h, w) < s * 4:
-            raise BadImage(422, f"image too small to downscale x{s}: {rgb.shape[1]}x{rgb.shape[0]}")
         return dg.bicubic_down(np.ascontiguousarray(rgb[:h, :w]), s)
 
 
@@ -353,6 +351,10 @@ def _deployments():
     @api.exception_handler(BadImage)
     async def _bad_image(request, exc):
         return error(exc.status, exc.message)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request, exc):  # a bug or a dead replica: still JSON, never a page
+        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
 
     image_body = {"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -446,6 +448,11 @@ def _deployments():
             self._auth(request)
             handle = self._handle(task)
             decoded = await self._decoded(request, bits)
+            info = self._info.get(task) or await self._refresh(task)
+            side, scale = min(decoded.rgb.shape[:2]), info["scale"]
+            if side < MIN_SIDE * scale:  # checked here: an error raised in a replica is a 500
+                raise BadImage(422, f"image too small to downscale x{scale}: {side} px; at least "
+                                    f"{MIN_SIDE * scale} px a side")
             low = await handle.degrade.remote(decoded.rgb)
             body, media = await run_in_threadpool(encode_image, low, "png", 95, decoded.gray)
             return Response(body, media_type=media, headers={"X-Model-Task": task})

@@ -142,6 +142,8 @@ def test_restore_formats_sizes_and_headers(served):
     assert Image.open(io.BytesIO(gray.content)).mode == "L"
     low = httpx.post(f"{url}/v1/sr/degrade", content=body, headers=auth(), timeout=60)
     assert low.status_code == 200 and Image.open(io.BytesIO(low.content)).size == (48, 40)
+    tiny = httpx.post(f"{url}/v1/sr/degrade", content=photo_png(12, 10), headers=auth(), timeout=60)
+    assert tiny.status_code == 422 and "too small to downscale x2" in tiny.json()["error"]
 
 
 def test_a_large_photo_in_tiles_equals_whole_image_inference(served):
