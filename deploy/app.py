@@ -43,18 +43,16 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from raygan.deploy.client import TOKEN_ENV, TOKEN_FILE_ENV, token_from_env
 from raygan.deploy.images import FORMATS, MIN_SIDE, BadImage, decode_image, encode_image
 from raygan.deploy.tiling import TilePlan
 from raygan.platform.errors import ModelRefError
 
-TOKEN_ENV = "RAYGAN_SERVE_TOKEN"
-TOKEN_FILE_ENV = "RAYGAN_SERVE_TOKEN_FILE"
 #: data tasks a deployment can serve: one image in, one image out
 SERVABLE_TASKS = ("jpeg", "bitdepth", "sr", "face_sr")
 #: a CPU forward pass takes at most this many pixels: the WCDGAN demo generator restored 2.61
@@ -498,16 +496,13 @@ def _deployments():
     return RestoreDeployment, Ingress
 
 
-def read_token(environ=None) -> str:
-    """The bearer token: ``$RAYGAN_SERVE_TOKEN``, else the file ``$RAYGAN_SERVE_TOKEN_FILE``."""
-    environ = os.environ if environ is None else environ
-    token = environ.get(TOKEN_ENV, "").strip()
-    if not token and environ.get(TOKEN_FILE_ENV):
-        path = Path(environ[TOKEN_FILE_ENV])
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise RuntimeError(f"{TOKEN_FILE_ENV}={path}: cannot read the token file: {exc}") from None
+def read_token() -> str:
+    """The bearer token, read as the client reads it (:func:`raygan.deploy.client.token_from_env`:
+    ``$RAYGAN_SERVE_TOKEN``, else the file ``$RAYGAN_SERVE_TOKEN_FILE``); an error without one."""
+    try:
+        token = token_from_env()
+    except ValueError as exc:
+        raise RuntimeError(f"{TOKEN_FILE_ENV}: cannot read the token: {exc}") from None
     if not token:
         raise RuntimeError(f"no bearer token configured: set {TOKEN_ENV} or {TOKEN_FILE_ENV} "
                            "in the environment of the Ray cluster")
