@@ -23,10 +23,13 @@ def load_serve_config(path: Optional[str] = None, tasks: Optional[Dict[str, str]
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.exists():
         raise FileNotFoundError(f"serve config {path} does not exist")
-    doc = yaml.safe_load(path.read_text())
-    apps = doc.get("applications") or []
-    if not apps:
-        raise ValueError(f"{path}: no applications")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"serve config {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    apps = doc.get("applications") if isinstance(doc, dict) else None
+    if not apps or not isinstance(apps, list) or not isinstance(apps[0], dict):
+        raise ValueError(f"serve config {path}: no `applications` list (see deploy/serve_config.yaml)")
     app = copy.deepcopy(apps[0])
     args = app.setdefault("args", {})
     deployments = {d["name"]: d for d in app.get("deployments", [])}

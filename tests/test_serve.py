@@ -419,3 +419,18 @@ def test_model_references_that_do_not_resolve_are_one_line(served, tmp_path):
                          env=job_env({"MLFLOW_TRACKING_URI": uri}), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert "models:/nope/1 does not resolve" in out.stderr + out.stdout
+
+
+def test_a_bad_serve_config_is_one_line(tmp_path):
+    """jobs/serve.py with a missing, malformed or empty config file: exit 2, one line, no
+    traceback, and no Ray started."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("applications: [\n  - name: x\n   bad indent")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("http_options: {}\n")
+    for path, words in ((tmp_path / "nope.yaml", "does not exist"), (broken, "not valid YAML"),
+                        (empty, "no `applications` list")):
+        out = subprocess.run([sys.executable, "jobs/serve.py", "--config", str(path)], cwd=ROOT,
+                             env=job_env({"RAYGAN_SERVE_TOKEN": "x"}), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr

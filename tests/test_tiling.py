@@ -112,3 +112,27 @@ def test_forward_passes_are_capped_in_pixels(tmp_path):
     alone = TaskModel("jpeg", ref, warm_size=16, device="cpu", forward_pixels=10 ** 9)
     for tile, out in zip(tiles, outs):
         assert np.allclose(out, alone.restore_batch([tile])[0], atol=1e-5)
+
+
+def test_a_y_channel_generator_restores_luma_and_keeps_the_chroma(tmp_path):
+    """A 1-channel (BT.601 Y) generator serving an RGB photo: RGB -> YCbCr, Y restored,
+    the input's Cb/Cr kept, back to RGB. With a generator that starts as the identity
+    (input skip, last conv at zero) the round trip must give the photo back."""
+    from skimage import data
+
+    from raygan.deploy.app import TaskModel
+    from raygan.platform.checkpoint import save_checkpoint
+    from raygan.platform.engine import GANEngine
+    from test_engine import tiny_cfg
+
+    cfg = tiny_cfg(f"workdir={tmp_path}", "data.channels=1", "model.global_residual=true",
+                   "model.identity_init=true")
+    ck = save_checkpoint(tmp_path / "checkpoint_00000001", GANEngine(cfg),
+                         {"step": 1, "config": to_dict(cfg), "family": cfg.family})
+    model = TaskModel("jpeg", {"model": str(ck), "name": "y", "version": "1", "source": str(ck)},
+                      warm_size=16, device="cpu")
+    assert model.channels == 1
+    photo = np.ascontiguousarray(data.astronaut()[:48, :64])
+    out = model.restore_batch([photo])[0]
+    assert out.shape == (48, 64, 3)
+    assert np.abs(out * 255 - photo).max() < 1.5
