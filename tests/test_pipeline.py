@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -184,6 +185,42 @@ def test_loader_workers_split_inside_a_rank(shard_root):
         loader = pl.make_train_loader(pl.resolve_data(cfg), cfg, rank=rank, world=2, seed=0)
         seen.append({b["key"][0] for b in itertools.islice(iter(loader), 4 * n)})
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n
+
+
+@pytest.mark.parametrize("world,loader_workers", [(2, 1), (3, 1), (2, 2)])
+def test_shards_that_do_not_divide_the_workers_are_all_read_once(tmp_path, monkeypatch, world, loader_workers):
+    """5 shards over ranks x DataLoader workers that do not divide 5 (2, 3 or 4 global
+    workers): every shard, the leftover ones included, is read by exactly one worker, and
+    a worker reads only whole shards of its own."""
+    rng = np.random.default_rng(0)
+    dst = str(tmp_path / "five")
+    with ShardSetWriter(dst, shard_size=2) as w:
+        for i in range(10):
+            w.add("train", f"k{i}", {"png": _png(random_image(rng, 40, 40))})
+        w.close()
+    ss = pl.ShardSet(dst)
+    assert len(ss.shards) == 5 and ss.count == 10
+    shard_of = {}  # record key -> its shard
+    for uri in ss.shards:
+        for item in pl.iter_shard(uri):
+            shard_of[item["__key__"]] = uri
+    assert len(shard_of) == 10
+    readers = {}  # shard -> the (rank, loader worker)s that read it
+    for rank in range(world):
+        for wid in range(loader_workers):
+            # what torch's DataLoader tells a worker process, in process
+            info = SimpleNamespace(num_workers=loader_workers, id=wid)
+            monkeypatch.setattr(pl, "get_worker_info", lambda info=info: info)
+            ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1), rank=rank, world=world, seed=0)
+            keys = {s["key"] for s in itertools.islice(iter(ds), 20)}  # >= 3 passes of 3 shards
+            shards = {shard_of[k] for k in keys}
+            # whole shards only: every record of each shard it touched
+            assert keys == {k for k, uri in shard_of.items() if uri in shards}, (rank, wid)
+            for uri in shards:
+                readers.setdefault(uri, []).append((rank, wid))
+    unread = sorted(set(ss.shards) - set(readers))
+    assert not unread, f"shards never read: {unread}"
+    assert all(len(r) == 1 for r in readers.values()), readers
 
 
 def test_tiny_set_feeds_more_workers_than_samples(tmp_path):
