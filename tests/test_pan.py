@@ -166,6 +166,39 @@ def test_high_and_low_ablations_remove_their_terms():
     assert dlogs["d_margin"] == pytest.approx(10.0 - dist, rel=1e-6)
 
 
+@pytest.mark.parametrize("gan_kind", ["vanilla", "lsgan"])
+def test_discriminator_loss_is_half_real_plus_fake_per_pyramid(gan_kind):
+    """D's loss is sum over the high and low pyramids of 0.5 * (loss on real + loss on fake),
+    against a hand computation from D's outputs on each alone; the fake term carries
+    gradient to the fake image, and another fake changes the loss."""
+    torch.manual_seed(0)
+    fam = family("sr", gan_kind=gan_kind)
+    d = fam.build_discriminator()
+    batch = sr_batch()
+    fake = torch.rand_like(batch["target"], requires_grad=True)
+    loss, logs = fam.discriminator_loss(d, fake, batch)
+    cond = fam.condition(batch)
+    with torch.no_grad():
+        real_out, fake_out = d(batch["target"], cond), d(fake, cond)
+
+    def per_d(outs, label):  # one PatchGAN per pyramid level: mean over them
+        if gan_kind == "vanilla":  # BCE with logits: softplus(-x) for real, softplus(x) for fake
+            return np.mean([torch.nn.functional.softplus(-x if label else x).mean().item() for x, _ in outs])
+        return np.mean([((x - label) ** 2).mean().item() for x, _ in outs])
+
+    want = 0.0
+    for part in ("high", "low"):
+        real_l, fake_l = per_d(real_out[part], 1.0), per_d(fake_out[part], 0.0)
+        assert logs[f"d_{part}_real"] == pytest.approx(real_l, rel=1e-5)
+        assert logs[f"d_{part}_fake"] == pytest.approx(fake_l, rel=1e-5)
+        want += 0.5 * (real_l + fake_l)
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0  # D learns from the fake
+    other, _ = fam.discriminator_loss(d, torch.zeros_like(fake), batch)
+    assert other.item() != pytest.approx(loss.item(), rel=1e-4)
+
+
 def test_layer_weights_must_match_d_layers():
     with pytest.raises(ConfigError, match="loss.layer_weights"):
         PANFamily(PANModelConfig(d_layers=3), PANLossConfig(layer_weights=[1.0]), None)
