@@ -61,6 +61,28 @@ def test_learning_rate_halves_every_lr_step():
     assert eng.opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 / 4)
 
 
+def test_pretraining_leaves_the_discriminator_schedule_alone():
+    """G-only pretraining steps G's scheduler (as implemented: the step counter is shared,
+    so G's decay counts pretraining steps) but not D's: D starts its adversarial phase at
+    its initial learning rate, and its schedule counts only adversarial steps."""
+    torch.manual_seed(0)
+    eng = GANEngine(tiny_cfg("optim.lr_step=1", "optim.lr_gamma=0.5", "train.pretrain_steps=3"))
+    eng.set_pretraining(steps_per_epoch=10)
+    lr_g, lr_d = eng.cfg.optim.lr_g, eng.cfg.optim.lr_d
+    for i in range(3):
+        assert eng.pretraining
+        eng.train_step(batch(i))
+    assert not eng.pretraining
+    assert eng.sched_d.last_epoch == 0
+    assert eng.opt_d.param_groups[0]["lr"] == lr_d
+    assert eng.sched_g.last_epoch == 3
+    assert eng.opt_g.param_groups[0]["lr"] == pytest.approx(lr_g * 0.5 ** 3)
+    eng.train_step(batch(3))  # the first adversarial step: both schedules step
+    assert eng.sched_d.last_epoch == 1 and eng.sched_g.last_epoch == 4
+    assert eng.opt_d.param_groups[0]["lr"] == pytest.approx(lr_d * 0.5)
+    assert eng.opt_g.param_groups[0]["lr"] == pytest.approx(lr_g * 0.5 ** 4)
+
+
 def test_g_step_leaves_discriminator_frozen_and_without_grads():
     eng = GANEngine(tiny_cfg("train.pretrain_steps=0"))
     eng.train_step(batch())
