@@ -3,6 +3,7 @@ Ray head on 127.0.0.1 with 2 CPUs: an ablation killed and resumed (trial state i
 over HTTP), a weight search with parent and child runs, and --promote moving ``champion``."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,10 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import job_env, ray_head_on_loopback
 
 from raygan.platform.config import load_config
+from raygan.platform.engine import build_family
 from raygan.platform.errors import ConfigError, WeightsNotFoundError
+from raygan.platform.registry import FAMILIES
 from raygan.platform.sweep import (SweepSpace, load_space, size_trials, sweep_main, table_rows,
                                    trial_config, trial_values)
 from raygan.platform.config import to_dict
@@ -70,6 +74,164 @@ def test_ablation_rows_change_what_the_paper_says():
     pan = load_space("ablation", paper_cfg("pan")).variants
     assert pan["w/o conditioning"] == {"model.conditional": False}
     assert pan["w/o high-frequency loss"] == {"loss.high": 0.0}
+
+
+#: small model sizes on each paper config: the rows' names and switches are unchanged
+ABLATION_TINY = {
+    "dagan": ["model.features=8", "model.groups=2", "model.d_features=8", "model.d_fc=16", "data.patch=16"],
+    "wcdgan": ["model.features=8", "model.blocks=2", "model.mixed_width=4", "model.d_features=8",
+               "model.d_max_features=8", "model.d_fc=8", "model.d_pool=1", "data.patch=16"],
+    "pan": ["model.ngf=4", "model.ndf=4", "model.num_downs=5", "model.d_layers=1",
+            "loss.layer_weights=[5.0,1.5]", "data.patch=32"],
+    "dequantizer": ["model.features=8", "model.d_features=8", "model.d_fc=16", "data.patch=16"],
+    "facesr": ["model.nf=8", "model.n_blocks=2", "model.prior_nf=8", "model.prior_depth=2",
+               "model.d_nf=8", "data.patch=32"],
+}
+
+
+def _count(module, cls):
+    return sum(isinstance(m, cls) for m in module.modules())
+
+
+def _batch(fam, cfg):
+    """A batch of 2 at the row's patch size (SR-like tasks: the input is scale x smaller)."""
+    g = torch.Generator().manual_seed(0)
+    p, c = cfg.data.patch, fam.channels
+    target = torch.rand(2, c, p, p, generator=g)
+    small = cfg.data.task in ("sr", "face_sr")
+    inp = torch.nn.functional.avg_pool2d(target, cfg.data.scale) if small else target.clone()
+    batch = {"input": inp, "target": target}
+    if cfg.data.task == "face_sr":
+        batch["parsing"] = (torch.rand(2, 11, p, p, generator=g) > 0.7).float()
+    return batch
+
+
+def _g_logs(fam, cfg, with_d=True):
+    """The generator loss's logs of the built row (its G, and its D when it has one)."""
+    torch.manual_seed(0)
+    g, d = fam.build_generator(), (fam.build_discriminator() if with_d else None)
+    batch = _batch(fam, cfg)
+    out = fam.generator_forward(g, batch)
+    loss, logs = fam.generator_loss(d, out, batch)
+    return loss, logs
+
+
+def _check_wcdgan(name, fam, cfg, base):
+    from raygan.models.wcdgan import MixedAttention, MixedConv
+
+    g, blocks = fam.build_generator(), cfg.model.blocks
+    conv, att = _count(g, MixedConv), _count(g, MixedAttention)
+    lc = cfg.loss
+    if name == "WCDGAN (full)":
+        assert (conv, att) == (4 * blocks, blocks)
+        assert lc.perceptual > 0 and lc.adversarial > 0 and fam.perceptual_spec() is not None
+    elif name == "w/o mixed convolution (standard conv)":
+        assert (conv, att) == (0, blocks)
+    elif name == "w/o mixed attention":
+        assert (conv, att) == (4 * blocks, 0)
+    elif name == "w/o perceptual loss and GAN":
+        assert (conv, att) == (4 * blocks, blocks)
+        assert lc.perceptual == 0 and lc.adversarial == 0 and fam.perceptual_spec() is None
+        loss, logs = _g_logs(fam, cfg)  # with its discriminator: no adversarial term
+        assert set(logs) == {"g_l1", "g_tv"}, logs
+        assert loss.item() == pytest.approx(lc.l1 * logs["g_l1"] + lc.tv * logs["g_tv"], rel=1e-5)
+    else:
+        return False
+    return True
+
+
+def _check_dagan(name, fam, cfg, base):
+    from raygan.models.dagan import DenseResAtt, SelfAttention
+
+    g, d = fam.build_generator(), fam.build_discriminator()
+    modules, attention = _count(g, DenseResAtt), _count(g, SelfAttention)
+    full_modules = base.model.modules
+    if name == "DAGAN (full)":
+        assert modules == full_modules and attention > 0 and d is not None
+        assert cfg.loss.content == "both" and cfg.loss.adversarial > 0
+    elif name == "DAGAN* (no attention)":
+        assert modules == full_modules and attention == 0
+        assert d is not None and _count(d, SelfAttention) == 0
+    elif name == "DA-net (no discriminator)":
+        assert modules == full_modules and attention > 0
+        assert d is None and not fam.adversarial_enabled
+    elif name in ("MSE only", "VGG only"):
+        assert modules == full_modules and d is not None
+        mse = name == "MSE only"
+        assert (fam.perceptual_spec() is None) == mse
+        _, logs = fam.content_loss(torch.rand(2, 3, 16, 16), {"target": torch.rand(2, 3, 16, 16)})
+        assert set(logs) == ({"g_mse"} if mse else {"g_vgg"}), logs
+    else:
+        m = re.fullmatch(r"(\d+) DenseResAtt modules?", name)
+        if not m:
+            return False
+        assert modules == int(m.group(1)) < full_modules
+        assert len(g.body) == int(m.group(1))
+    return True
+
+
+def _check_pan(name, fam, cfg, base):
+    d = fam.build_discriminator()
+    first = d.high[0].blocks[0][0]
+    if name == "w/o conditioning":
+        assert first.in_channels == fam.channels  # the high-frequency Ds see the output only
+        y, c1, c2 = torch.rand(3, 1, fam.channels, 32, 32)
+        torch.testing.assert_close(d(y, c1)["high"][0][0], d(y, c2)["high"][0][0])
+        return True
+    assert first.in_channels == 2 * fam.channels  # conditional
+    if name not in ("PAN (full)", "w/o high-frequency loss", "w/o low-frequency loss"):
+        return False
+    _, logs = _g_logs(fam, cfg)
+    adv = {k for k in logs if k.startswith("g_adv_")}
+    assert adv == {"PAN (full)": {"g_adv_high", "g_adv_low"}, "w/o high-frequency loss": {"g_adv_low"},
+                   "w/o low-frequency loss": {"g_adv_high"}}[name], logs
+    if name == "w/o low-frequency loss":
+        assert len(d.low) == 0
+    return True
+
+
+def _check_dequantizer(name, fam, cfg, base):
+    from raygan.models.dequantizer import ResidualBlock
+
+    m = re.search(r"R=(\d+), q=(\d+)", name)
+    if not m:
+        return False
+    assert _count(fam.build_generator(), ResidualBlock) == int(m.group(1))
+    assert cfg.data.quality == fam.data_cfg.quality == int(m.group(2))
+    return True
+
+
+def _check_facesr(name, fam, cfg, base):
+    d = fam.build_discriminator()
+    if name == "method 1 (CNN)":
+        assert d is None
+        _, logs = _g_logs(fam, cfg, with_d=False)
+        assert not {"g_adv", "g_vgg"} & set(logs), logs
+    elif name == "method 2 (GAN)":
+        assert d is not None and cfg.loss.gamma > 0
+    else:
+        return False
+    return True
+
+
+ROW_CHECKS = {"wcdgan": _check_wcdgan, "dagan": _check_dagan, "pan": _check_pan,
+              "dequantizer": _check_dequantizer, "facesr": _check_facesr}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_ablation_row_switches_off_what_its_name_says(family):
+    """Every family's ablation rows, each built (config, G, D, losses) from the family's
+    paper config at small sizes: what a row's name says is off really is off in the built
+    model, not only in the override dict."""
+    if not FAMILIES.get(family).ablations:
+        return
+    assert family in ROW_CHECKS, f"family {family!r} has an ablation: add its rows' checks here"
+    base = paper_cfg(family, *ABLATION_TINY[family])
+    rows = load_space("ablation", base).variants
+    assert list(rows) == PAPER_ROWS[family]
+    for name, overrides in rows.items():
+        cfg = trial_config(to_dict(base), overrides)
+        assert ROW_CHECKS[family](name, build_family(cfg), cfg, base), f"{family}: no check for row {name!r}"
 
 
 @pytest.mark.parametrize("space,message", [
