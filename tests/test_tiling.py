@@ -21,8 +21,9 @@ def test_tiles_cover_every_pixel_with_the_overlap_and_stay_inside(length, tile, 
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == length
     assert all(0 <= s <= length - tile for s in starts)
-    for a, b in zip(starts, starts[1:]):
-        assert a < b and a + tile - b >= min(overlap, tile - 1) or b == length - tile
+    for a, b in zip(starts, starts[1:]):  # every consecutive pair, the last one included
+        assert a < b, starts
+        assert a + tile - b >= min(overlap, tile - 1), (a, b, starts)
 
 
 def test_identity_tiles_blend_back_exactly_and_memory_is_bounded_by_the_tile():
