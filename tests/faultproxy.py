@@ -6,9 +6,11 @@
     proxy.cut("reset")                # connections accepted, then reset at once
     proxy.cut("stall")                # connections accepted, nothing forwarded
     proxy.cut_when(b"checkpoint_00000004/", "refuse", 6.0)   # when a request names it
+    proxy.break_response(b"GET /bucket/key ", 1000)  # closed mid-body (a broken download)
     proxy.restore(); proxy.stop()
 
-It listens on 127.0.0.1 only. ``bytes_up`` counts what clients sent (to cut mid-upload).
+It listens on 127.0.0.1 only. ``bytes_up`` counts what clients sent (to cut mid-upload);
+``requests`` holds the heads (request line and headers) of the HTTP requests it forwarded.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import socket
 import struct
 import threading
 import time
-from typing import Optional, Set
+from typing import List, Optional, Set
+
+#: what an HTTP request starts with (to log request heads)
+_METHODS = (b"GET ", b"HEAD ", b"PUT ", b"POST ", b"DELETE ")
 
 
 class FaultProxy:
@@ -33,6 +38,9 @@ class FaultProxy:
         self.bytes_up = 0
         self.trigger: Optional[tuple] = None
         self.triggered = threading.Event()
+        self.requests: List[bytes] = []
+        self.response_break: Optional[tuple] = None
+        self.broke = threading.Event()
 
     @property
     def url(self) -> str:
@@ -85,6 +93,17 @@ class FaultProxy:
         """Cut (``mode``) for ``length_s`` when a client first sends ``pattern``."""
         self.trigger = (pattern, mode, length_s)
 
+    def break_response(self, pattern: bytes, after: int, how: str = "close") -> None:
+        """Once: the response to the first request whose head contains ``pattern`` is
+        forwarded up to ``after`` bytes of its body (fewer than it has), then its connection
+        breaks, as a download broken mid-stream; new connections pass. ``broke`` is set then.
+
+        ``how``: "close" ends the connection (FIN) short of the announced length: the client
+        reads every byte forwarded, then the stream breaks; "reset" (RST) aborts it, and the
+        client's kernel drops what the client had not read yet (so it breaks earlier)."""
+        assert how in ("close", "reset")
+        self.response_break = (pattern, int(after), how)
+
     def _fire(self, mode: str, length_s: float) -> None:
         self.cut(mode)
         self.triggered.set()
@@ -117,6 +136,8 @@ class FaultProxy:
             self._reset(writer)
             return
         self.writers.update((writer, up_writer))
+        # break_response on this connection: body bytes still to forward (None: not armed)
+        armed: dict = {"left": None, "head": b"", "how": "close"}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             try:
@@ -124,8 +145,19 @@ class FaultProxy:
                     data = await src.read(65536)
                     if not data or self.mode != "pass":
                         break
+                    if not upstream and armed["left"] is not None:
+                        if await self._forward_then_break(data, dst, armed):
+                            self._reset(up_writer)
+                            break
+                        continue
                     if upstream:
                         self.bytes_up += len(data)
+                        if data.startswith(_METHODS):
+                            head = data.split(b"\r\n\r\n", 1)[0]
+                            self.requests.append(head)
+                            if self.response_break is not None and self.response_break[0] in head:
+                                _, armed["left"], armed["how"] = self.response_break
+                                self.response_break = None  # once
                         if self.trigger is not None and self.trigger[0] in data:
                             _, mode, length_s = self.trigger
                             self.trigger = None  # once; cut() needs the loop: another thread
@@ -144,3 +176,31 @@ class FaultProxy:
         await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self.writers.discard(writer)
         self.writers.discard(up_writer)
+
+    async def _forward_then_break(self, data: bytes, dst: asyncio.StreamWriter, armed: dict) -> bool:
+        """Forward the armed response's head and up to ``armed["left"]`` body bytes; when
+        they are out, break ``dst`` (True)."""
+        body = b""
+        if armed["head"] is not None:  # still in the response head
+            armed["head"] += data
+            if b"\r\n\r\n" not in armed["head"]:
+                dst.write(data)
+                await dst.drain()
+                return False
+            _, body = armed["head"].split(b"\r\n\r\n", 1)
+            dst.write(data[: len(data) - len(body)])
+            armed["head"] = None
+        else:
+            body = data
+        dst.write(body[: armed["left"]])
+        armed["left"] -= min(len(body), armed["left"])
+        await dst.drain()
+        if armed["left"] > 0:
+            return False
+        if armed["how"] == "reset":
+            self._reset(dst)
+        else:
+            dst.close()  # FIN after what was written
+            await dst.wait_closed()
+        self.broke.set()
+        return True
