@@ -7,6 +7,7 @@ Playwright downloads itself.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import shutil
@@ -59,13 +60,32 @@ _READ_PAGE = """() => {
     };
 }"""
 
+#: the bytes of the two images the page shows (fetched back from their blob: URLs, base64)
+#: and where the restored one is on the page (CSS px, from the page's top left)
+_READ_IMAGES = """async () => {
+    const b64 = async (img) => {
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let s = "";
+        for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+        return btoa(s);
+    };
+    const r = document.getElementById("restored"), d = document.getElementById("degraded");
+    const box = r.getBoundingClientRect();
+    return {
+        restored: await b64(r), degraded: await b64(d),
+        box: [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height],
+    };
+}"""
+
 
 def restore_in_browser(base_url: str, token: str, task: str, photo: str, screenshot: str,
                        timeout_s: float = 60) -> dict:
     """Open base_url + "/" in headless Chromium, type the token, pick the task, upload `photo`,
     wait for body[data-state=done] (raise with the #status text on 'error' or timeout), save a
     full-page screenshot to `screenshot`, and return {"width": ..., "height": ..., "model": <#model text>,
-    "degraded_width": ..., "degraded_height": ...} read from the page."""
+    "degraded_width": ..., "degraded_height": ...} read from the page, with the files of the
+    images it shows, "degraded_file" and "restored_file" (bytes), and "restored_box", the
+    restored image's (left, top, width, height) on the page (device scale 1: screenshot px)."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
@@ -78,7 +98,7 @@ def restore_in_browser(base_url: str, token: str, task: str, photo: str, screens
         browser = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS, headless=True,
                                     timeout=timeout_ms)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
             page.set_default_timeout(timeout_ms)
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -123,6 +143,7 @@ def restore_in_browser(base_url: str, token: str, task: str, photo: str, screens
             wait("() => ['done', 'error'].includes(document.body.dataset.state)", "the restored image")
             page.screenshot(path=screenshot, full_page=True)
             info = page.evaluate(_READ_PAGE)
+            images = page.evaluate(_READ_IMAGES)
         finally:
             browser.close()
     return {
@@ -131,5 +152,8 @@ def restore_in_browser(base_url: str, token: str, task: str, photo: str, screens
         "model": info["model"],
         "degraded_width": info["degraded_width"],
         "degraded_height": info["degraded_height"],
+        "degraded_file": base64.b64decode(images["degraded"]),
+        "restored_file": base64.b64decode(images["restored"]),
+        "restored_box": tuple(images["box"]),
     }
 

@@ -318,6 +318,30 @@ def test_the_page_restores_a_photo_in_a_real_browser(served, tmp_path):
     assert (seen["width"], seen["height"]) == (120, 96)  # x2 of the degraded input
     assert "checkpoint_00000002" in seen["model"]
     assert shot.stat().st_size > 10_000 and Image.open(shot).size[0] > 300
+    # content, not only sizes: the page shows the photo degraded by the API, and the model's
+    # answer to that very input (the endpoints are deterministic), both photos, not flat
+    url = served["url"]
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+    before, after = pixels(seen["degraded_file"]), pixels(seen["restored_file"])
+    low = httpx.post(f"{url}/v1/sr/degrade", content=src.read_bytes(), headers=auth(), timeout=60)
+    assert np.array_equal(before, pixels(low.content))
+    restored = httpx.post(f"{url}/v1/sr?format=png", content=seen["degraded_file"], headers=auth(), timeout=60)
+    assert np.array_equal(after, pixels(restored.content))
+    assert before.shape == (48, 60, 3) and after.shape == (96, 120, 3)
+    assert before.std() > 20 and after.std() > 20, (before.std(), after.std())  # a flat image: 0
+    # the restored image is the photo's content at x2 (close to the input upscaled) ...
+    upscaled = np.asarray(Image.fromarray(before.astype(np.uint8)).resize((120, 96), Image.BICUBIC)).astype(int)
+    assert np.abs(after - upscaled).mean() < 10
+    # ... and not the input itself, pixel-doubled
+    assert not np.array_equal(after, before.repeat(2, 0).repeat(2, 1))
+    # and the screenshot shows it: where the restored image is on the page, a photo
+    x, y, w, h = (int(round(v)) for v in seen["restored_box"])
+    assert w >= 120 and h >= 96, seen["restored_box"]
+    shown = np.asarray(Image.open(shot).convert("RGB")).astype(int)[y:y + h, x:x + w]
+    assert shown.shape[:2] == (h, w) and shown.std() > 20, shown.std()
 
 
 # ----------------------------------------------------------------------- rolling update
