@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -51,8 +52,43 @@ def build_parser(family: str) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="resolve the config, weights, data and schedule as a run would, print "
                         "them as JSON and exit without training")
+    p.add_argument("--score-sets", nargs="+", metavar="SET",
+                   help="after training, score the best checkpoint and the degraded input on "
+                        "these whole images (folders or shard sets, no crop) and add the "
+                        "numbers to the summary as whole_photos")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
+
+
+def score_whole_photos(summary: dict, cfg, sets: List[str]) -> dict:
+    """The best checkpoint against its degraded input on whole images (the papers' way of
+    scoring: no centre crop), both metrics RGB and Y: ``{"sets", "images", "model", "input",
+    "gain_psnr", "gain_psnr_y", "protocol", "seconds"}``."""
+    import time
+
+    from raygan.platform.evaluation import data_config, evaluate
+    from raygan.platform.config import to_dict
+
+    t0 = time.time()
+    data = {k: v for k, v in to_dict(cfg)["data"].items() if k not in ("val_crop", "val_max_images")}
+    protocol = "y" if cfg.data.channels == 1 else "rgb"
+    baseline = "bicubic" if cfg.data.task == "sr" else "input"
+    result = evaluate([summary["best_checkpoint"], baseline], sets,
+                      data_config(cfg.data.task, base=data), protocol=protocol, lpips_weights="off",
+                      grid_images=0, storage_cfg=cfg.storage, progress=False,
+                      tracking_uri=summary.get("mlflow_tracking_uri"))
+    keys = ("psnr", "ssim", "psnr_y", "ssim_y")
+    means = {}
+    for which, name in (("model", summary["best_checkpoint"]), ("input", baseline)):
+        rows = [r for r in result["rows"] if r["model"] == name]
+        n = sum(r["images"] for r in rows)
+        means[which] = {k: sum(r[k] * r["images"] for r in rows) / max(n, 1) for k in keys}
+    out = {"sets": list(sets), "images": n, "protocol": protocol, "baseline": baseline,
+           "model": means["model"], "input": means["input"],
+           "gain_psnr": means["model"]["psnr"] - means["input"]["psnr"],
+           "gain_psnr_y": means["model"]["psnr_y"] - means["input"]["psnr_y"],
+           "seconds": round(time.time() - t0, 1)}
+    return out
 
 
 def collect_overrides(args: argparse.Namespace) -> List[str]:
@@ -71,7 +107,19 @@ def train_main(family: str, argv: Optional[List[str]] = None) -> int:
         if cfg.family != family:
             raise ConfigError(f"family: this job trains {family!r} but the config names {cfg.family!r}")
 
-        summary = check_run(cfg) if args.check else run_training(cfg, resume=args.resume)
+        if args.check:
+            summary = check_run(cfg)
+        else:
+            t0 = time.time()
+            summary = run_training(cfg, resume=args.resume)
+            summary["train_wall_s"] = round(time.time() - t0, 1)  # Ray start-up included
+            if args.score_sets and summary.get("best_checkpoint"):
+                summary["whole_photos"] = score_whole_photos(summary, cfg, args.score_sets)
+                w = summary["whole_photos"]
+                print(f"raygan: whole photos ({w['images']} images of {', '.join(args.score_sets)}): "
+                      f"model {w['model']['psnr']:.3f} dB RGB / {w['model']['psnr_y']:.3f} dB Y, "
+                      f"{w['baseline']} {w['input']['psnr']:.3f} / {w['input']['psnr_y']:.3f}: "
+                      f"{w['gain_psnr']:+.3f} dB RGB, {w['gain_psnr_y']:+.3f} dB Y", flush=True)
     except UserFacingErrors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -104,6 +104,9 @@ class OptimConfig:
     #: the same in epochs (train.epoch_unit), resolved from the data; wins over lr_step when set
     lr_step_epochs: Optional[float] = None
     lr_gamma: float = 0.5
+    #: step: x lr_gamma every lr_step iterations (the papers'); cosine: from lr to 0 over the
+    #: run (G over train.steps, D over its adversarial phase); lr_step/lr_gamma then unused
+    lr_schedule: str = "step"
     grad_clip: float = 0.0     # max grad norm (0: off)
 
 
@@ -139,7 +142,11 @@ class TrainConfig:
 class RayConfig:
     workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    #: CPUs Ray reserves for each worker; None: the cluster's CPUs shared among the workers
+    #: (at most one node's, at least 1), so one worker on a 2-core machine gets both
+    cpus_per_worker: Optional[float] = None
+    #: torch intra-op threads of each worker; None: its whole CPUs (floor(cpus_per_worker), >= 1)
+    threads_per_worker: Optional[int] = None
     address: Optional[str] = None   # None: attach to RAY_ADDRESS or start a local Ray
     storage: Optional[str] = None   # Ray Train storage path, local or s3:// (None: workdir)
     #: a local storage path (and sqlite MLflow) is on a filesystem every node mounts; without
@@ -366,6 +373,7 @@ _CHOICES = {
     "data.expand": ("zp", "mig", "br"),
     "data.channels": (1, 3),
     "optim.optimizer": ("adam", "rmsprop"),
+    "optim.lr_schedule": ("step", "cosine"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.ddp_compression": ("none", "fp16", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -402,7 +410,8 @@ def _validate(cfg: RunConfigSpec) -> None:
         raise ConfigError(f"data.task: {exc.args[0]}") from None
     if not 0 <= cfg.data.max_skip_fraction <= 1:
         raise ConfigError(f"data.max_skip_fraction: must be in [0, 1], got {cfg.data.max_skip_fraction}")
-    for key in ("train.epochs", "optim.lr_step_epochs", "train.epoch_patch", "train.epoch_stride"):
+    for key in ("train.epochs", "optim.lr_step_epochs", "train.epoch_patch", "train.epoch_stride",
+                "ray.cpus_per_worker", "ray.threads_per_worker"):
         if flat[key] is not None and not flat[key] > 0:
             raise ConfigError(f"{key}: must be > 0 (or null), got {flat[key]!r}")
     if cfg.train.pretrain_epochs < 0:

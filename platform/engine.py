@@ -100,6 +100,14 @@ def _make_optimizer(params, optim_cfg, lr: float) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=lr, weight_decay=optim_cfg.weight_decay)
 
 
+def _make_scheduler(opt: torch.optim.Optimizer, optim_cfg, steps: int):
+    """``optim.lr_schedule``: the papers' step decay, or a cosine from lr to 0 over ``steps``
+    (D's is re-sized to its adversarial phase by :meth:`GANEngine.set_pretraining`)."""
+    if optim_cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.StepLR(opt, optim_cfg.lr_step, optim_cfg.lr_gamma)
+
+
 class GANEngine:
     """Builds a family's G and D, their optimizers and schedulers, and trains them."""
 
@@ -126,11 +134,11 @@ class GANEngine:
 
         o = cfg.optim
         self.opt_g = _make_optimizer(unwrap(self.G).parameters(), o, o.lr_g)
-        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, o.lr_step, o.lr_gamma)
+        self.sched_g = _make_scheduler(self.opt_g, o, cfg.train.steps)
         self.opt_d = self.sched_d = None
         if self.D is not None:
             self.opt_d = _make_optimizer(unwrap(self.D).parameters(), o, o.lr_d)
-            self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, o.lr_step, o.lr_gamma)
+            self.sched_d = _make_scheduler(self.opt_d, o, cfg.train.steps)
 
         amp = cfg.train.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -166,6 +174,9 @@ class GANEngine:
         t = self.cfg.train
         self.pretrain_steps = (t.pretrain_steps if t.pretrain_steps is not None
                                else int(math.ceil(t.pretrain_epochs * steps_per_epoch)))
+        if self.sched_d is not None and self.cfg.optim.lr_schedule == "cosine":
+            # D steps its schedule in the adversarial phase only: its cosine spans that phase
+            self.sched_d.T_max = max(1, t.steps - self.pretrain_steps)
 
     def _autocast(self):
         if self.amp_dtype is None:

@@ -621,7 +621,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
     _init_ray(cfg)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     max_concurrent, cpus_per_worker = size_trials(cluster_cpus, cfg.ray.workers,
-                                                  cfg.ray.cpus_per_worker, plan.max_concurrent)
+                                                  cfg.ray.cpus_per_worker or 1.0, plan.max_concurrent)
 
     tracking_uri = tracking.run_tracking_uri(cfg)
     exp_id = tracking.get_or_create_experiment(tracking_uri, cfg.mlflow.experiment, cfg.workdir)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from PIL import Image
@@ -182,6 +182,10 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     plan = DataPlan.from_dict(loop_config["data"], cfg.storage)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if loop_config.get("threads"):  # Ray sets OMP_NUM_THREADS; torch may have read another
+        torch.set_num_threads(int(loop_config["threads"]))
+    if rank == 0:
+        print(f"raygan: {world} worker(s) x {torch.get_num_threads()} torch thread(s)", flush=True)
     write_stats: Dict[str, float] = {}  # storage retries of uploads (checkpoints, MLflow)
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
@@ -233,7 +237,28 @@ def _init_ray(cfg: RunConfigSpec) -> None:
     else:
         # A private local cluster on loopback; "local" never attaches to a stale one.
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-                 num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * cfg.ray.cpus_per_worker)))
+                 num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * (cfg.ray.cpus_per_worker or 1))))
+
+
+def resolve_worker_cpus(cpus_per_worker: Optional[float], threads: Optional[int], workers: int,
+                        cluster_cpus: float, node_cpus: float) -> Tuple[float, int]:
+    """``(CPUs Ray reserves per worker, torch threads per worker)``.
+
+    ``cpus_per_worker`` None shares the cluster's CPUs among the workers, capped at the largest
+    node's (a worker runs on one node) and at least 1: one worker on a 2-core machine gets 2
+    CPUs and 2 threads instead of leaving a core idle. ``threads`` None: the worker's whole
+    CPUs (a fractional share, as in sweeps, gets 1)."""
+    if cpus_per_worker is None:
+        cpus_per_worker = float(max(1, min(int(node_cpus), int(cluster_cpus // max(workers, 1)))))
+    return cpus_per_worker, int(threads) if threads else max(1, int(cpus_per_worker))
+
+
+def _cluster_cpus() -> Tuple[float, float]:
+    """(the cluster's CPUs, the largest alive node's CPUs)."""
+    import ray
+
+    nodes = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return float(ray.cluster_resources().get("CPU", 1.0)), float(max(nodes, default=1.0))
 
 
 # Where a submitted job's outputs go. `ray job submit --working-dir .` runs the entrypoint in
@@ -380,9 +405,12 @@ def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage
     from raygan.platform.distributed import LoopbackTorchConfig
 
     cpus = cfg.ray.cpus_per_worker if cpus_per_worker is None else cpus_per_worker
+    cpus, threads = resolve_worker_cpus(cpus, cfg.ray.threads_per_worker, cfg.ray.workers,
+                                        *_cluster_cpus())
     # where this run's checkpoint folders are, for a worker to find the newest complete one
     storage_uri = f"s3://{storage_path}" if filesystem is not None else storage_path
-    loop_config = {**loop_config, "run_storage": storage.join(storage_uri, cfg.ray.name, storage_cfg=cfg.storage)}
+    loop_config = {**loop_config, "threads": threads,
+                   "run_storage": storage.join(storage_uri, cfg.ray.name, storage_cfg=cfg.storage)}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -436,15 +464,18 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     if job_note:
         print(f"{job_note}\nraygan: checkpoints -> {storage_uri.rstrip('/')}/{name}, "
               f"MLflow -> {tracking_uri}", flush=True)
+    cpus, threads = resolve_worker_cpus(cfg.ray.cpus_per_worker, cfg.ray.threads_per_worker,
+                                        cfg.ray.workers, *_cluster_cpus())
     params = flatten(to_dict(cfg))
     params.update({"params_generator": params_g, "params_discriminator": params_d,
+                   "resolved_cpus_per_worker": cpus, "resolved_threads_per_worker": threads,
                    "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights),
                    "resolved_steps": schedule.train.steps, "resolved_lr_step": schedule.optim.lr_step})
     run_id = tracking.start_run(cfg, name, resume is not None, params)
 
     trainer = build_torch_trainer(
         cfg, {"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
-              "tracking_uri": tracking_uri}, storage_path, filesystem)
+              "tracking_uri": tracking_uri}, storage_path, filesystem, cpus_per_worker=cpus)
     logger = tracking.RunLogger(tracking_uri, run_id, cfg.storage)
     try:
         result = trainer.fit()

@@ -327,7 +327,7 @@ def test_rayjob_cluster_holds_the_train_workers():
     groups = spec["rayClusterSpec"]["workerGroupSpecs"]
     per_pod = [g for g in groups if g["minReplicas"] > 0]
     assert per_pod, "no worker group starts with the job"
-    need = cfg.ray.workers * cfg.ray.cpus_per_worker
+    need = cfg.ray.workers * (cfg.ray.cpus_per_worker or 1)
     have = sum(group_cpus(g) * g["minReplicas"] for g in per_pod)
     assert have >= need, f"{cfg.ray.workers} workers x {cfg.ray.cpus_per_worker} CPU > {have} CPUs"
     if cfg.ray.use_gpu:
