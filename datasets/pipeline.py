@@ -401,8 +401,8 @@ def epoch_samples(shardset: "ShardSet", train_cfg: Any, data_cfg: Any) -> int:
     """Samples in one epoch of ``shardset``: its image count (``train.epoch_unit: images``)
     or its patch count (``patches``, from the manifest's ``image_sizes``)."""
     unit = getattr(train_cfg, "epoch_unit", "images")
-    if unit == "images":
-        return shardset.count
+    if unit == "images":  # one pass: every record, each cut into data.crops_per_record patches
+        return shardset.count * max(1, int(getattr(data_cfg, "crops_per_record", 1)))
     if unit != "patches":
         raise ValueError(f"train.epoch_unit: {unit!r} is not one of images, patches")
     sizes = shardset.image_sizes
@@ -545,9 +545,10 @@ class TrainStream(IterableDataset):
             share = sum(c for _, c in mine)
         else:
             share = -(-per_pass // total)
+        crops = max(1, int(getattr(cfg, "crops_per_record", 1)))
         bufsize = max(1, int(cfg.shuffle_buffer))
         if share is not None:
-            bufsize = max(1, min(bufsize, share))
+            bufsize = max(1, min(bufsize, share * crops))
         rng = np.random.default_rng([self.seed, gid, 7919])
         buffer: List[Dict[str, Any]] = []
         skipped = 0
@@ -585,7 +586,10 @@ class TrainStream(IterableDataset):
                         if j % total != gid:
                             continue
                     try:
-                        sample = self.task(decode_record(item), cfg, rng, True)
+                        # decoding a whole photo for one small patch wastes most of a loader's
+                        # time: data.crops_per_record patches are cut from each decoded record
+                        record = decode_record(item)
+                        samples = [self.task(record, cfg, rng, True) for _ in range(crops)]
                     except SkipRecord as exc:
                         skipped += 1
                         skiplog.skip(str(exc))
@@ -593,18 +597,19 @@ class TrainStream(IterableDataset):
                         continue
                     skiplog.ok()
                     progressed = True
-                    sample["key"] = item["__key__"]
-                    if len(buffer) < bufsize:
-                        buffer.append(sample)
-                        continue
-                    k = int(rng.integers(len(buffer)))
-                    out, buffer[k] = buffer[k], sample
-                    out["n_skipped"], skipped = skipped, 0
-                    # what the storage cost since the previous sample (summed per batch)
-                    out["n_storage_retries"] = int(outages.get("retries", 0) - reported["retries"])
-                    out["storage_wait_s"] = float(outages.get("wait_s", 0.0) - reported["wait_s"])
-                    reported = {"retries": outages.get("retries", 0), "wait_s": outages.get("wait_s", 0.0)}
-                    yield out
+                    for sample in samples:
+                        sample["key"] = item["__key__"]
+                        if len(buffer) < bufsize:
+                            buffer.append(sample)
+                            continue
+                        k = int(rng.integers(len(buffer)))
+                        out, buffer[k] = buffer[k], sample
+                        out["n_skipped"], skipped = skipped, 0
+                        # what the storage cost since the previous sample (summed per batch)
+                        out["n_storage_retries"] = int(outages.get("retries", 0) - reported["retries"])
+                        out["storage_wait_s"] = float(outages.get("wait_s", 0.0) - reported["wait_s"])
+                        reported = {"retries": outages.get("retries", 0), "wait_s": outages.get("wait_s", 0.0)}
+                        yield out
             if skiplog.read:
                 skiplog.check(where, end_of_pass=True)
             # A sample-level split of a set smaller than the worker count gives some passes

@@ -77,6 +77,10 @@ class DataConfig:
     augment: bool = True       # random flips and 90-degree rotations
     shuffle_buffer: int = 256
     loader_workers: int = 1    # torch DataLoader worker processes per training worker
+    #: training patches cut from each decoded record (each its own crop, augmentation and
+    #: degradation); > 1 spares decoding a whole photo per small patch (an epoch of
+    #: train.epoch_unit=images then counts every record that many times)
+    crops_per_record: int = 1
     val_crop: Optional[int] = None        # centre crop of validation images (None: full)
     val_max_images: Optional[int] = None  # cap on validation images (None: all)
     hole_min: float = 0.25     # inpainting: hole area fraction range
@@ -382,7 +386,7 @@ _CHOICES = {
     "data.small_images": ("resize", "pad", "skip"),
 }
 _POSITIVE = (
-    "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "train.steps",
+    "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "data.crops_per_record", "train.steps",
     "train.log_every", "train.val_every", "optim.lr_step", "ray.workers",
     "ray.keep_checkpoints", "storage.max_attempts", "storage.outage_budget_s", "storage.retry_max_s",
 )

@@ -54,7 +54,7 @@ def test_paper_configs_keep_the_papers_outputs():
 
 def test_demo_preset_declares_its_deviations_and_no_random_vgg():
     cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml")
-    assert cfg.model.global_residual and cfg.model.identity_init
+    assert cfg.model.global_residual and not cfg.model.identity_init
     # a randomly initialised VGG is never on silently: the demo has no perceptual term,
     # and the run's params say so (perceptual_init=unused)
     assert cfg.loss.perceptual == 0
@@ -64,54 +64,65 @@ def test_demo_preset_declares_its_deviations_and_no_random_vgg():
     # every key the preset changes in model/loss is explained in its header comment
     text = (CONFIGS / "wcdgan_cpu_demo.yaml").read_text()
     header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    for key in ("global_residual", "identity_init", "loss.perceptual", "loss.tv", "adversarial"):
+    for key in ("global_residual", "identity_init", "model.features", "model.blocks", "loss.perceptual",
+                "loss.tv", "adversarial", "lr_schedule", "lr_g", "betas", "ema_decay", "ray.workers"):
         assert key in header, key
 
 
-def _photo(name):
+def _photos(names):
     from PIL import Image
 
     from raygan.datasets.samples import demo_image_paths
 
     train, val = demo_image_paths()
-    path = next(p for p in train + val if Path(p).name == name)
-    return np.asarray(Image.open(path).convert("RGB"))
+    by_name = {Path(p).name: p for p in train + val}
+    return [np.asarray(Image.open(by_name[n]).convert("RGB")) for n in names]
 
 
-def _jpeg_pair(img, top, left, size, quality=10):
-    from raygan.datasets.degradations import jpeg, to_tensor
+#: steps of the demo preset in the test, and the gains (dB over the JPEG q10 input, mean over
+#: the demo's two validation photos, whole) it must beat. Measured here (2 cores, 2026-12-03):
+#: DEMO_MEASURED. The margins are two thirds of that: room for another machine's arithmetic,
+#: not for a preset that learns late (the previous, identity-initialised one was at +0.13 Y /
+#: +0.10 RGB after 563 steps at this learning rate, on Set5) or not at all.
+DEMO_TEST_STEPS = 600
+DEMO_MEASURED = {"gain_y": 0.301, "gain_rgb": 0.229}
+DEMO_MARGINS = {"gain_y": 0.20, "gain_rgb": 0.15}
 
-    crop = np.ascontiguousarray(img[top:top + size, left:left + size])
-    return to_tensor(jpeg(crop, quality)), to_tensor(crop)
 
+def test_cpu_demo_preset_restores_photos_it_never_saw():
+    """The demo preset, trained on random crops of the demo's *training* photos, restores the
+    two validation photos (in no training split), scored whole as the papers score: RGB and Y
+    PSNR gains over the JPEG q10 input, each above a margin set from a measured run."""
+    from raygan.datasets.degradations import get_task, jpeg, to_tensor
+    from raygan.datasets.samples import DEMO_TRAIN, DEMO_VAL
+    from raygan.platform import metrics as M
 
-def test_cpu_demo_preset_pulls_ahead_of_its_jpeg_input():
-    """The demo preset's model beats its JPEG q10 input on a fixed validation image after a
-    fixed number of steps (no timing): RGB and Y PSNR, as `make demo` reports them."""
     torch.manual_seed(0)
-    # one process with the demo's per-step batch: 2 workers x 4
-    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.lpips_weights=off", "data.batch=8"])
+    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.lpips_weights=off"])
+    cfg.data.batch *= cfg.ray.workers  # one process takes the workers' global batch
+    cfg.train.steps = DEMO_TEST_STEPS
     engine = GANEngine(cfg, device=torch.device("cpu"))
     engine.set_pretraining(steps_per_epoch=1)
-    # Training crops come from the validation photo itself: the test pins that the preset's
-    # optimisation pulls ahead within a fixed budget, not how well it generalises (the demo
-    # and the README's CPU runs measure that on unseen images).
-    photo = _photo("chelsea.png")
-    rng = np.random.default_rng(0)
-    p, b = cfg.data.patch, cfg.data.batch
-    h, w = photo.shape[:2]
-    val_in, val_target = _jpeg_pair(photo, 48, 96, 128)
-    val = [{"input": val_in[None], "target": val_target[None]}]
-    before = engine.validate(val)["metrics"]
-    assert before["psnr"] == pytest.approx(before["input_psnr"], abs=1e-9)  # identity at init
-    for _ in range(60):  # noqa: B007
-        pairs = [_jpeg_pair(photo, 8 * rng.integers(0, (h - p) // 8),
-                            8 * rng.integers(0, (w - p) // 8), p) for _ in range(b)]
-        engine.train_step({"input": torch.stack([a for a, _ in pairs]),
-                           "target": torch.stack([t for _, t in pairs])})
-    after = engine.validate(val)["metrics"]
-    assert after["psnr"] > after["input_psnr"] + 0.05
-    assert after["psnr_y"] > after["input_psnr_y"] + 0.01  # measured +0.02 (RGB +0.2)
+    task, rng = get_task("jpeg"), np.random.default_rng(0)
+    train = _photos([n for n in DEMO_TRAIN])
+    assert not set(DEMO_TRAIN) & set(DEMO_VAL)
+    val = [(to_tensor(jpeg(img, 10))[None], to_tensor(img)[None]) for img in _photos(DEMO_VAL)]
+
+    def gains():
+        g = engine.eval_generator().eval()
+        with torch.no_grad():
+            scores = [(M.score(g(x).clamp(0, 1), t, 0, None), M.score(x, t, 0, None)) for x, t in val]
+        return {"gain_y": float(np.mean([float(m["psnr_y"][0] - i["psnr_y"][0]) for m, i in scores])),
+                "gain_rgb": float(np.mean([float(m["psnr"][0] - i["psnr"][0]) for m, i in scores]))}
+
+    while engine.step < DEMO_TEST_STEPS:
+        samples = [task({"target": train[int(rng.integers(len(train)))], "key": "k"}, cfg.data, rng, train=True)
+                   for _ in range(cfg.data.batch)]
+        engine.train_step({k: torch.stack([s[k] for s in samples]) for k in ("input", "target")})
+    after = gains()
+    print(f"demo preset after {DEMO_TEST_STEPS} steps, whole unseen photos: {after}")
+    for key, margin in DEMO_MARGINS.items():
+        assert after[key] > margin, (key, after, DEMO_MEASURED)
 
 
 def test_progress_line_shows_step_losses_rate_and_eta():
