@@ -221,3 +221,32 @@ def test_run_loop_converts_epochs_with_the_epoch_unit(image_folder, tmp_path):
     lrs = [v["train_lr_g"] for _, v in log.rows]
     k = math.ceil(n / 2)                                            # lr halves every 0.25 epoch
     assert lrs[k - 2] == pytest.approx(2e-4) and lrs[k - 1] == pytest.approx(1e-4)
+
+
+def test_cosine_schedule_spans_g_over_the_run_and_d_over_its_adversarial_phase():
+    """optim.lr_schedule=cosine: G's lr follows lr/2 * (1 + cos(pi t / steps)) from step 0;
+    D's starts when the adversarial phase does and spans only that phase."""
+    import math
+
+    eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=6", "train.pretrain_steps=2",
+                             "optim.lr_g=1e-3", "optim.lr_d=2e-3"))
+    eng.set_pretraining(steps_per_epoch=1)
+    assert eng.sched_d.T_max == 4
+    g_lrs, d_lrs = [], []
+    for i in range(6):
+        eng.train_step(batch(i))
+        g_lrs.append(eng.opt_g.param_groups[0]["lr"])
+        d_lrs.append(eng.opt_d.param_groups[0]["lr"])
+    assert g_lrs == pytest.approx([1e-3 / 2 * (1 + math.cos(math.pi * t / 6)) for t in range(1, 7)], abs=1e-12)
+    # two pretraining steps leave D's lr alone; then four steps down to 0
+    assert d_lrs == pytest.approx([2e-3, 2e-3] + [2e-3 / 2 * (1 + math.cos(math.pi * t / 4)) for t in range(1, 5)],
+                                  abs=1e-12)
+    assert g_lrs[-1] == pytest.approx(0, abs=1e-12) and d_lrs[-1] == pytest.approx(0, abs=1e-12)
+
+
+def test_step_schedule_is_still_the_default():
+    eng = GANEngine(tiny_cfg())
+    assert eng.cfg.optim.lr_schedule == "step"
+    assert isinstance(eng.sched_g, torch.optim.lr_scheduler.StepLR)
+    with pytest.raises(Exception, match="optim.lr_schedule"):
+        tiny_cfg("optim.lr_schedule=linear")

@@ -105,3 +105,18 @@ def test_job_without_working_dir_only_moves_the_default(tmp_path):
     cfg = cfg_with("ray.storage=rel")
     place_job_outputs(cfg, environ=env, cwd=tmp_path)
     assert cfg.workdir == str((tmp_path / "h").resolve())
+
+
+def test_workers_take_the_cluster_cpus_and_one_thread_per_cpu():
+    from raygan.platform.trainer import resolve_worker_cpus
+
+    # cpus_per_worker unset: the cluster's CPUs shared out, capped at one node's, >= 1
+    assert resolve_worker_cpus(None, None, 1, 2, 2) == (2.0, 2)   # 1 worker on 2 cores: both
+    assert resolve_worker_cpus(None, None, 2, 2, 2) == (1.0, 1)
+    assert resolve_worker_cpus(None, None, 2, 32, 8) == (8.0, 8)  # a worker lives on one node
+    assert resolve_worker_cpus(None, None, 4, 2, 2) == (1.0, 1)   # oversubscribed: still 1
+    # set explicitly: kept; threads follow the whole CPUs (a sweep's 0.99 share gets 1)
+    assert resolve_worker_cpus(0.99, None, 2, 2, 2) == (0.99, 1)
+    assert resolve_worker_cpus(3.0, 2, 1, 8, 8) == (3.0, 2)
+    with pytest.raises(ConfigError, match="ray.threads_per_worker"):
+        load_config("wcdgan_cpu_demo.yaml", ["ray.threads_per_worker=0"])

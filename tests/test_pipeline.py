@@ -437,3 +437,25 @@ def test_patch_epochs_without_manifest_sizes_name_the_fix(tmp_path):
     # explicit iterations need no sizes
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=40"])
     assert pl.resolve_schedule(cfg, 1, old)[1] == 0
+
+
+def test_crops_per_record_cuts_several_patches_from_each_decoded_record(image_folder, tmp_path, monkeypatch):
+    """data.crops_per_record=k: each record is decoded once and cut into k independently
+    cropped samples (decoding a whole photo per small patch wasted a loader's time); an
+    epoch of train.epoch_unit=images counts each record k times."""
+    dst = str(tmp_path / "crops")
+    write_shards([image_folder], dst, val_fraction=0.0, parallel="none", progress=False)
+    decoded = []
+    real = pl.decode_record
+    monkeypatch.setattr(pl, "decode_record", lambda item: decoded.append(item["__key__"]) or real(item))
+    cfg = _cfg(crops_per_record=3, shuffle_buffer=1)
+    ds = pl.TrainStream(pl.ShardSet(dst), cfg, rank=0, world=1, seed=0)
+    out = list(itertools.islice(iter(ds), 9))
+    keys = [s["key"] for s in out]
+    assert len(decoded) == 4 and len(set(keys[:6])) == 2  # 3 samples per decoded record
+    first = [s["target"] for s in out if s["key"] == keys[0]]
+    assert len(first) == 3 and not torch.equal(first[0], first[1])  # different crops
+    n = pl.ShardSet(dst).count
+    from raygan.platform.config import TrainConfig
+
+    assert pl.epoch_samples(pl.ShardSet(dst), TrainConfig(epoch_unit="images"), cfg) == 3 * n

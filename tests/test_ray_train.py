@@ -194,7 +194,8 @@ def test_local_defaults_demo_path(tmp_path):
     validation PSNR keeps the 2 best checkpoints plus the latest."""
     proc = subprocess.Popen([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
                              "--workers", "2", "--steps", "6", *TINY, "train.val_every=1",
-                             "ray.keep_checkpoints=2", "--name", "local-demo"],
+                             "ray.keep_checkpoints=2", "--name", "local-demo",
+                             "--score-sets", str(tmp_path / "w" / "demo_shards_v2")],
                             cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     seen = set()
@@ -225,6 +226,18 @@ def test_local_defaults_demo_path(tmp_path):
                   if p.is_dir())
     assert kept == sorted(set(best_two) | {6}), (kept, psnr)
     assert summary["best_checkpoint"].endswith(f"checkpoint_{best_two[0]:08d}")
+
+    # the two whole validation photos, scored after training beside the degraded input
+    whole = summary["whole_photos"]
+    assert whole["images"] == 2 and whole["baseline"] == "input" and whole["protocol"] == "rgb"
+    for key in ("psnr", "psnr_y"):
+        assert whole[f"gain_{key}"] == pytest.approx(whole["model"][key] - whole["input"][key])
+    assert 20 < whole["input"]["psnr"] < 40 and summary["train_wall_s"] > 0
+    # every core is used: the workers share the machine's CPUs, one torch thread per CPU
+    params = MlflowClient(summary["mlflow_tracking_uri"]).get_run(summary["mlflow_run_id"]).data.params
+    cpus = max(1, (os.cpu_count() or 1) // 2)
+    assert (float(params["resolved_cpus_per_worker"]), int(params["resolved_threads_per_worker"])) == (cpus, cpus)
+    assert f"2 worker(s) x {cpus} torch thread(s)" in stdout
 
 
 def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server):
