@@ -59,7 +59,7 @@ from raygan.platform.registry import TASKS
 __all__ = [
     "SkipRecord", "Task", "TASKS", "register_task", "get_task", "task_tag", "key_rng",
     "rgb_to_y_uint8", "is_gray", "y_image_uint8", "jpeg", "quantize", "bicubic_down",
-    "bicubic_up", "inpaint_mask", "edges", "to_tensor", "random_crop_box", "center_crop_box", "augment_arrays",
+    "bicubic_up", "inpaint_mask", "edges", "to_tensor", "random_crop_box", "center_crop_box", "center_square_resize", "augment_arrays",
     "resize_array", "grow_to",
 ]
 
@@ -323,6 +323,17 @@ def resize_array(a: np.ndarray, size: Tuple[int, int], image: bool = True) -> np
     return np.ascontiguousarray(a[rows][:, cols])
 
 
+def center_square_resize(a: np.ndarray, size: int, image: bool = True) -> np.ndarray:
+    """The centred largest square of ``a`` (side ``min(H, W)``, offsets ``(H - s) // 2`` and
+    ``(W - s) // 2``), resized to ``size x size`` with :func:`resize_array` (bicubic, PIL
+    antialiasing when shrinking, for images; nearest for maps). DequantizerNet's training
+    crop (``data.crop: center_square_resize``) and its evaluation protocol (``rgb-sq96``)."""
+    h, w = a.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return resize_array(a[top:top + s, left:left + s], (int(size), int(size)), image)
+
+
 def grow_to(fields: Dict[str, np.ndarray], need: int, policy: str,
             images: Tuple[str, ...] = ("target",)) -> Dict[str, np.ndarray]:
     """Bring arrays whose short side is below ``need`` up to it (``data.small_images``).
@@ -437,10 +448,7 @@ class Task:
             raise SkipRecord(f"record {key} is {h}x{w}, smaller than data.min_size={explicit}px")
         if train and getattr(cfg, "crop", "random") == "center_square_resize":
             size = (int(cfg.patch) // align) * align
-            s = min(h, w)
-            top, left = (h - s) // 2, (w - s) // 2
-            fields = {n: resize_array(a[top:top + s, left:left + s], (size, size), n in images)
-                      for n, a in fields.items()}
+            fields = {n: center_square_resize(a, size, n in images) for n, a in fields.items()}
         else:
             need = self.min_size(cfg, train)
             if min(h, w) < need:

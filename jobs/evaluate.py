@@ -8,14 +8,24 @@ checkpoint directories (local or s3://) and baselines (input, zp, mig, br, bicub
 table (markdown + CSV) and comparison grids go to --out and to an MLflow run.
 
 --protocol (default: the paper's, see raygan.platform.evaluation):
-  y      the BT.601 studio-range Y image is degraded, restored and scored; grayscale images
-         are used as they are (WCDGAN Table 1; models trained on Y)
-  rgb    RGB degraded, restored and scored on RGB (DequantizerNet, face SR, PAN)
-  rgb-y  RGB degraded and restored, the paper's metric on Y (DAGAN bit depth)
-Without --protocol, the first trained model's family decides (its declared eval_protocol;
-a 3-channel model of a Y-protocol family gets rgb-y, a 1-channel model y); with baselines
-only, the task: jpeg -> y, bitdepth -> rgb-y, others -> rgb. The table header says which
-protocol was used, why, and marks the paper's metric columns with *.
+  y         the BT.601 studio-range Y image is degraded, restored and scored; grayscale
+            images are used as they are (WCDGAN Table 1; models trained on Y)
+  rgb       RGB degraded, restored and scored on RGB (WCDGAN Table 2, face SR, PAN)
+  rgb-y     RGB degraded and restored, the paper's metric on Y (DAGAN bit depth)
+  rgb-sq96  each image's centred largest square resized to 96x96, as in training, then rgb
+            (DequantizerNet)
+Without --protocol, the first trained model's family decides (its paper's protocol for the
+model's channel count: wcdgan Y -> y, RGB -> rgb; a 3-channel model of a Y-protocol family
+gets rgb-y, a 1-channel model y); with baselines only, the task: jpeg -> y, bitdepth ->
+rgb-y, others -> rgb. The table header says which protocol was used, why, and marks the
+paper's metric columns with *.
+
+Images are scored whole (a model's data.val_crop is its training validation's and does not
+carry; data.val_crop=N crops explicitly). --tile N [--overlap M] restores trained models in
+overlapping tiles (DAGAN's default: 256 / 32, its self-attention over a whole photo does not
+fit in memory; --tile 0: whole). When a row matches one of the papers' headline rows
+(raygan.models.papers: family, task, set, protocol, settings), the paper's number is printed
+beside the measured one.
 """
 import argparse
 import json
@@ -26,16 +36,26 @@ from pathlib import Path
 
 import raygan  # noqa: E402,F401  (its ENV_DEFAULTS apply before Ray or MLflow load)
 
+#: raygan.platform.evaluation.PROTOCOLS' names (tests/test_evaluate.py keeps them equal;
+#: written out so that --help needs no torch import)
+PROTOCOL_NAMES = ("y", "rgb", "rgb-y", "rgb-sq96")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", nargs="+", required=True, help="models and/or baselines")
     ap.add_argument("--task", help="degradation task (default: the first trained model's)")
     ap.add_argument("--sets", nargs="+", required=True, help="image folders or shard sets")
-    ap.add_argument("--protocol", choices=("y", "rgb", "rgb-y"), default=None,
+    ap.add_argument("--protocol", choices=PROTOCOL_NAMES, default=None,
                     help="y: degrade, restore and score the BT.601 Y image (grayscale images as "
-                         "they are); rgb: RGB; rgb-y: RGB scored on Y (default: the paper's "
-                         "protocol of the model's family, or of the task for baselines)")
+                         "they are); rgb: RGB; rgb-y: RGB scored on Y; rgb-sq96: centred squares "
+                         "resized to 96x96, then rgb (default: the paper's protocol of the "
+                         "model's family, or of the task for baselines)")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="restore trained models in tiles of N input pixels (default: the "
+                         "family's, DAGAN 256; 0: whole images)")
+    ap.add_argument("--overlap", type=int, default=None,
+                    help="tile overlap in pixels (default: the family's, else 32)")
     ap.add_argument("--border", type=int, default=0, help="pixels cropped per side before metrics")
     ap.add_argument("--lpips-weights", default="auto", help="auto | off | path to alexnet weights")
     ap.add_argument("--grid-images", type=int, default=3)
@@ -73,7 +93,8 @@ def main(argv=None) -> int:
         result = evaluate(args.model, args.sets, data_cfg, protocol=args.protocol,
                           border=args.border, lpips_weights=args.lpips_weights,
                           grid_images=args.grid_images, progress=not args.no_progress,
-                          max_images=args.max_images, tracking_uri=uri)
+                          max_images=args.max_images, tracking_uri=uri, tile=args.tile,
+                          overlap=args.overlap)
     except (ConfigError, EvaluationError, StorageError, ShardError, CheckpointError,
             FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -87,7 +108,12 @@ def main(argv=None) -> int:
     print(result["markdown"])
     rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
             for r in result["rows"]]  # NaN (LPIPS without weights) is not JSON
-    summary = {"out": str(out), "protocol": result["protocol"], "header": result["header"], "rows": rows}
+    for r in rows:  # the paper's numbers beside the measured ones, as plain data
+        r["paper"] = [{"paper": e["row"].paper, "table": e["row"].table, "row": e["row"].label,
+                       "metric": e["metric"], "value": e["paper"], "measured": e["measured"],
+                       "delta": e["delta"]} for e in r.get("paper", [])]
+    summary = {"out": str(out), "protocol": result["protocol"], "header": result["header"],
+               "tile": result["tile"], "rows": rows}
     if not args.no_mlflow:
         import mlflow
 

@@ -51,6 +51,13 @@ class GANFamily:
     task: ClassVar[str] = "jpeg"
     #: the paper's evaluation protocol (raygan.platform.evaluation.PROTOCOLS)
     eval_protocol: ClassVar[str] = "rgb"
+    #: per model channel count, where the paper's tables differ (WCDGAN: Table 1 on Y,
+    #: Table 2 on RGB); channel counts not listed use ``eval_protocol``
+    eval_protocol_by_channels: ClassVar[Dict[int, str]] = {}
+    #: ``(tile, overlap)``: evaluation restores whole images in tiles of this many input
+    #: pixels (raygan.platform.tiling), for generators whose memory grows faster than the
+    #: image (DAGAN's self-attention); None: whole images in one pass
+    eval_tile: ClassVar[Optional[Tuple[int, int]]] = None
     #: dataclass types of the ``model:`` and ``loss:`` config sections
     ModelConfig: ClassVar[type] = type("EmptyModelConfig", (), {})
     LossConfig: ClassVar[type] = type("EmptyLossConfig", (), {})
@@ -80,6 +87,11 @@ class GANFamily:
     def ablation_variants(cls, cfg: Any) -> Dict[str, Dict[str, Any]]:
         """The ablation's variants for base config ``cfg`` (default: :attr:`ablations`)."""
         return dict(cls.ablations)
+
+    @classmethod
+    def paper_protocol(cls, channels: int) -> str:
+        """The evaluation protocol of the paper's table for a model of ``channels`` channels."""
+        return cls.eval_protocol_by_channels.get(int(channels), cls.eval_protocol)
 
     @classmethod
     def config_dir(cls) -> Path:

@@ -264,6 +264,11 @@ class DAGANFamily(GANFamily):
     #: evaluation protocol of the paper: RGB quantized and restored, PSNR/SSIM on Y;
     #: see raygan.platform.evaluation.PROTOCOLS
     eval_protocol = "rgb-y"
+    #: the paper scores whole images; self-attention over a whole 481x321 photo (154k
+    #: positions) does not fit in memory, so evaluation restores 256x256 tiles overlapping by
+    #: 32 px, blended (raygan.platform.tiling). Tile and overlap are our choice (the paper
+    #: gives none); the table header records them. jobs/evaluate.py --tile/--overlap change them.
+    eval_tile = (256, 32)
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dagan.yaml"

@@ -257,9 +257,12 @@ def WCDGANDiscriminator(channels: int = 3, cfg: Optional[ModelConfig] = None) ->
 class WCDGANFamily(GANFamily):
     name = "wcdgan"
     task = "jpeg"
-    #: evaluation protocol of the paper (Table 1: JPEG of the BT.601 Y image, PSNR/SSIM on Y);
-    #: see raygan.platform.evaluation.PROTOCOLS
+    #: evaluation protocols of the paper's tables (raygan.platform.evaluation.PROTOCOLS):
+    #: Table 1, a model trained on Y (data.channels 1: wcdgan_y_q*.yaml): the BT.601 Y image
+    #: JPEG-compressed, restored and scored on Y; Table 2, an RGB model (wcdgan_rgb_q*.yaml):
+    #: RGB JPEG, PSNR/SSIM on RGB
     eval_protocol = "y"
+    eval_protocol_by_channels = {1: "y", 3: "rgb"}
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "wcdgan.yaml"

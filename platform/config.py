@@ -111,6 +111,12 @@ class OptimConfig:
     #: step: x lr_gamma every lr_step iterations (the papers'); cosine: from lr to 0 over the
     #: run (G over train.steps, D over its adversarial phase); lr_step/lr_gamma then unused
     lr_schedule: str = "step"
+    #: when G's schedule starts, and which steps it counts: adversarial (default) = with the
+    #: first adversarial step, counting adversarial steps only, G's lr constant at lr_g through
+    #: generator-only pretraining (WCDGAN's adversarial phase starts at 2e-4 / 1e-4);
+    #: pretraining = from step 0, pretraining steps counted (the engine's earlier behaviour).
+    #: D's schedule always counts adversarial steps only (D does not train before them).
+    lr_schedule_start: str = "adversarial"
     grad_clip: float = 0.0     # max grad norm (0: off)
 
 
@@ -378,6 +384,7 @@ _CHOICES = {
     "data.channels": (1, 3),
     "optim.optimizer": ("adam", "rmsprop"),
     "optim.lr_schedule": ("step", "cosine"),
+    "optim.lr_schedule_start": ("adversarial", "pretraining"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.ddp_compression": ("none", "fp16", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),

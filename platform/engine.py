@@ -10,6 +10,11 @@ benchmarked without Ray. Per iteration, after optional generator-only pretrainin
 3. G step: D frozen (``requires_grad=False``) and called *unwrapped*, so DDP never sees a
    forward without a matching backward of its own parameters; gradients reach G only.
 
+Learning-rate schedules (``optim.lr_schedule``, ``optim.lr_schedule_start``) count the steps
+they train in: D's the adversarial steps only; G's, by default, too (G enters the
+adversarial phase at ``optim.lr_g``, constant through generator-only pretraining), or every
+step from step 0 with ``lr_schedule_start: pretraining``.
+
 BatchNorm under DDP: D is wrapped with ``broadcast_buffers=False`` (its running statistics
 are never used, D is always in train mode), so no in-place buffer broadcast can invalidate
 a saved activation between the real and the fake forward. G keeps DDP's default buffer
@@ -102,7 +107,8 @@ def _make_optimizer(params, optim_cfg, lr: float) -> torch.optim.Optimizer:
 
 def _make_scheduler(opt: torch.optim.Optimizer, optim_cfg, steps: int):
     """``optim.lr_schedule``: the papers' step decay, or a cosine from lr to 0 over ``steps``
-    (D's is re-sized to its adversarial phase by :meth:`GANEngine.set_pretraining`)."""
+    (re-sized to the steps the schedule counts by :meth:`GANEngine.set_pretraining`: D's
+    adversarial phase, and G's too unless ``optim.lr_schedule_start: pretraining``)."""
     if optim_cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     return torch.optim.lr_scheduler.StepLR(opt, optim_cfg.lr_step, optim_cfg.lr_gamma)
@@ -170,13 +176,24 @@ class GANEngine:
         """The generator that is validated and shipped: the EMA if enabled."""
         return self.ema.model if self.ema is not None else self.generator
 
+    @property
+    def g_schedule_counts_pretraining(self) -> bool:
+        """Whether G's scheduler steps during generator-only pretraining
+        (``optim.lr_schedule_start: pretraining``); by default it starts with the first
+        adversarial step, so G enters that phase at ``optim.lr_g``."""
+        return self.cfg.optim.lr_schedule_start == "pretraining"
+
     def set_pretraining(self, steps_per_epoch: int) -> None:
         t = self.cfg.train
         self.pretrain_steps = (t.pretrain_steps if t.pretrain_steps is not None
                                else int(math.ceil(t.pretrain_epochs * steps_per_epoch)))
-        if self.sched_d is not None and self.cfg.optim.lr_schedule == "cosine":
-            # D steps its schedule in the adversarial phase only: its cosine spans that phase
-            self.sched_d.T_max = max(1, t.steps - self.pretrain_steps)
+        if self.cfg.optim.lr_schedule == "cosine":
+            # a schedule that steps in the adversarial phase only spans that phase
+            adversarial = max(1, t.steps - self.pretrain_steps)
+            if self.sched_d is not None:
+                self.sched_d.T_max = adversarial
+            if not self.g_schedule_counts_pretraining:
+                self.sched_g.T_max = adversarial
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -212,10 +229,11 @@ class GANEngine:
         self.G.train()
         batch = self._to_device(batch)
         fam = self.family
+        pretraining = self.pretraining  # of the step being taken
         with self._autocast():
             out = fam.generator_forward(self.G, batch)
         logs: Dict[str, float] = {}
-        if self.pretraining:
+        if pretraining:
             with self._autocast():
                 loss_g, logs = fam.content_loss(out, batch)
             self._optimize(loss_g, self.opt_g, self.G)
@@ -233,15 +251,18 @@ class GANEngine:
             self._optimize(loss_g, self.opt_g, self.G)
             logs.update(g_logs)
         self.scaler.update()
-        self.sched_g.step()
-        if self.sched_d is not None and not self.pretraining:
+        # Schedules count the steps they train in: D's the adversarial ones; G's those too
+        # unless optim.lr_schedule_start is "pretraining" (then every step from step 0).
+        if not pretraining or self.g_schedule_counts_pretraining:
+            self.sched_g.step()
+        if self.sched_d is not None and not pretraining:
             self.sched_d.step()
         if self.ema is not None:
             self.ema.update(self.generator)
         self.step += 1
         logs["g_total"] = float(loss_g.detach())
         logs["lr_g"] = self.opt_g.param_groups[0]["lr"]
-        logs["pretraining"] = float(self.step - 1 < self.pretrain_steps)  # the step just taken
+        logs["pretraining"] = float(pretraining)  # the step just taken
         return logs
 
     # ---------------------------------------------------------------------- validation

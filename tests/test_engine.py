@@ -61,26 +61,56 @@ def test_learning_rate_halves_every_lr_step():
     assert eng.opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 / 4)
 
 
-def test_pretraining_leaves_the_discriminator_schedule_alone():
-    """G-only pretraining steps G's scheduler (as implemented: the step counter is shared,
-    so G's decay counts pretraining steps) but not D's: D starts its adversarial phase at
-    its initial learning rate, and its schedule counts only adversarial steps."""
+def test_schedules_start_with_the_adversarial_phase():
+    """By default (optim.lr_schedule_start: adversarial) neither schedule moves during G-only
+    pretraining: G and D both enter the adversarial phase at their initial learning rates
+    (WCDGAN: 2e-4 / 1e-4), and both count adversarial steps only."""
     torch.manual_seed(0)
     eng = GANEngine(tiny_cfg("optim.lr_step=1", "optim.lr_gamma=0.5", "train.pretrain_steps=3"))
     eng.set_pretraining(steps_per_epoch=10)
     lr_g, lr_d = eng.cfg.optim.lr_g, eng.cfg.optim.lr_d
+    assert eng.cfg.optim.lr_schedule_start == "adversarial"
     for i in range(3):
         assert eng.pretraining
-        eng.train_step(batch(i))
+        logs = eng.train_step(batch(i))
+        assert logs["pretraining"] == 1.0 and logs["lr_g"] == lr_g
     assert not eng.pretraining
-    assert eng.sched_d.last_epoch == 0
-    assert eng.opt_d.param_groups[0]["lr"] == lr_d
+    assert eng.sched_d.last_epoch == 0 and eng.sched_g.last_epoch == 0
+    assert (eng.opt_g.param_groups[0]["lr"], eng.opt_d.param_groups[0]["lr"]) == (lr_g, lr_d)
+    eng.train_step(batch(3))  # the first adversarial step: both schedules step once
+    assert eng.sched_d.last_epoch == 1 and eng.sched_g.last_epoch == 1
+    assert eng.opt_d.param_groups[0]["lr"] == pytest.approx(lr_d * 0.5)
+    assert eng.opt_g.param_groups[0]["lr"] == pytest.approx(lr_g * 0.5)
+
+
+def test_schedule_start_pretraining_counts_g_pretraining_steps():
+    """optim.lr_schedule_start: pretraining (the engine's earlier behaviour): G's schedule
+    counts every step from step 0; D's still counts adversarial steps only."""
+    torch.manual_seed(0)
+    eng = GANEngine(tiny_cfg("optim.lr_step=1", "optim.lr_gamma=0.5", "train.pretrain_steps=3",
+                             "optim.lr_schedule_start=pretraining"))
+    eng.set_pretraining(steps_per_epoch=10)
+    lr_g, lr_d = eng.cfg.optim.lr_g, eng.cfg.optim.lr_d
+    for i in range(3):
+        eng.train_step(batch(i))
+    assert eng.sched_d.last_epoch == 0 and eng.opt_d.param_groups[0]["lr"] == lr_d
     assert eng.sched_g.last_epoch == 3
     assert eng.opt_g.param_groups[0]["lr"] == pytest.approx(lr_g * 0.5 ** 3)
-    eng.train_step(batch(3))  # the first adversarial step: both schedules step
+    eng.train_step(batch(3))
     assert eng.sched_d.last_epoch == 1 and eng.sched_g.last_epoch == 4
-    assert eng.opt_d.param_groups[0]["lr"] == pytest.approx(lr_d * 0.5)
     assert eng.opt_g.param_groups[0]["lr"] == pytest.approx(lr_g * 0.5 ** 4)
+    with pytest.raises(Exception, match="lr_schedule_start"):
+        tiny_cfg("optim.lr_schedule_start=never")
+
+
+def test_cosine_spans_the_steps_each_schedule_counts():
+    """optim.lr_schedule: cosine: D's cosine spans the adversarial phase; G's too by default
+    (from lr_g at the first adversarial step), or the whole run when it counts pretraining."""
+    for start, g_span in (("adversarial", 7), ("pretraining", 10)):
+        eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=10", "train.pretrain_steps=3",
+                                 f"optim.lr_schedule_start={start}"))
+        eng.set_pretraining(steps_per_epoch=10)
+        assert (eng.sched_g.T_max, eng.sched_d.T_max) == (g_span, 7)
 
 
 def test_g_step_leaves_discriminator_frozen_and_without_grads():
@@ -196,7 +226,7 @@ def test_run_loop_converts_epochs_with_the_epoch_unit(image_folder, tmp_path):
     assert m["splits"]["train"]["image_sizes"] == [[72, 64, n]]
     # 64x72 images, 32 px patches at stride 32: 2 x 2 = 4 patches each; batch 2 -> 2n its/epoch
     cfg = tiny_cfg("train.pretrain_steps=null", "train.pretrain_epochs=0.25", "train.epochs=0.5",
-                   "optim.lr_step_epochs=0.25", "optim.lr_gamma=0.5", "train.epoch_unit=patches",
+                   "optim.lr_step_epochs=0.125", "optim.lr_gamma=0.5", "train.epoch_unit=patches",
                    "train.epoch_patch=32", "train.epoch_stride=32", "train.ema_decay=0",
                    f"data.train={tmp_path / 's'}", f"workdir={tmp_path / 'w'}", "data.loader_workers=0",
                    "data.shuffle_buffer=2", "train.log_every=1", "train.val_every=1000",
@@ -219,17 +249,21 @@ def test_run_loop_converts_epochs_with_the_epoch_unit(image_folder, tmp_path):
     pre = [step for step, v in log.rows if v["train_pretraining"] == 1.0]
     assert pre == list(range(1, math.ceil(n / 2) + 1))             # 0.25 epoch, generator only
     lrs = [v["train_lr_g"] for _, v in log.rows]
-    k = math.ceil(n / 2)                                            # lr halves every 0.25 epoch
-    assert lrs[k - 2] == pytest.approx(2e-4) and lrs[k - 1] == pytest.approx(1e-4)
+    # G's lr is constant through pretraining, then halves every 0.125 epoch (ceil(n / 4)
+    # iterations) of the adversarial phase: its schedule counts adversarial steps only
+    k, m = math.ceil(n / 2), math.ceil(n / 4)
+    assert k + m <= n and lrs[:k] == [pytest.approx(2e-4)] * k
+    assert lrs[k + m - 2] == pytest.approx(2e-4) and lrs[k + m - 1] == pytest.approx(1e-4)
 
 
 def test_cosine_schedule_spans_g_over_the_run_and_d_over_its_adversarial_phase():
-    """optim.lr_schedule=cosine: G's lr follows lr/2 * (1 + cos(pi t / steps)) from step 0;
+    """optim.lr_schedule=cosine with lr_schedule_start=pretraining (the demo's): G's lr follows
+    lr/2 * (1 + cos(pi t / steps)) from step 0;
     D's starts when the adversarial phase does and spans only that phase."""
     import math
 
-    eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=6", "train.pretrain_steps=2",
-                             "optim.lr_g=1e-3", "optim.lr_d=2e-3"))
+    eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "optim.lr_schedule_start=pretraining",
+                             "train.steps=6", "train.pretrain_steps=2", "optim.lr_g=1e-3", "optim.lr_d=2e-3"))
     eng.set_pretraining(steps_per_epoch=1)
     assert eng.sched_d.T_max == 4
     g_lrs, d_lrs = [], []

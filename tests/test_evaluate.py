@@ -113,8 +113,10 @@ def test_checkpoint_model_and_job_with_mlflow(photo_set, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    # no --protocol: wcdgan's paper protocol is y, impossible for an RGB model -> rgb-y, said so
-    assert summary["protocol"] == "rgb-y" and "impossible" in summary["header"]
+    # no --protocol: an RGB wcdgan model is Table 2's, scored on RGB, and the header says why
+    assert summary["protocol"] == "rgb"
+    assert "default of family wcdgan for 3-channel models" in summary["header"]
+    assert "whole images" in summary["header"] and summary["tile"] is None
     rows = list(csv.DictReader(open(tmp_path / "eval" / "table.csv")))
     assert [r["model"] for r in rows] == [str(ck), "input"]
     assert (tmp_path / "eval" / f"grid_{photo_set.name}.png").exists()
@@ -209,16 +211,23 @@ def test_families_declare_their_papers_protocols():
     from raygan.platform.registry import FAMILIES
 
     assert {f: family_protocol(f) for f in ("wcdgan", "dagan", "dequantizer", "facesr", "pan")} == {
-        "wcdgan": "y", "dagan": "rgb-y", "dequantizer": "rgb", "facesr": "rgb", "pan": "rgb"}
-    assert all(FAMILIES.get(f).eval_protocol in PROTOCOLS for f in ("wcdgan", "dagan"))
+        "wcdgan": "y", "dagan": "rgb-y", "dequantizer": "rgb-sq96", "facesr": "rgb", "pan": "rgb"}
+    # WCDGAN's tables: Table 1 on Y (1-channel models), Table 2 on RGB
+    assert (family_protocol("wcdgan", 1), family_protocol("wcdgan", 3)) == ("y", "rgb")
+    assert all(FAMILIES.get(f).eval_protocol in PROTOCOLS for f in ("wcdgan", "dagan", "dequantizer"))
     base = [Evaluated("input", torch.nn.Identity(), 3)]
     assert resolve_protocol(None, "jpeg", base)[0] == "y"
     assert resolve_protocol(None, "bitdepth", base)[0] == "rgb-y"
     assert resolve_protocol(None, "sr", base)[0] == "rgb"
     assert resolve_protocol("rgb", "jpeg", base) == ("rgb", "given")
     rgb_wcdgan = [Evaluated("ck", torch.nn.Identity(), 3, "wcdgan")] + base
-    proto, why = resolve_protocol(None, "jpeg", rgb_wcdgan)
-    assert proto == "rgb-y" and "impossible" in why
+    assert resolve_protocol(None, "jpeg", rgb_wcdgan) == (
+        "rgb", "default of family wcdgan for 3-channel models")
+    assert resolve_protocol(None, "jpeg", [Evaluated("ck", torch.nn.Identity(), 3, "dequantizer")])[0] == "rgb-sq96"
+    # a Y default cannot feed Y to an RGB model: rgb-y, said so (here: an unknown family,
+    # so the task's default, y)
+    proto, why = resolve_protocol(None, "jpeg", [Evaluated("ck", torch.nn.Identity(), 3, "nosuchfamily")])
+    assert proto == "rgb-y" and "task jpeg" in why and "impossible" in why
     assert resolve_protocol(None, "jpeg", [Evaluated("ck", torch.nn.Identity(), 1, "wcdgan")])[0] == "y"
     assert resolve_protocol(None, "bitdepth", [Evaluated("ck", torch.nn.Identity(), 1, "dagan")])[0] == "y"
     assert resolve_protocol(None, "bitdepth", [Evaluated("ck", torch.nn.Identity(), 3, "dagan")]) == (
@@ -255,3 +264,167 @@ def test_set5_4bit_default_protocol_reproduces_dagan_rows():
     assert by["mig"]["psnr_y"] == pytest.approx(35.02, abs=0.02)
     assert all(by["br"][k] == by["mig"][k] for k in ("psnr", "ssim", "psnr_y", "ssim_y"))
     assert "255/(2^4-1) = 17" in res["markdown"] and "not a bug" in res["markdown"]
+
+
+# --------------------------------------------------------------- the papers' protocols
+
+
+def _tiny(tmp_path, config, extra, name="ck"):
+    """A tiny untrained checkpoint of a paper config (weights random, settings as given)."""
+    from raygan.platform.checkpoint import save_checkpoint
+    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.engine import GANEngine
+
+    torch.manual_seed(0)
+    cfg = load_config(ROOT / "models/configs" / config, ["train.perceptual_weights=random", *extra])
+    return str(save_checkpoint(tmp_path / name, GANEngine(cfg),
+                               {"family": cfg.family, "step": 0, "config": to_dict(cfg)}))
+
+
+def test_job_protocol_choices_are_the_protocols():
+    import importlib.util
+
+    from raygan.platform.evaluation import PROTOCOLS
+
+    spec = importlib.util.spec_from_file_location("evaluate_job", ROOT / "jobs" / "evaluate.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert tuple(job.PROTOCOL_NAMES) == tuple(PROTOCOLS)
+
+
+def test_square96_protocol_against_a_hand_computation(tmp_path):
+    """DequantizerNet's protocol: the centred largest square of each test image, resized to
+    96x96 (PIL bicubic), JPEG-compressed in RGB and scored on RGB; by hand with PIL."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB"))
+    shapes = ((150, 200), (210, 130), (60, 60))  # landscape, portrait (shrunk), square (grown)
+    for i, (h, w) in enumerate(shapes):
+        Image.fromarray(photo[40:40 + h, 30:30 + w]).save(folder / f"im{i}.png")
+    res = evaluate(["input"], [str(folder)], data_config("jpeg", ["quality=1"]), protocol="rgb-sq96",
+                   progress=False, lpips_weights="off", grid_images=0)
+    want = []
+    for i, (h, w) in enumerate(shapes):
+        img = Image.open(folder / f"im{i}.png")
+        side = min(h, w)
+        left, top = (w - side) // 2, (h - side) // 2
+        sq = np.asarray(img.crop((left, top, left + side, top + side)).resize((96, 96), Image.BICUBIC))
+        want.append(_psnr_uint8(sq, _jpeg(sq, 1)))
+    assert res["rows"][0]["images"] == 3
+    assert res["rows"][0]["psnr"] == pytest.approx(np.mean(want), rel=1e-9)
+    assert "96x96" in res["header"] and "PSNR *" in res["markdown"]
+    # the full-size score differs: the protocol is what makes the paper's numbers comparable
+    full = evaluate(["input"], [str(folder)], data_config("jpeg", ["quality=1"]), protocol="rgb",
+                    progress=False, lpips_weights="off", grid_images=0)
+    assert abs(full["rows"][0]["psnr"] - res["rows"][0]["psnr"]) > 0.05
+
+
+def test_dequantizer_defaults_to_its_protocol_and_prints_the_paper_number(tmp_path):
+    """An Alef-shaped model (q1, R = 5) on a set named like the paper's test set: the
+    default protocol is rgb-sq96 and the table prints Alef's 14.985 dB beside the measured
+    PSNR with the difference; a cropped evaluation is not comparable and prints none."""
+    ck = _tiny(tmp_path, "dequantizer_alef.yaml", ["model.features=8", "model.d_features=8",
+                                                   "model.d_fc=8"])
+    folder = tmp_path / "dequantizer-test"
+    folder.mkdir()
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "coffee.png").convert("RGB"))
+    Image.fromarray(photo[:120, :160]).save(folder / "a.png")
+    from raygan.platform.restorer import load_generator
+
+    base = load_generator(ck)[1]["data"]  # what jobs/evaluate.py starts from
+    res = evaluate([ck], [str(folder)], data_config("jpeg", [], base), protocol=None,
+                   progress=False, lpips_weights="off", grid_images=0)
+    row = res["rows"][0]
+    assert res["protocol"] == "rgb-sq96"
+    [entry] = row["paper"]
+    assert entry["row"].label == "Alef" and entry["paper"] == 14.985
+    assert entry["delta"] == pytest.approx(row["psnr"] - 14.985)
+    assert f"PSNR 14.985 (Δ {row['psnr'] - 14.985:+.3f})" in res["markdown"]
+    assert "paper (same row)" in res["markdown"] and "Alef" in res["markdown"]
+    cropped = evaluate([ck], [str(folder)], data_config("jpeg", ["val_crop=64"], base), protocol=None,
+                       progress=False, lpips_weights="off", grid_images=0)
+    assert cropped["rows"][0]["paper"] == [] and "paper (same row)" not in cropped["markdown"]
+    # another quality is another row (none transcribed for q10): nothing printed
+    other = evaluate([ck], [str(folder)], data_config("jpeg", ["quality=10"], base), protocol=None,
+                     progress=False, lpips_weights="off", grid_images=0)
+    assert other["rows"][0]["paper"] == []
+
+
+def test_wcdgan_y_gain_is_printed_beside_the_input_baseline(tmp_path):
+    """WCDGAN Table 1 (Y, q10, LIVE1): the paper's +1.79 dB gain over the JPEG input is
+    printed beside the measured gain when the input baseline is evaluated in the same run."""
+    ck = _tiny(tmp_path, "wcdgan_y_q10.yaml", ["model.features=8", "model.blocks=1", "model.mixed_width=4",
+                                               "model.d_features=8", "model.d_max_features=8",
+                                               "model.d_fc=8", "model.d_pool=1", "loss.perceptual=0"])
+    folder = tmp_path / "LIVE1"
+    folder.mkdir()
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))
+    Image.fromarray(photo[:64, :80]).save(folder / "a.png")
+    res = evaluate([ck, "input"], [str(folder)], data_config("jpeg", ["quality=10", "channels=1"]),
+                   protocol=None, progress=False, lpips_weights="off", grid_images=0)
+    assert res["protocol"] == "y"
+    model, inp = res["rows"]
+    [entry] = model["paper"]
+    gain = model["psnr"] - inp["psnr"]
+    assert entry["metric"] == "gain_psnr" and entry["measured"] == pytest.approx(gain)
+    assert f"PSNR gain over the input +1.79 (here {gain:+.2f}, Δ {gain - 1.79:+.2f})" in res["markdown"]
+    assert inp["paper"] == []
+    alone = evaluate([ck], [str(folder)], data_config("jpeg", ["quality=10", "channels=1"]),
+                     protocol=None, progress=False, lpips_weights="off", grid_images=0)
+    assert "evaluate `input` too" in alone["markdown"]
+
+
+def test_dagan_scores_whole_images_through_tiles(tmp_path, monkeypatch):
+    """DAGAN: the model's val_crop (256 in dagan.yaml) does not carry into evaluation, the
+    family's tile (256, overlap 32) is the default and recorded in the header, and a given
+    tile is what the generator sees; the blended result is scored unrounded."""
+    from raygan.platform.restorer import load_generator
+
+    ck = _tiny(tmp_path, "dagan.yaml", ["model.features=8", "model.modules=1", "model.d_features=8",
+                                        "model.d_fc=8", "loss.content=mse"])
+    module, config = load_generator(ck)
+    assert config["data"]["val_crop"] == 256
+    data = data_config("bitdepth", [], config["data"])
+    assert data.val_crop is None and data.bits == 4
+    folder = tmp_path / "set5"
+    folder.mkdir()
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "coffee.png").convert("RGB"))
+    Image.fromarray(photo[:70, :90]).save(folder / "a.png")
+    res = evaluate([ck, "mig"], [str(folder)], data, protocol=None, progress=False,
+                   lpips_weights="off", grid_images=0)
+    assert res["tile"] == [256, 32] and "256x256 tiles overlapping by 32 px" in res["header"]
+    assert "default of family dagan" in res["header"] and "whole images" in res["header"]
+    seen = []
+    from raygan.platform.restorer import Restorer
+
+    original = Restorer.forward
+
+    def spy(self, x):
+        seen.append(tuple(x.shape[-2:]))
+        return original(self, x)
+
+    monkeypatch.setattr(Restorer, "forward", spy)
+    tiled = evaluate([ck], [str(folder)], data_config("bitdepth", [], config["data"]), protocol=None,
+                     progress=False, lpips_weights="off", grid_images=0, tile=32, overlap=8)
+    assert tiled["tile"] == [32, 8] and "32x32 tiles overlapping by 8 px" in tiled["header"]
+    assert seen and set(seen) == {(32, 32)} and len(seen) == 3 * 4  # 70x90 in 32-px tiles
+    # by hand: the same tiles through the same generator, blended by TilePlan
+    from raygan.datasets.degradations import get_task, key_rng
+    from raygan.platform.tiling import TilePlan
+
+    record = {"target": np.asarray(Image.open(folder / "a.png").convert("RGB")), "key": "a"}
+    sample = get_task("bitdepth")(record, data_config("bitdepth", [], config["data"]), key_rng("a"), train=False)
+    image = sample["input"].permute(1, 2, 0).numpy()
+    plan = TilePlan(70, 90, 32, 8)
+    with torch.no_grad():
+        for i, piece in enumerate(plan.tiles(image)):
+            out = original(module, torch.from_numpy(np.ascontiguousarray(piece)).permute(2, 0, 1)[None])
+            plan.add(i, out.float().clamp(0, 1)[0].permute(1, 2, 0).numpy())
+    from raygan.platform import metrics as M
+
+    want = M.score(torch.from_numpy(plan.result_float()).permute(2, 0, 1)[None], sample["target"][None])
+    assert tiled["rows"][0]["psnr_y"] == pytest.approx(float(want["psnr_y"][0]), rel=1e-6)
+    seen.clear()
+    whole = evaluate([ck], [str(folder)], data_config("bitdepth", [], config["data"]), protocol=None,
+                     progress=False, lpips_weights="off", grid_images=0, tile=0)
+    assert whole["tile"] is None and seen == [(70, 90)]

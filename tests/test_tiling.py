@@ -1,5 +1,5 @@
-"""Tiled restoration (raygan.deploy.tiling): seamless, equal to whole-image inference, and
-the generator only ever sees tile-sized inputs."""
+"""Tiled restoration (raygan.platform.tiling, imported by serving as raygan.deploy.tiling):
+seamless, equal to whole-image inference, and the generator only ever sees tile-sized inputs."""
 import numpy as np
 import pytest
 import torch
@@ -137,3 +137,22 @@ def test_a_y_channel_generator_restores_luma_and_keeps_the_chroma(tmp_path):
     out = model.restore_batch([photo])[0]
     assert out.shape == (48, 64, 3)
     assert np.abs(out * 255 - photo).max() < 1.5
+
+
+def test_serving_and_evaluation_share_one_tiling_core():
+    """deploy.tiling is the ground floor's module re-exported (one implementation), and the
+    float result (what evaluation scores) is the uint8 result before rounding."""
+    import raygan.deploy.tiling as served
+    import raygan.platform.tiling as core
+
+    assert (served.TilePlan, served.restore_tiled, served.tile_starts) == (
+        core.TilePlan, core.restore_tiled, core.tile_starts)
+    rng = np.random.default_rng(1)
+    image = rng.random((70, 90, 3)).astype(np.float32)
+    plan = core.TilePlan(70, 90, 32, 8)
+    for i, t in enumerate(plan.tiles(image)):
+        plan.add(i, t * 0.5)
+    out = plan.result_float()
+    assert out.dtype == np.float32 and out.shape == (70, 90, 3)
+    np.testing.assert_allclose(out, image * 0.5, atol=1e-6)  # weights sum to one everywhere
+    np.testing.assert_array_equal(plan.result(), (out * 255 + 0.5).astype(np.uint8))
