@@ -64,11 +64,18 @@ The paper writes the log loss (Eq. 16-17) but trains with the hinge version: ``g
 "hinge" (default) or "vanilla" (BCE on logits, non-saturating for G). Generator-only
 pretraining (if configured) uses the same content term.
 
-Schedule (``dagan.yaml``): DIV2K's 800 training images, 80 epochs, lr 1e-4 divided by 10
-every 10 epochs, given in epochs (``train.epochs``, ``optim.lr_step_epochs``) and resolved
-from the training set at run start: 4,000 and 500 iterations at batch 16 on one worker. The
-paper leaves open what an epoch is on 64x64 crops; we take one random crop per image per
-epoch (``train.epoch_unit: images``; ``patches`` with ``epoch_stride`` would count tiles).
+Schedule (``dagan.yaml``). The paper: 80 epochs on DIV2K's 800 training images with 64x64
+patches, about 2 hours per epoch on a Titan X, lr 1e-4 divided by 10 every 10 epochs. An
+epoch counts 64x64 patches (``train.epoch_unit: patches``; stride 64, non-overlapping, is our
+reading, the paper gives none), from the manifest's image sizes at run start: ~520,800
+patches, 32,550 iterations per epoch at batch 16 on one worker, ~2.6 M iterations in all and
+a decay every ~325,500. The 2-hour check is in ``dagan.yaml``: one crop per image per epoch
+(50 iterations) could not take 2 hours. No generator-only phase (G and D train jointly from
+the first step).
+
+Evaluation (``eval_tile``): the paper scores whole images; self-attention over a whole photo
+does not fit in memory, so ``jobs/evaluate.py`` restores 256x256 tiles overlapping by 32 px
+(our choice) and blends them (``raygan.platform.tiling``); the table header says so.
 
 Ablations: ``model.self_attention: false`` (DAGAN*, no attention in G or D),
 ``model.discriminator: false`` or ``loss.adversarial: 0`` (DA-net: no D at all),

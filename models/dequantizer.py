@@ -46,10 +46,20 @@ starts at zero, so the untrained generator is the identity (``raygan.models.bloc
 
 Training data (``dequantizer.yaml``): each image is cropped to a square and resized to
 96x96 (``data.crop: center_square_resize``), no augmentation, 50 epochs of the paper's 8,000
-images at batch 16 (25,000 iterations; ``train.epochs: 50``, resolved from the data). The
-paper leaves open which square (we take the centred, largest one), the resampling filter
-(bicubic, antialiased when shrinking, PIL) and whether its test images were resized too
-(validation here scores images as they are: centre ``val_crop`` or whole).
+images at batch 16 (25,000 iterations; ``train.epochs: 50``, resolved from the data).
+
+Evaluation: the paper crops its test images to squares and resizes them to 96x96, as in
+training, and reports PSNR on RGB: Alef 14.985, Gimel 16.005, Beta 25.578, Phi 27.651 dB.
+The family's default protocol ``rgb-sq96`` does the same (``raygan.platform.evaluation``;
+``jobs/evaluate.py`` prints these numbers beside a matching row, ``raygan.models.papers``);
+scored at full size, the numbers are not comparable with the paper's.
+
+Left open by the paper, and ours: which square (the centred, largest one), the resampling
+filter (bicubic, antialiased when shrinking, PIL). For reference, the public code's
+``src/loader.py`` crops the square from ``n/64`` to ``63n/64`` of the top-left ``n x n``
+(``n`` the short side) and resizes with PIL's ``ANTIALIAS`` (Lanczos) filter; its test split
+is 20 % of its images after an unseeded shuffle, so the paper's exact test images cannot be
+recreated.
 
 Choices left open: PReLU has one learned slope per layer (``num_parameters=1``, PyTorch's
 default, as in SRGAN); BN everywhere SRGAN has it; PyTorch default initialisation.

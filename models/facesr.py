@@ -56,9 +56,9 @@ It judges the **fine** output only (unconditional, as SRGAN). G loss =
 ``alpha * content + beta * VGG + gamma * adversarial`` with content the three-term MSE
 above, VGG the MSE between VGG19 relu5_4 features (torchvision ``features[:36]``, SRGAN's
 "VGG54") and the adversarial term ``loss.gan_kind`` (vanilla BCE, non-saturating, as
-SRGAN). Default weights alpha=1, beta=0.006 (SRGAN's 1/12.75^2 feature rescaling folded
-into the weight), gamma=1e-3 (SRGAN) -- the thesis' numeric weights are not available
-here, so these are our documented choices. Optimizer: RMSProp (``optim.optimizer:
+SRGAN). The thesis gives no numeric alpha, beta, gamma; the defaults are ours: alpha=1,
+beta=0.006 (SRGAN's 1/12.75^2 feature rescaling folded into the weight), gamma=1e-3
+(SRGAN's). Optimizer: RMSProp (``optim.optimizer:
 rmsprop`` in facesr_gan.yaml).
 
 Parameter counts (paper-size defaults: nf=64, prior_nf=128, 16 blocks, one hourglass of
@@ -125,6 +125,7 @@ class FaceSRLossConfig:
     w_coarse: float = 1.0         # MSE(coarse SR, HR)
     w_prior: float = 1.0          # MSE(parsing maps, ground-truth maps)
     w_fine: float = 1.0           # MSE(final SR, HR)
+    # the GAN variant's weights; the thesis gives no numbers, these are ours (after SRGAN)
     alpha: float = 1.0            # content (the three MSE terms) in the GAN variant
     beta: float = 0.006           # VGG19 relu5_4 MSE
     gamma: float = 1e-3           # adversarial
@@ -329,10 +330,12 @@ class FaceSRFamily(GANFamily):
     ModelConfig = FaceSRModelConfig
     LossConfig = FaceSRLossConfig
     default_config = "facesr_cnn.yaml"
-    search_spaces = {"losses": {  # method 2 (model.variant: gan)
-        "loss.alpha": {"loguniform": [0.1, 10.0]},      # content, paper 1
-        "loss.beta": {"loguniform": [6e-4, 6e-2]},      # VGG, paper 0.006
-        "loss.gamma": {"loguniform": [1e-4, 1e-2]},     # adversarial, paper 1e-3
+    # method 2 (model.variant: gan). The thesis gives no numeric alpha, beta, gamma: the
+    # centres are our defaults (alpha 1; beta 0.006 and gamma 1e-3 after SRGAN)
+    search_spaces = {"losses": {
+        "loss.alpha": {"loguniform": [0.1, 10.0]},      # content, ours 1
+        "loss.beta": {"loguniform": [6e-4, 6e-2]},      # VGG, ours 0.006 (SRGAN's)
+        "loss.gamma": {"loguniform": [1e-4, 1e-2]},     # adversarial, ours 1e-3 (SRGAN's)
     }}
     ablations = {
         "method 1 (CNN)": {"model.variant": "cnn"},

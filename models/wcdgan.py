@@ -67,9 +67,19 @@ the least-squares GAN loss acts on it directly.
 
 Schedule (``wcdgan.yaml``): G alone is pretrained for 4 epochs over 80x80 patches cut at
 stride 75 from DIV2K's 800 images (``train.epoch_unit: patches``, counted from the
-manifest's image sizes: ~390k patches, ~97k iterations at batch 16). The length of the
-adversarial phase that follows is our assumption (~100k iterations, ``train.steps`` =
-200,000 in all), as is that the step learning-rate schedule counts pretraining iterations.
+manifest's image sizes: ~390k patches, ~97k iterations at batch 16). The adversarial phase
+starts at the paper's learning rates, 2e-4 (G) and 1e-4 (D): the schedules start with it
+(``optim.lr_schedule_start: adversarial``, the engine's default), so G's rate stays at 2e-4
+through pretraining and both count adversarial iterations only. Ours: the pretraining rate
+(2e-4), the decay (x0.5 every 20,000 adversarial iterations) and the adversarial phase's
+length (~100k iterations, ``train.steps`` = 200,000 in all). (Before, G's schedule counted
+pretraining steps and the adversarial phase started at 2e-4 x 0.5^4 = 1.25e-5.)
+
+Tables (``models/configs``): Table 1 is trained and tested on Y (``wcdgan_y_q5``, ``_q10``,
+``_q20``: ``data.channels: 1``, evaluated with protocol ``y``), Table 2 on RGB
+(``wcdgan_rgb_q5``, ``_q10``, protocol ``rgb``); ``eval_protocol_by_channels`` makes each
+table's protocol the default. The paper reports +1.79 dB PSNR on Y (LIVE1, q10) over the
+JPEG input and gives no iteration count.
 
 Losses (``LossConfig``): pretraining uses L1 only; adversarial training uses
 ``l1 * L1 + perceptual * VGG19(conv5_4, before ReLU, torchvision index 34) + adversarial *

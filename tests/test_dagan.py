@@ -206,9 +206,11 @@ def test_yaml_configs_load():
     assert cfg.model.modules == 4 and cfg.model.groups == 4 and cfg.model.self_attention
     assert cfg.loss.gan_kind == "hinge" and cfg.loss.beta == 0.5 and cfg.loss.adversarial == 1e-2
     assert cfg.optim.lr_g == 1e-4 and cfg.optim.lr_gamma == 0.1
-    # DIV2K's 800 images, 80 epochs, lr / 10 every 10 epochs (resolved from the data: 4,000
-    # and 500 iterations at batch 16 on one worker, see tests/test_pipeline.py)
-    assert (cfg.train.epochs, cfg.train.epoch_unit, cfg.optim.lr_step_epochs) == (80, "images", 10)
+    # DIV2K's 800 images, 80 epochs of 64x64 patches at stride 64, lr / 10 every 10 epochs
+    # (resolved from the manifest: 2,604,000 and 325,500 iterations at batch 16 on one
+    # worker, see tests/test_paper_schedules.py)
+    assert (cfg.train.epochs, cfg.train.epoch_unit, cfg.optim.lr_step_epochs) == (80, "patches", 10)
+    assert (cfg.train.epoch_patch, cfg.train.epoch_stride) == (64, 64)
     cpu = load_config(CONFIGS / "dagan_cpu.yaml", ["train.perceptual_weights=random",
                                                    "model.self_attention=false", "data.bits=6"])
     assert cpu.preset.startswith("cpu-") and cpu.family == "dagan"

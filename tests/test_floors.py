@@ -21,7 +21,7 @@ FLOORS = {
     4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
         "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
         "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
-        "raygan.platform.sweep"],
+        "raygan.platform.sweep", "raygan.platform.budget"],
     5: ["raygan.deploy.*"],
 }
 

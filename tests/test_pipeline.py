@@ -405,11 +405,15 @@ def test_epochs_resolve_total_steps_and_lr_steps_from_the_data(tmp_path):
     ss = _sized_shards(tmp_path, [(2040, 1356, 800)])  # DIV2K's 800 training images
     cfg = load_config(CONFIGS / "dagan.yaml")
     assert (cfg.train.epochs, cfg.optim.lr_step_epochs, cfg.optim.lr_gamma) == (80, 10, 0.1)
+    # DAGAN counts 64x64 patches at stride 64: 651 per image, 32,550 iterations an epoch
     resolved, spe = pl.resolve_schedule(cfg, 1, ss)
-    assert spe == 50 and resolved.train.steps == 4000 and resolved.optim.lr_step == 500
-    assert cfg.train.steps != 4000  # the caller's config is left as it was
+    assert spe == 32550 and resolved.train.steps == 2604000 and resolved.optim.lr_step == 325500
+    assert cfg.train.steps != 2604000  # the caller's config is left as it was
     resolved, spe = pl.resolve_schedule(cfg, 2, ss)
-    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (25, 2000, 250)
+    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (16275, 1302000, 162750)
+    # in images (one crop per image), the same keys give 50 iterations an epoch
+    images = load_config(CONFIGS / "dagan.yaml", ["train.epoch_unit=images"])
+    assert pl.resolve_schedule(images, 1, ss)[0].train.steps == 4000
     # iterations given last win: the CPU preset and --steps keep their step counts
     cpu = load_config(CONFIGS / "dagan_cpu.yaml")
     assert cpu.train.epochs is None and cpu.optim.lr_step_epochs is None
