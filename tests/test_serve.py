@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import free_port, job_env
+from conftest import BASELINE_LISTENERS, LOOPBACK, free_port, job_env
 from test_engine import CONFIGS, TINY
 
 pytestmark = pytest.mark.slow
@@ -116,6 +116,47 @@ def test_health_models_page_and_openapi(served):
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/v1/{task}", "/v1/{task}/degrade", "/v1/models", "/healthz"} <= set(paths)
     assert httpx.get(f"{url}/docs").status_code == 200
+
+
+def _listeners_and_owners() -> dict:
+    """(ip, port) -> "pid name cmdline" of the process of every listening TCP socket."""
+    import psutil
+
+    owners = {}
+    for c in psutil.net_connections("inet"):
+        if c.status != "LISTEN":
+            continue
+        try:
+            proc = psutil.Process(c.pid)
+            owner = f"{c.pid} {proc.name()} {' '.join(proc.cmdline())}"
+        except (psutil.Error, TypeError, ValueError):  # gone, or no pid (another user's)
+            owner = f"{c.pid} ?"
+        owners[(c.laddr.ip, c.laddr.port)] = owner
+    return owners
+
+
+def test_serving_listens_on_loopback_but_the_replicas_grpc(served):
+    """While Serve runs (the private Ray of deploy/serving.run_local, as `make serve` starts
+    it), every listener opened since conftest.BASELINE_LISTENERS is on loopback (the HTTP
+    proxy, the GCS, the raylet, the workers, the agents), except each Serve replica's
+    inter-deployment gRPC server: Ray 2.60 binds it to [::]:0 with no option
+    (ray/serve/_private/replica.py, `add_port_to_grpc_server(self._server, "[::]:0")`), as
+    README's Security paragraph says. When Ray lets it be bound, the last assertion fails:
+    bind it there and update the README."""
+    owners = _listeners_and_owners()
+    new = {addr: who for addr, who in owners.items() if addr not in BASELINE_LISTENERS}
+    http_port = int(served["url"].rsplit(":", 1)[1])
+    assert ("127.0.0.1", http_port) in new, f"the HTTP proxy is not on 127.0.0.1:{http_port}: {new}"
+    assert len(new) >= 4, f"expected the local Ray (GCS, raylet, workers) and Serve to listen: {new}"
+    beyond = {addr: who for addr, who in new.items() if addr[0] not in LOOPBACK}
+    not_replicas = sorted(f"{ip}:{port} <- {who[:160]}" for (ip, port), who in beyond.items()
+                          if "ServeReplica" not in who)
+    assert not not_replicas, "listening beyond loopback, not a Serve replica:\n" + "\n".join(not_replicas)
+    replicas = sorted(f"{ip}:{port} <- {who[:160]}" for (ip, port), who in beyond.items())
+    # the known exception, and only it: wildcard addresses (not a routable IP chosen by raygan)
+    assert all(ip in ("::", "0.0.0.0") for ip, _ in beyond), replicas
+    assert replicas, ("no Serve replica listens beyond loopback any more: Ray binds the replicas' "
+                      "gRPC server now; bind it to 127.0.0.1 and update README's Security paragraph")
 
 
 @pytest.mark.parametrize("headers", [{}, auth("wrong"), {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}])
