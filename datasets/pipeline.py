@@ -1,9 +1,10 @@
 """Streaming training and validation data from raygan shard sets (local or S3).
 
 * :class:`ShardSet` finds the shards of a split from ``manifest.json`` (at the URI or its
-  parent, so ``dst`` + split and ``dst/train`` both work), else by listing ``*.tar``.
-* :func:`iter_shard` streams the samples of one shard (local file or the S3 streaming
-  body, through ``tarfile`` in stream mode). A storage outage is retried within
+  parent, so ``dst`` + split and ``dst/train`` both work), else by listing the shard files
+  (``*.tar``, ``*.tar.gz``: other tools' shards, indexed on first use).
+* :func:`iter_shard` (:mod:`raygan.datasets.reader`) streams the samples of one shard
+  (local file or the S3 streaming body, grouped by ``webdataset``). A storage outage is retried within
   ``storage.outage_budget_s`` and resumes at the record where it stopped, never counted
   as bad data; a missing shard is an error; a corrupt tar ends that shard and the records
   it lost are counted as skipped (exactly, when the manifest gives the shard's count).
@@ -40,8 +41,6 @@ import copy
 import io
 import json
 import math
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -52,7 +51,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from raygan.datasets.degradations import Task, get_task, key_rng
 from raygan.platform.errors import ShardError, SkipRecord, StorageError, TooManySkipped
 from raygan.datasets.samples import ensure_demo_shards
+from raygan.datasets.reader import (IMAGE_FIELDS, Skipped, index_folder, indexed_split, is_shard_file,
+                                    iter_shard, list_shards, own_manifest, target_field)
 from raygan.datasets.shards import MANIFEST_NAME, read_manifest
+from raygan.datasets.shards import _to_rgb as to_rgb
 from raygan.platform import storage
 from raygan.platform.config import DEFAULT_WORKDIR
 
@@ -62,7 +64,7 @@ __all__ = [
     "TooManySkipped", "make_train_loader", "make_val_loader", "DataPlan", "resolve_data",
 ]
 
-_IMAGE_EXTS = ("png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff", "ppm", "pgm")
+_IMAGE_EXTS = IMAGE_FIELDS
 
 
 # ----------------------------------------------------------------------------- shard sets
@@ -88,18 +90,31 @@ class ShardSet:
 
     ``ShardSet(uri)``: ``uri`` is a split folder (``dst/train``, found through the parent's
     manifest) or a shard-set root (its manifest's ``split``, default train), else a folder
-    of ``*.tar`` files. ``ShardSet.open(dst, "val")`` is the same with an explicit split.
+    of shard files (``*.tar``, ``*.tar.gz``, ``*.tgz``: ``uri/<split>`` first when a split is
+    asked for), one shard file, or a webdataset brace pattern (``shard-{000000..000009}.tar``).
+    A folder of shards without raygan's manifest is indexed on first use
+    (:func:`raygan.datasets.reader.index_folder`: counts and image sizes, written beside the
+    shards when the location is writable). ``ShardSet.open(dst, "val")`` is the same with
+    an explicit split.
     """
 
     def __init__(self, uri: str, storage_cfg: Any = None, split: Optional[str] = None):
         self.uri = uri
         self.storage_cfg = storage_cfg
         self.manifest: Optional[Dict[str, Any]] = None
-        #: the shard-set root whose manifest lists this split (None: a bare folder of tars)
+        #: the shard-set root whose manifest lists this split (None: a folder of foreign shards)
         self.root: Optional[str] = None
+        #: the folder whose shards were indexed (no raygan manifest), else None
+        self.indexed: Optional[str] = None
+        self._sizes: Optional[List[List[int]]] = None
         shards: List[str] = []
         counts: List[Optional[int]] = []
-        manifest = read_manifest(uri, storage_cfg)
+        if is_shard_file(uri) or ("{" in uri and ".." in uri):  # one shard, or a brace pattern
+            self._init_files(uri)
+            return
+        manifest, _ = own_manifest(uri, storage_cfg)
+        if indexed_split(manifest) is not None:
+            manifest = None  # an index of foreign shards in this folder: read below
         parent, name = (None, "")
         if manifest is None:
             parent, name = _parent(uri)
@@ -111,8 +126,8 @@ class ShardSet:
             base = storage.join(uri, split)
             self.manifest, self.root = manifest, uri
         else:
-            pm = read_manifest(parent, storage_cfg) if parent is not None else None
-            if pm is not None and name in pm["splits"]:
+            pm = own_manifest(parent, storage_cfg)[0] if parent is not None else None
+            if pm is not None and indexed_split(pm) is None and name in pm["splits"]:
                 if split not in (None, name):
                     raise ShardError(f"{uri} is the {name!r} split of the shard set {parent}, "
                                      f"not split {split!r}: open {parent} instead")
@@ -121,21 +136,39 @@ class ShardSet:
             for entry in manifest["splits"][split]["shards"]:
                 shards.append(storage.join(base, entry["name"]))
                 counts.append(int(entry["count"]))
+            self._sizes = manifest["splits"][split].get("image_sizes")
         else:
             candidates = ([storage.join(uri, split)] if split else []) + [uri]
             for cand in candidates:
-                prefix = cand.rstrip("/") + "/"
-                found = [u for u in storage.list_files(cand, ".tar", storage_cfg=storage_cfg)
-                         if "/" not in u[len(prefix):]]
+                found = list_shards(cand, storage_cfg)
                 if found:
-                    shards, counts = found, [None] * len(found)
+                    index = index_folder(cand, found, storage_cfg)
+                    shards = [storage.join(cand, e["name"]) for e in index["shards"]]
+                    counts = [int(e["count"]) for e in index["shards"]]
+                    self._sizes, self.indexed = index.get("image_sizes"), cand
                     break
         if not shards:
             where = f"{uri} (split {split})" if split else uri
-            raise ShardError(f"no shards found at {where}: expected manifest.json or *.tar files")
+            raise ShardError(f"no shards found at {where}: expected manifest.json or shard files "
+                             f"(*.tar, *.tar.gz){_images_hint(uri, storage_cfg)}")
         self.split = split
         self.shards = shards
         self.shard_counts = counts
+
+    def _init_files(self, uri: str) -> None:
+        """One shard file or a brace pattern: the files that exist, indexed in memory."""
+        from braceexpand import braceexpand
+
+        files = list(braceexpand(uri))
+        missing = [f for f in files if not storage.exists(f, storage_cfg=self.storage_cfg)]
+        if missing:
+            raise ShardError(f"shard {missing[0]} does not exist"
+                             + (f" (nor {len(missing) - 1} more of {uri})" if len(missing) > 1 else ""))
+        folder = _parent(files[0])[0] or files[0]
+        index = index_folder(folder, files, self.storage_cfg, write=False)
+        self.split, self.shards = None, files
+        self.shard_counts = [int(e["count"]) for e in index["shards"]]
+        self._sizes = index.get("image_sizes")
 
     @classmethod
     def open(cls, uri: str, split: str = "train", storage_cfg: Any = None) -> "ShardSet":
@@ -143,11 +176,9 @@ class ShardSet:
 
     @property
     def image_sizes(self) -> Optional[List[Tuple[int, int, int]]]:
-        """``[(width, height, n), ...]`` of the split's images, from the manifest (None when
-        the manifest predates ``image_sizes`` or there is no manifest)."""
-        if self.manifest is None:
-            return None
-        sizes = self.manifest["splits"].get(self.split, {}).get("image_sizes")
+        """``[(width, height, n), ...]`` of the split's images, from the manifest or the index
+        (None when the manifest predates ``image_sizes``)."""
+        sizes = self._sizes
         return None if sizes is None else [(int(w), int(h), int(n)) for w, h, n in sizes]
 
     @property
@@ -171,7 +202,8 @@ class ShardSet:
     def to_dict(self) -> Dict[str, Any]:
         """What was resolved, as plain data (sent from the driver to the Ray workers)."""
         return {"uri": self.uri, "split": self.split, "root": self.root, "shards": list(self.shards),
-                "shard_counts": list(self.shard_counts), "manifest": self.manifest}
+                "shard_counts": list(self.shard_counts), "manifest": self.manifest,
+                "indexed": self.indexed, "image_sizes": self._sizes}
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], storage_cfg: Any = None) -> "ShardSet":
@@ -179,8 +211,25 @@ class ShardSet:
         ss = cls.__new__(cls)
         ss.uri, ss.split, ss.root, ss.manifest = data["uri"], data["split"], data["root"], data["manifest"]
         ss.shards, ss.shard_counts = list(data["shards"]), list(data["shard_counts"])
+        ss.indexed = data.get("indexed")
+        sizes = data.get("image_sizes")
+        if sizes is None and ss.manifest is not None:
+            sizes = ss.manifest["splits"].get(ss.split, {}).get("image_sizes")
+        ss._sizes = sizes
         ss.storage_cfg = storage_cfg
         return ss
+
+
+def _images_hint(uri: str, storage_cfg: Any) -> str:
+    """``"; it holds N image files: ..."`` when ``uri`` is a local folder of photos."""
+    if not storage.is_local(uri):
+        return ""
+    images = [u for u in storage.list_files(uri, storage_cfg=storage_cfg)
+              if u.lower().endswith(tuple(f".{e}" for e in IMAGE_FIELDS))]
+    if not images:
+        return ""
+    return (f"; it holds {len(images)} image file(s): pack them into shards first, e.g. "
+            f"`raygan shards folder --src {uri} --dst <shards>`")
 
 
 @dataclass
@@ -231,106 +280,21 @@ def resolve_data(data_cfg: Any, storage_cfg: Any = None, workdir: str = DEFAULT_
 # ----------------------------------------------------------------------------- reading
 
 
-@dataclass
-class Skipped:
-    """Marker yielded by :func:`iter_shard` for ``count`` records that could not be read."""
-
-    count: int
-    reason: str
-
-
-def _tar_samples(stream, start: int = 0) -> Iterator[Tuple[Dict[str, Any], Optional[int]]]:
-    """Group consecutive ``<key>.<field>`` tar members into samples (webdataset rule).
-
-    Yields ``(sample, resume_offset)``: the byte offset (in the shard, ``start`` being where
-    ``stream`` begins) of the header of the next sample's first member, where a reader cut
-    off after this sample re-opens the shard; None after the last sample."""
-    current: Optional[Dict[str, Any]] = None
-    # 1 MiB reads: tarfile's default 10 KiB blocks cost a Python call each on a socket.
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            dirname, _, base = member.name.rpartition("/")
-            if "." not in base:
-                continue
-            stem, field = base.split(".", 1)
-            key = f"{dirname}/{stem}" if dirname else stem
-            if current is not None and current["__key__"] != key:
-                yield current, start + member.offset
-                current = None
-            f = tar.extractfile(member)
-            data = f.read() if f is not None else b""
-            if current is None:
-                current = {"__key__": key}
-            current[field] = data
-    if current is not None:
-        yield current, None
-
-
-def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None,
-               stats: Optional[Dict[str, float]] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
-    """Raw samples (``{"__key__": ..., "png": bytes, ...}``) of one shard, or Skipped markers.
-
-    Three kinds of failure, told apart:
-
-    * the storage is unreachable, resets, times out, throttles or answers 5xx: retried with
-      backoff and jitter for up to ``storage.outage_budget_s`` (then StorageUnavailable,
-      naming the endpoint and the cause), re-opening the shard at the record where it
-      stopped (a ranged read); ``stats`` counts the retries and the time waited;
-    * the shard is missing: StorageError (the data plan named it: a setup problem);
-    * the tar is corrupt: the shard ends there and the records it lost are Skipped
-      (exactly, when the manifest gives the shard's count).
-    """
-    clock = storage.OutageClock(storage_cfg, f"reading {uri}", stats, uri)
-    done = 0
-    offset = 0  # where the first sample not yet yielded starts
-    while True:
-        stream = None
-        try:
-            stream = storage.open_stream(uri, storage_cfg=storage_cfg, start=offset)
-            for sample, resume_at in _tar_samples(stream, offset):
-                done += 1
-                clock.ok()
-                yield sample
-                if resume_at is not None:
-                    offset = resume_at
-            break
-        except StorageError as exc:
-            if exc.missing:
-                raise StorageError(f"shard {uri} is missing (listed in its shard set): {exc}",
-                                   missing=True) from None
-            if not exc.transient:
-                raise
-            clock.failed(exc)
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
-            cause = exc.__context__ or exc.__cause__
-            if storage.is_transient(cause):  # the connection broke under tarfile
-                clock.failed(cause)
-                continue
-            if expected is None:
-                yield Skipped(1, f"corrupt shard {uri}: {exc}")
-            break
-        except Exception as exc:
-            if not storage.is_transient(exc):
-                raise
-            clock.failed(exc)
-        finally:
-            if stream is not None:
-                try:
-                    stream.close()
-                except Exception:
-                    pass
-    if expected is not None and done < expected:
-        yield Skipped(expected - done, f"{uri}: {expected - done} of {expected} records unreadable")
-
-
 def _decode_image(data: bytes, rgb: bool) -> np.ndarray:
-    from PIL import Image
+    """An image member as uint8: a target (``rgb``) as the shard jobs encode photos (EXIF
+    orientation applied, 16-bit scaled to 8, transparency on white, RGB); an extra field
+    (a parsing map, a paired input) as stored, L kept HxW."""
+    from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        if rgb or im.mode not in ("L", "RGB"):
+        if rgb:
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 -- malformed EXIF: the pixels as stored
+                pass
+            return np.asarray(to_rgb(im))
+        if im.mode not in ("L", "RGB"):
             im = im.convert("RGB")
         return np.asarray(im)
 
@@ -338,16 +302,21 @@ def _decode_image(data: bytes, rgb: bool) -> np.ndarray:
 def decode_record(raw: Dict[str, Any]) -> Dict[str, Any]:
     """Decode a raw sample into ``{"key", "target": uint8 HxWx3, "meta", <extras>}``.
 
-    ``png`` (or ``jpg``...) is the target (always RGB); ``json`` is ``meta``; extra fields
+    ``png`` (or ``jpg``...) is the target (always RGB; a sample whose only image is
+    ``<name>.<ext>``, e.g. ``photo.v2.jpg`` tarred as it is, uses that); ``json`` is ``meta``; extra fields
     ``<name>.<ext>`` become ``record[name]``: images as uint8 arrays (L stays HxW), ``npy``
     through ``np.load(allow_pickle=False)``, ``json`` parsed, ``txt`` as str, others raw
     bytes. Raises :class:`SkipRecord` when the target is missing or anything is undecodable.
     """
     key = raw.get("__key__", "?")
     rec: Dict[str, Any] = {"key": key}
+    target = target_field(raw)
     try:
         for name, data in raw.items():
             if name.startswith("__"):
+                continue
+            if name == target and "." in name:  # the only image, behind a dotted name
+                rec["target"] = _decode_image(data, rgb=True)
                 continue
             stem, _, ext = name.rpartition(".")
             ext = ext.lower()

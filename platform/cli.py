@@ -6,7 +6,9 @@
 
 Options are shorthands for overrides (``--steps 100`` = ``train.steps=100``). The job ends
 by printing one JSON line (the run summary); ``--summary-json`` writes it to a file too.
-Configuration, storage and weight errors exit with status 2 and a one-line message.
+Configuration, storage and weight errors exit with status 2 and a one-line message; a
+``FileNotFoundError`` or ``ValueError`` raised inside a library exits with status 1 and one
+line naming its type, its file and the frame it came from (``errors.error_line``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from raygan.platform.errors import CheckpointError, ConfigError, StorageError
+from raygan.platform.errors import CheckpointError, ConfigError, StorageError, error_line
 from raygan.platform.config import load_config
 from raygan.platform.trainer import check_run, run_training
 
@@ -31,8 +33,8 @@ _SHORTHANDS = {
 }
 
 
-def build_parser(family: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"train_{family}.py",
+def build_parser(family: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or f"train_{family}.py",
                                 description=f"Train the {family} GAN family on Ray.")
     p.add_argument("--config", help="YAML config (default: the family's paper config)")
     p.add_argument("--data", help="training shards: folder or s3://bucket/prefix")
@@ -100,8 +102,8 @@ def collect_overrides(args: argparse.Namespace) -> List[str]:
     return out + list(args.overrides)
 
 
-def train_main(family: str, argv: Optional[List[str]] = None) -> int:
-    args = build_parser(family).parse_intermixed_args(argv)
+def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(family, prog).parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, collect_overrides(args), family=None if args.config else family)
         if cfg.family != family:
@@ -121,8 +123,9 @@ def train_main(family: str, argv: Optional[List[str]] = None) -> int:
                       f"{w['baseline']} {w['input']['psnr']:.3f} / {w['input']['psnr_y']:.3f}: "
                       f"{w['gain_psnr']:+.3f} dB RGB, {w['gain_psnr_y']:+.3f} dB Y", flush=True)
     except UserFacingErrors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        message, status = error_line(exc)  # a library's error: its type, file and frame
+        print(f"error: {message}", file=sys.stderr)
+        return status
     line = json.dumps(summary, default=str)
     print(line, flush=True)
     if args.summary_json:

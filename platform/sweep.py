@@ -411,8 +411,8 @@ def plot_search(space: SweepSpace, trials: List[Dict[str, Any]], metric_key: str
 # ------------------------------------------------------------------------------ driver
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sweep.py", description=__doc__.split("\n\n")[0],
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "sweep.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", required=True, help="GAN family: " + ", ".join(FAMILIES))
     p.add_argument("--space", default="losses",
@@ -753,10 +753,11 @@ def promote_champion(plan: SweepPlan, trials, tracking_uri, cfg, filesystem) -> 
             "model_uri": f"models:/{name}@champion", **tags}
 
 
-def sweep_main(argv: Optional[List[str]] = None) -> int:
+def sweep_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     from raygan.platform.cli import UserFacingErrors
+    from raygan.platform.errors import error_line
 
-    args = build_parser().parse_intermixed_args(argv)
+    args = build_parser(prog).parse_intermixed_args(argv)
     try:
         plan = load_plan(args) if args.resume else plan_sweep(args)
         if args.check:
@@ -766,7 +767,8 @@ def sweep_main(argv: Optional[List[str]] = None) -> int:
         else:
             summary = run_sweep(plan, resume=bool(args.resume), promote=args.promote)
     except UserFacingErrors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        message, status = error_line(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return status
     print(json.dumps(summary, default=str), flush=True)
     return 0

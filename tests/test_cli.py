@@ -76,3 +76,72 @@ def test_missing_perceptual_weights_name_the_file(tmp_path, monkeypatch):
                           "train.perceptual_weights=auto"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=env)
     assert_clear_error(out, "vgg19-dcbbe1a2.pth")
+
+
+# ----------------------------------------------------------------------------- one line per error
+
+
+def test_a_file_raygan_cannot_find_is_one_line_through_the_raygan_command(tmp_path):
+    """`raygan train` (python -m raygan) reports raygan's own FileNotFoundError in one line
+    naming the file, status 2, as the job script does."""
+    out = subprocess.run([sys.executable, "-m", "raygan", "train", "wcdgan", "--workdir", str(tmp_path),
+                          "--check", f"train.perceptual_weights={tmp_path / 'vgg.pth'}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert_clear_error(out, str(tmp_path / "vgg.pth"), "does not exist")
+
+
+def _train_raising(monkeypatch, capsys, tmp_path, fail):
+    """train_main with a run_training that calls ``fail()``: (status, stderr lines)."""
+    from raygan.platform import cli
+
+    monkeypatch.setattr(cli, "run_training", lambda cfg, resume=None: fail())
+    status = cli.train_main("wcdgan", ["--workdir", str(tmp_path), *RANDOM_VGG])
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_library_file_error_names_its_type_file_and_frame(monkeypatch, capsys, tmp_path):
+    import shutil
+
+    status, err = _train_raising(monkeypatch, capsys, tmp_path,
+                                 lambda: shutil.copyfile(tmp_path / "missing.bin", tmp_path / "b"))
+    assert status == 1 and len(err) == 1, err
+    line = err[0]
+    assert line.startswith("error: FileNotFoundError: [Errno 2] No such file or directory")
+    assert f"file: {tmp_path / 'missing.bin'}" in line
+    assert "raised in shutil (" in line and "copyfile)" in line  # the frame it came from
+    assert "called from raygan.platform.cli line" in line and "RAYGAN_TRACEBACK=1" in line
+
+
+def test_a_removed_working_directory_is_named(monkeypatch, capsys, tmp_path):
+    """The two-node case: a library asks for the working directory after Ray removed it."""
+    import os
+
+    gone = tmp_path / "job_working_dir"
+    gone.mkdir()
+    here = os.getcwd()
+    try:
+        os.chdir(gone)
+        gone.rmdir()
+        status, err = _train_raising(monkeypatch, capsys, tmp_path, lambda: os.path.abspath("mlruns"))
+    finally:
+        os.chdir(here)
+    assert status == 1 and len(err) == 1, err
+    assert "FileNotFoundError" in err[0] and "the error names no file" in err[0]
+    assert "raised in posixpath (" in err[0] and "the current working directory no longer exists" in err[0]
+
+
+def test_a_library_value_error_keeps_its_traceback_on_request(monkeypatch, capsys, tmp_path):
+    import json
+
+    monkeypatch.setenv("RAYGAN_TRACEBACK", "1")
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, lambda: json.loads("{"))
+    assert status == 1
+    assert err[0] == "Traceback (most recent call last):" and any("json/decoder.py" in e for e in err)
+    assert err[-1].startswith("error: JSONDecodeError: Expecting property name") and "raised in json.decoder (" in err[-1]
+
+
+def test_raygans_own_value_error_stays_its_message(monkeypatch, capsys, tmp_path):
+    from raygan.datasets.pipeline import patches_per_image
+
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, lambda: patches_per_image(64, 64, 0, 8))
+    assert (status, err) == (2, ["error: patch and stride must be >= 1, got 0, 8"])

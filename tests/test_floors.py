@@ -23,12 +23,16 @@ FLOORS = {
         "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
         "raygan.platform.sweep", "raygan.platform.budget"],
     5: ["raygan.deploy.*"],
+    6: ["raygan.cli", "raygan.__main__"],
 }
 
 
 def modules() -> dict:
     """module name -> source file, for every raygan module in the tree."""
     out = {"raygan": ROOT / "__init__.py"}
+    for path in sorted(ROOT.glob("*.py")):  # modules of the root package: the command
+        if path.stem != "__init__":
+            out[f"raygan.{path.stem}"] = path
     for folder, package in FOLDERS.items():
         for path in sorted((ROOT / folder).glob("*.py")):
             out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path

@@ -470,7 +470,7 @@ def test_model_references_that_do_not_resolve_are_one_line(served, tmp_path):
     env = job_env({"RAYGAN_SERVE_TOKEN": "x", "MLFLOW_TRACKING_URI": uri})
     out = subprocess.run([sys.executable, "jobs/serve.py", "--task", "jpeg=models:/nope/1"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.strip().startswith("serve: model 'models:/nope/1' does not resolve")
+    assert out.returncode == 2 and out.stderr.strip().startswith("serve: error: model 'models:/nope/1' does not resolve")
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     env.pop("RAYGAN_SERVE_TOKEN")
     out = subprocess.run([sys.executable, "jobs/serve.py", "--task", "jpeg=models:/nope/1"], cwd=ROOT, env=env,
