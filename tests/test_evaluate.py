@@ -235,14 +235,11 @@ def test_families_declare_their_papers_protocols():
 
 
 def test_job_defaults_to_the_papers_protocol_and_says_so(photo_set, tmp_path, capsys):
-    import importlib.util
+    from raygan.cli import evaluate_main  # what jobs/evaluate.py and `raygan evaluate` run
 
-    spec = importlib.util.spec_from_file_location("evaluate_job", ROOT / "jobs" / "evaluate.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     for extra, want in (([], "protocol y (default of task jpeg)"), (["--protocol", "rgb"], "protocol rgb (given)")):
         out = tmp_path / f"eval{len(extra)}"
-        assert job.main(["--model", "input", "--task", "jpeg", "--sets", str(photo_set), "--no-mlflow",
+        assert evaluate_main(["--model", "input", "--task", "jpeg", "--sets", str(photo_set), "--no-mlflow",
                          "--no-progress", "--lpips-weights", "off", "--grid-images", "0",
                          "--out", str(out), "quality=10", *extra]) == 0
         table = (out / "table.md").read_text()
