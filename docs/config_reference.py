@@ -139,7 +139,12 @@ def _default_of(f: dataclasses.Field) -> Any:
     return None
 
 
+#: keys rendered without a meaning (no comment in the source): reported on stderr
+UNDOCUMENTED: List[str] = []
+
+
 def table(rows: List[Tuple[str, str, str]]) -> List[str]:
+    UNDOCUMENTED.extend(k for k, _, m in rows if not m)
     out = ["| key | default | meaning |", "|---|---|---|"]
     out += [f"| `{k}` | `{_cell(d)}` | {_cell(m) or '—'} |" for k, d, m in rows]
     return out
@@ -203,8 +208,8 @@ def render() -> str:
         lines += table(section_rows(cls, f"{f.name}.")) + [""]
     for name in FAMILIES:
         family = FAMILIES.get(name)
-        module = inspect.getsourcefile(family)
-        where = Path(module).relative_to(ROOT).as_posix() if module and Path(module).is_relative_to(ROOT) else family.__module__
+        # the file named from the module, so that an installed raygan renders the same text
+        where = family.__module__.replace("raygan.", "", 1).replace(".", "/") + ".py"
         lines += [f"#### `model` and `loss` of `{name}` ({where}; default config "
                   f"`{family.default_config}`, data task `{family.task}`)", ""]
         rows = []
@@ -234,7 +239,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     mode.add_argument("--print", action="store_true", help="print the reference, change nothing")
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
+    UNDOCUMENTED.clear()
     body = render()
+    if UNDOCUMENTED:
+        print(f"note: no comment to explain {', '.join(UNDOCUMENTED)} (add a '#:' line above "
+              "the field or a '#' comment after it)", file=sys.stderr)
     if args.print:
         sys.stdout.write(body)
         return 0
