@@ -68,16 +68,17 @@ CPU_FORWARD_PIXELS = 128 * 128
 class ServeSettings:
     """``args`` of the application in serve_config.yaml (unknown keys are refused)."""
 
+    #: task name -> {model: <model URI>, tile: <px, optional>}: one deployment per task
     tasks: Dict[str, Dict[str, str]] = field(default_factory=dict)
-    tile: int = 256
-    tile_overlap: int = 32
-    max_pixels: int = 40_000_000
-    max_body_bytes: int = 100 * 1024 * 1024
-    max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.01
-    tiles_in_flight: int = 8
-    tracking_uri: Optional[str] = None
-    warm_size: int = 64
+    tile: int = 256             # tile side in pixels (tasks.<task>.tile sets one task's)
+    tile_overlap: int = 32      # pixels shared by neighbouring tiles, cross-faded
+    max_pixels: int = 40_000_000  # most pixels in the input and in the output (413 beyond)
+    max_body_bytes: int = 100 * 1024 * 1024  # largest request body (413 beyond)
+    max_batch_size: int = 8     # tiles @serve.batch stacks across requests
+    batch_wait_timeout_s: float = 0.01  # how long a batch waits to fill
+    tiles_in_flight: int = 8    # tiles of one request outstanding at a time
+    tracking_uri: Optional[str] = None  # MLflow registry (None: MLFLOW_TRACKING_URI, else local sqlite)
+    warm_size: int = 64         # side of the blank image a replica restores before taking traffic
     #: most pixels in one forward pass (None: all of a batch on a GPU, CPU_FORWARD_PIXELS on
     #: a CPU, where a stacked forward is slower per image: see TaskModel.restore_batch)
     forward_pixels: Optional[int] = None

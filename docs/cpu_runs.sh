@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Short CPU runs of every family on ../shared/data (BSDS500 + T91 train, Set5 + Set14 val),
-# each evaluated against its baselines. Reproduces the "CPU runs" table of the README:
+# each evaluated against its baselines. Reproduces the table of docs/cpu_runs.md:
 #     bash docs/cpu_runs.sh [FAMILY...]        (default: every family; STEPS=N overrides steps)
 # Writes .raygan/cpu_runs/<run>/{summary.json,eval/table.md}. Needs ../shared/data.
 set -euo pipefail

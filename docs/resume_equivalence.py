@@ -12,10 +12,11 @@ loss curve (g_total, logged every 10 steps) after K.
 
     .venv/bin/python docs/resume_equivalence.py [STEPS K [CONFIG.yaml] [key=value ...]]
 
-The README's figures: ``docs/resume_equivalence.py 200 100`` (dagan_cpu.yaml, 180 MSE-only
-steps then 20 adversarial). The WCDGAN demo preset is a poor subject here: in one process
-its first few hundred steps move the model by less than the 8-bit rounding the metrics
-apply, so every leg scores exactly its JPEG input.
+The figures of docs/resume_equivalence.md: ``docs/resume_equivalence.py 200 100``
+(dagan_cpu.yaml, 180 MSE-only steps then 20 adversarial). The previous WCDGAN demo preset
+(wcdgan_cpu_demo_v1.yaml) was a poor subject here: in one process its first few hundred
+steps moved the model by less than the 8-bit rounding the metrics apply, so every leg
+scored exactly its JPEG input.
 """
 import json
 import sys

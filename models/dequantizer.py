@@ -93,7 +93,7 @@ class ModelConfig:
     first_kernel: int = 9       # kernel of the first and last convs (SRGAN: 9)
     d_features: int = 64        # width of the first discriminator layer (doubles to 8x)
     d_fc: int = 1024            # width of the 1x1 "dense" layer of D
-    d_slope: float = 0.2
+    d_slope: float = 0.2        # LeakyReLU slope in D
     #: CPU presets: out = input (bicubic-upsampled when U > 0) + tail(y), no tanh, tail zeroed
     input_skip: bool = False
 

@@ -93,12 +93,12 @@ class FaceSRModelConfig:
     nf: int = 64                  # SR-branch / fusion width
     n_blocks: int = 16            # basic blocks in the SR branch
     se_activation: str = "softmax"  # softmax (thesis: weights sum to 1) | sigmoid (usual SE)
-    se_reduction: int = 16
+    se_reduction: int = 16        # squeeze-excitation reduction r
     block_residual: bool = True   # identity skip around each basic block
     prior_nf: int = 128           # hourglass width
     prior_depth: int = 4          # hourglass recursion depth (bottom = patch / 2 / 2**depth)
-    prior_stacks: int = 1
-    n_parsing: int = N_PARSING
+    prior_stacks: int = 1         # stacked hourglasses in the prior branch
+    n_parsing: int = N_PARSING    # parsing maps the prior branch predicts (face shards carry 11)
     d_nf: int = 64                # SRGAN discriminator base width (64 -> 512)
     #: CPU presets: coarse = bicubic(x) + SR branch, fine = coarse + fusion, both tails zeroed
     input_skip: bool = False

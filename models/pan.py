@@ -111,8 +111,8 @@ from raygan.platform.losses import gan_loss
 
 @dataclass
 class PANModelConfig:
-    ngf: int = 64
-    ndf: int = 64
+    ngf: int = 64                 # generator base width (pix2pix U-Net)
+    ndf: int = 64                 # discriminator base width (PatchGAN)
     num_downs: int = 8            # U-Net downsamplings (8 = pix2pix unet_256)
     dropout: float = 0.5          # decoder dropout, the noise source
     d_layers: int = 3             # PatchGAN stride-2 layers (3 = 70x70 receptive field)
@@ -160,6 +160,7 @@ class PANLossConfig:
     l1: float = 100.0             # alpha4
     gan_kind: str = "vanilla"     # vanilla (pix2pix BCE) | lsgan | hinge
     perceptual_d: str = "high"    # which discriminators' features: high | low | both
+    #: weight of each discriminator activation in the perceptual loss (d_layers + 1 values)
     layer_weights: List[float] = field(default_factory=lambda: [5.0, 1.5, 1.5, 1.5])
     perceptual_margin: float = 0.0  # PAN's D-side margin m (0: off)
 

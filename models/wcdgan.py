@@ -136,11 +136,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    l1: float = 1.0
-    perceptual: float = 1.0
-    adversarial: float = 1.0
-    tv: float = 1.0
-    gan_kind: str = "lsgan"
+    l1: float = 1.0                     # weight of the pixel L1 term
+    perceptual: float = 1.0             # weight of the VGG19 feature term (needs VGG19 weights)
+    adversarial: float = 1.0            # weight of the adversarial term
+    tv: float = 1.0                     # weight of the total-variation term
+    gan_kind: str = "lsgan"             # lsgan | vanilla | bce | hinge
     perceptual_layer: int = 34          # torchvision VGG19 features index: conv5_4 (pre-ReLU)
     perceptual_criterion: str = "l1"    # l1 | mse
 

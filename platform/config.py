@@ -50,8 +50,8 @@ class StorageConfig:
     endpoint_url: Optional[str] = None
     #: attempts per S3 request before a clear error (bounded retries)
     max_attempts: int = 3
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0   # seconds to open a connection to the S3 endpoint
+    read_timeout_s: float = 60.0     # seconds to wait for an S3 response
     #: how long reads retry an unreachable, throttling or failing (5xx) storage before the
     #: worker fails with "storage unreachable for N s" (Ray's restart then retries it)
     outage_budget_s: float = 300.0
@@ -75,7 +75,7 @@ class DataConfig:
     patch: int = 80            # training crop (target resolution)
     batch: int = 16            # per-worker batch size
     augment: bool = True       # random flips and 90-degree rotations
-    shuffle_buffer: int = 256
+    shuffle_buffer: int = 256  # samples held and drawn at random per data stream
     loader_workers: int = 1    # torch DataLoader worker processes per training worker
     #: training patches cut from each decoded record (each its own crop, augmentation and
     #: degradation); > 1 spares decoding a whole photo per small patch (an epoch of
@@ -84,7 +84,7 @@ class DataConfig:
     val_crop: Optional[int] = None        # centre crop of validation images (None: full)
     val_max_images: Optional[int] = None  # cap on validation images (None: all)
     hole_min: float = 0.25     # inpainting: hole area fraction range
-    hole_max: float = 0.5
+    hole_max: float = 0.5      # inpainting: upper end of that range
     min_size: int = 0          # training: skip records with a side below this (0: none)
     #: how a training image becomes a patch: random (a random data.patch crop) |
     #: center_square_resize (the centred largest square, resized to data.patch; DequantizerNet)
@@ -100,14 +100,14 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adam"    # adam | rmsprop
-    lr_g: float = 2e-4
-    lr_d: float = 1e-4
-    betas: Tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.0
+    lr_g: float = 2e-4         # generator learning rate
+    lr_d: float = 1e-4         # discriminator learning rate
+    betas: Tuple[float, float] = (0.5, 0.999)  # Adam (beta1, beta2)
+    weight_decay: float = 0.0  # L2 weight decay of both optimizers
     lr_step: int = 20000       # multiply lr by lr_gamma every lr_step iterations
     #: the same in epochs (train.epoch_unit), resolved from the data; wins over lr_step when set
     lr_step_epochs: Optional[float] = None
-    lr_gamma: float = 0.5
+    lr_gamma: float = 0.5      # lr factor of each step (lr_schedule=step)
     #: step: x lr_gamma every lr_step iterations (the papers'); cosine: from lr to 0 over the
     #: run (G over train.steps, D over its adversarial phase); lr_step/lr_gamma then unused
     lr_schedule: str = "step"
@@ -136,8 +136,8 @@ class TrainConfig:
     amp: str = "none"          # none | bf16 | fp16
     #: DDP gradient all-reduce compression: none | fp16 | bf16 (halves the bytes sent)
     ddp_compression: str = "none"
-    log_every: int = 50
-    val_every: int = 2000
+    log_every: int = 50        # log losses (rank 0 prints a progress line) every N steps
+    val_every: int = 2000      # validate (and checkpoint) every N steps, and at the last step
     device: str = "auto"       # auto | cpu | cuda
     init_from: Optional[str] = None  # start G (and D) from a checkpoint dir or models:/ URI
     #: perceptual network weights: a path/URI, "auto" (torch hub cache), or "random"
@@ -150,35 +150,35 @@ class TrainConfig:
 
 @dataclass
 class RayConfig:
-    workers: int = 2
-    use_gpu: bool = False
+    workers: int = 2           # Ray Train workers (DDP ranks)
+    use_gpu: bool = False      # one GPU per worker, NCCL all-reduce (false: CPU, gloo)
     #: CPUs Ray reserves for each worker; None: the cluster's CPUs shared among the workers
     #: (at most one node's, at least 1), so one worker on a 2-core machine gets both
     cpus_per_worker: Optional[float] = None
     #: torch intra-op threads of each worker; None: its whole CPUs (floor(cpus_per_worker), >= 1)
     threads_per_worker: Optional[int] = None
-    address: Optional[str] = None   # None: attach to RAY_ADDRESS or start a local Ray
+    address: Optional[str] = None   # Ray cluster (None: attach to RAY_ADDRESS or start a local Ray)
     storage: Optional[str] = None   # Ray Train storage path, local or s3:// (None: workdir)
     #: a local storage path (and sqlite MLflow) is on a filesystem every node mounts; without
     #: it, a cluster with more than one alive node refuses local paths (use s3://)
     shared_storage: bool = False
     name: Optional[str] = None      # Ray run name (None: <family>-<timestamp>)
-    max_failures: int = 3
+    max_failures: int = 3           # Ray Train restarts from the latest checkpoint after a failure
     keep_checkpoints: int = 2       # best N by validation PSNR (the latest is kept too)
 
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: Optional[str] = None   # None: MLFLOW_TRACKING_URI, else local sqlite
-    experiment: str = "raygan"
-    registered_model: Optional[str] = None  # None: raygan-<family>-<task tag>
-    register: bool = True
+    tracking_uri: Optional[str] = None   # MLflow tracking URI (None: MLFLOW_TRACKING_URI, else local sqlite)
+    experiment: str = "raygan"           # MLflow experiment of the runs
+    registered_model: Optional[str] = None  # registry name (None: raygan-<family>-<task tag>)
+    register: bool = True                # register the best generator as a new model version
 
 
 @dataclass
 class RunConfigSpec:
-    family: str = "wcdgan"
-    seed: int = 0
+    family: str = "wcdgan"  # registered GAN family: dagan | dequantizer | facesr | pan | wcdgan
+    seed: int = 0           # seeds weights, data order and crops, and a sweep's trials
     #: where local defaults live: demo shards, sqlite MLflow, Ray storage
     workdir: str = DEFAULT_WORKDIR
     preset: str = "paper"  # a label: "paper" or the name of a CPU-sized preset

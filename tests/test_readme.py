@@ -1,12 +1,15 @@
-"""The README's examples run as written.
+"""The README's examples run as written, and its config reference is the code's.
 
 The training and sweep examples run verbatim with ``--check`` appended (config, overrides, weights,
 data and schedule resolved exactly as the run would, then exit: training them for real is
-what the CPU runs do), after the face-data example, which runs for real. The evaluation example loads a registered model by name (``models:/...``) from the MLflow
+what the CPU runs do), after the shard examples (the face data, and "your own data" packed
+from ``my-photos/``, which the test fills with a few photos), which run for real. The
+evaluation example loads a registered model by name (``models:/...``) from the MLflow
 store that ``make demo`` writes (``.raygan/mlflow.db`` under the checkout): it is run here
 verbatim, from a directory laid out like a checkout after the demo (``jobs/``, ``.venv``,
 ``.raygan/mlflow.db`` holding ``raygan-wcdgan-jpeg-q10-rgb`` version 1, and
-``../shared/data/val/set5`` / ``set14`` with a few photos).
+``../shared/data/val/set5`` / ``set14`` with a few photos). The config reference between the
+README's markers is what ``docs/config_reference.py`` generates from the config dataclasses.
 """
 import json
 import os
@@ -53,6 +56,15 @@ def test_training_examples_resolve_as_written(tmp_path, demo_shards):
     assert sum("jobs/sweep.py" in c for c in commands) >= 2
     # the README's sweep reads the shards docs/cpu_runs.sh makes; here: the demo photos'
     (work / ".raygan" / "shared_shards").symlink_to(demo_shards)
+    # "your own data": the folders the README packs, a few crops of a photo
+    own = [c for c in commands if "jobs/make_shards.py" in c]
+    assert own, "the README's own-data example (jobs/make_shards.py) is missing"
+    photo = np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))
+    for opt in ("--src", "--val-src"):
+        folder = work / shlex.split(own[0])[shlex.split(own[0]).index(opt) + 1]
+        folder.mkdir(parents=True)
+        for i in range(6 if opt == "--src" else 2):
+            Image.fromarray(photo[i * 20:i * 20 + 96, i * 30:i * 30 + 96]).save(folder / f"img{i}.png")
     checked = 0
     for command in commands:
         args = shlex.split(command)
@@ -102,3 +114,21 @@ def test_evaluate_example_finds_the_demo_registry(tmp_path, monkeypatch):
     assert rows, out.stdout
     assert any(f"models:/{name.group(1)}/{name.group(2)}" in line for line in out.stdout.splitlines())
     assert any(line.startswith("| set14 | input |") for line in out.stdout.splitlines())
+
+
+def test_config_reference_is_current():
+    """README.md's config reference is what docs/config_reference.py generates (run it after
+    adding or documenting a config key)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "docs" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "README.md's config reference is stale: run python docs/config_reference.py"
+    readme = (ROOT / "README.md").read_text()
+    body = readme[readme.index(module.START):readme.index(module.END)]
+    for key in ("optim.lr_schedule", "ray.cpus_per_worker", "ray.threads_per_worker",
+                "data.crops_per_record", "train.perceptual_weights", "storage.outage_budget_s"):
+        assert f"| `{key}` |" in body, key
+    for family in ("dagan", "dequantizer", "facesr", "pan", "wcdgan"):
+        assert f"`model` and `loss` of `{family}`" in body, family
