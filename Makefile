@@ -38,7 +38,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q -rs tests
 
 # The endpoints with the demo's registered generator (`make demo` first); token in .raygan/serve_token.
-SERVE_MODEL ?= models:/raygan-wcdgan-jpeg-q10-rgb/latest
+SERVE_MODEL ?= models:/raygan-wcdgan-jpeg-q10-rgb@champion
 serve: $(STAMP)
 	@mkdir -p .raygan && { [ -s .raygan/serve_token ] || (umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(24))" > .raygan/serve_token); }
 	@echo "bearer token: $(CURDIR)/.raygan/serve_token"

@@ -173,6 +173,9 @@ class MlflowConfig:
     experiment: str = "raygan"           # MLflow experiment of the runs
     registered_model: Optional[str] = None  # registry name (None: raygan-<family>-<task tag>)
     register: bool = True                # register the best generator as a new model version
+    #: point this alias (e.g. champion, what deploy/serve_config.yaml serves) at the version
+    #: the run registers; None: no alias (a sweep's --promote moves champion)
+    alias: Optional[str] = None
 
 
 @dataclass

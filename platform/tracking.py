@@ -154,7 +154,7 @@ class RunLogger:
 
 
 def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
-                        registered_name: Optional[str]) -> Dict[str, Any]:
+                        registered_name: Optional[str], alias: Optional[str] = None) -> Dict[str, Any]:
     """Log the checkpoint's generator as an MLflow pyfunc model and register it.
 
     The model is "models from code" (``raygan/platform/mlflow_model.py``) with the weights
@@ -190,6 +190,13 @@ def log_generator_model(tracking_uri: str, run_id: str, checkpoint_dir: str,
     if registered_name:
         out["registered_model"] = registered_name
         out["registered_version"] = getattr(info, "registered_model_version", None)
+        if alias and out["registered_version"] is not None:
+            from mlflow import MlflowClient
+
+            with mlflow_store(tracking_uri):
+                MlflowClient(tracking_uri).set_registered_model_alias(
+                    registered_name, alias, str(out["registered_version"]))
+            out["registered_alias"] = alias
     return out
 
 

@@ -492,7 +492,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
         with best_ckpt.as_directory() as local:
             model_name = cfg.mlflow.registered_model or f"raygan-{cfg.family}-{family.task_tag()}"
             model_info = tracking.log_generator_model(
-                tracking_uri, run_id, local, model_name if cfg.mlflow.register else None)
+                tracking_uri, run_id, local, model_name if cfg.mlflow.register else None,
+                alias=cfg.mlflow.alias)
     final = result.metrics or {}
     summary = {
         "ray_run_name": name,

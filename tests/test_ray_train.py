@@ -195,7 +195,8 @@ def test_local_defaults_demo_path(tmp_path):
     proc = subprocess.Popen([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
                              "--workers", "2", "--steps", "6", *TINY, "train.val_every=1",
                              "ray.keep_checkpoints=2", "--name", "local-demo",
-                             "--score-sets", str(tmp_path / "w" / "demo_shards_v2")],
+                             "--score-sets", str(tmp_path / "w" / "demo_shards_v2"),
+                             "mlflow.alias=champion"],
                             cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     seen = set()
@@ -238,6 +239,11 @@ def test_local_defaults_demo_path(tmp_path):
     cpus = max(1, (os.cpu_count() or 1) // 2)
     assert (float(params["resolved_cpus_per_worker"]), int(params["resolved_threads_per_worker"])) == (cpus, cpus)
     assert f"2 worker(s) x {cpus} torch thread(s)" in stdout
+    # mlflow.alias (the demo preset's champion): the registered version carries it
+    champion = MlflowClient(summary["mlflow_tracking_uri"]).get_model_version_by_alias(
+        summary["registered_model"], "champion")
+    assert summary["registered_alias"] == "champion"
+    assert champion.version == str(summary["registered_version"]) and champion.run_id == summary["mlflow_run_id"]
 
 
 def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server):
