@@ -69,11 +69,11 @@ def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"])
         else:
-            # A private Ray on loopback: its GCS, raylet, workers and agents on 127.0.0.1 even
-            # when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is exported; no dashboard. Each Serve
-            # replica's own gRPC server still listens on all interfaces (README, Security).
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+            # Loopback only because raygan's ENV_DEFAULTS set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+            # (Ray's single-node mode); exported as 1, Ray binds its GCS, raylet, agents and
+            # workers to all interfaces whatever node IP is given. Each Serve replica's gRPC
+            # server listens on all interfaces in either mode (README, Security).
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
     http = config["http"]
     serve.start(http_options={"host": http["host"], "port": http["port"]})
     app = config["app"]
