@@ -132,3 +132,22 @@ def test_config_reference_is_current():
         assert f"| `{key}` |" in body, key
     for family in ("dagan", "dequantizer", "facesr", "pan", "wcdgan"):
         assert f"`model` and `loss` of `{family}`" in body, family
+
+
+def test_reproduce_doc_has_every_paper_row_and_number():
+    """docs/reproduce.md draws PAPER_ROWS: each row's config and each transcribed number."""
+    from raygan.models.papers import PAPER_ROWS
+
+    text = (ROOT / "docs" / "reproduce.md").read_text()
+    for row in PAPER_ROWS:
+        config = row.config.split()[0]
+        if config != "-":
+            assert f"`--config {config}" in text or f"--config {config} " in text, row.label
+            assert (ROOT / "models" / "configs" / config).is_file(), config
+        for value in row.metrics.values():
+            if value is not None and row.family is not None:
+                number = f"{value:+.2f}" if value < 5 else f"{value:.3f}"
+                assert number in text, (row.label, number)
+    # every train command's config resolves, with the overrides the doc gives
+    for config in set(re.findall(r"--config (\w+\.yaml)", text)):
+        load_config(config, ["train.init_from=null"])
