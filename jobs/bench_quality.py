@@ -15,6 +15,7 @@ and plots gain against minutes, one line per variant.
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
 import json
 import os

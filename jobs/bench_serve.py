@@ -29,6 +29,7 @@ and a final JSON line; the default run takes a few minutes on 2 cores, ``--quick
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
 import io
 import json

@@ -16,6 +16,7 @@ Prints a table and a final JSON line.
 
 from __future__ import annotations
 
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
 import io
 import json

@@ -12,6 +12,7 @@ a few CPU seconds to minutes per architecture (PAN's and face SR's are the large
 Replace the assumption with the throughput a GPU run measures (images/s in the run's
 summary) when there is one.
 """
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
 import json
 import math

@@ -4,6 +4,7 @@
     python jobs/evaluate.py --task jpeg --model models:/raygan-wcdgan-jpeg-q10-rgb/1 input \
         --sets ../shared/data/val/set5 ../shared/data/val/set14 data.quality=10
 """
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import sys
 
 from raygan.cli import evaluate_main

@@ -6,6 +6,7 @@ from a checkout (or under ``ray job submit``); ``--help`` describes it.
         --val-last 2000 --endpoint-url http://127.0.0.1:9000
     python jobs/make_face_shards.py --synthetic 64 --dst .raygan/faces-demo   # no data needed
 """
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import sys
 
 from raygan.cli import shards_faces_main

@@ -6,6 +6,7 @@ paired`` from a checkout (or under ``ray job submit``); ``--help`` describes it.
     python jobs/make_paired_shards.py --inputs data/sketches --targets data/photos \
         --dst s3://bucket/sketch2photo --endpoint-url http://127.0.0.1:9000
 """
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import sys
 
 from raygan.cli import shards_paired_main

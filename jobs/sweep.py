@@ -8,6 +8,7 @@ On a cluster:
         --data s3://bucket/shards --storage s3://bucket/sweeps --promote
 A killed sweep goes on with --resume [NAME]. See raygan.platform.sweep for space files.
 """
+import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import sys
 
 from raygan.platform.sweep import sweep_main

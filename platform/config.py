@@ -165,6 +165,13 @@ class RayConfig:
     name: Optional[str] = None      # Ray run name (None: <family>-<timestamp>)
     max_failures: int = 3           # Ray Train restarts from the latest checkpoint after a failure
     keep_checkpoints: int = 2       # best N by validation PSNR (the latest is kept too)
+    #: where Ray places the workers: pack (fill a node first: NCCL within a node, what GPU
+    #: nodes want) or spread (one per node while nodes last)
+    placement: str = "pack"
+    #: ship the driver's raygan to every worker as py_modules (a submitted checkout runs as
+    #: submitted); false: each node runs its installed raygan. Either way a node whose
+    #: raygan differs from the driver's is refused before training
+    ship_code: bool = True
 
 
 @dataclass
@@ -394,6 +401,7 @@ _CHOICES = {
     "train.epoch_unit": ("images", "patches"),
     "data.crop": ("random", "center_square_resize"),
     "data.small_images": ("resize", "pad", "skip"),
+    "ray.placement": ("pack", "spread"),
 }
 _POSITIVE = (
     "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "data.crops_per_record", "train.steps",

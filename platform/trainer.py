@@ -23,7 +23,7 @@ from PIL import Image
 from raygan.datasets.pipeline import (DataPlan, make_train_loader, make_val_loader, resolve_data,
                                       resolve_schedule)
 from raygan.platform import metrics as M
-from raygan.platform import storage, tracking
+from raygan.platform import storage, submitted_code, tracking
 from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_complete_checkpoint, read_meta,
                                         save_checkpoint)
 from raygan.platform.config import RunConfigSpec, build_config, flatten, to_dict
@@ -138,7 +138,26 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
             validate_and_report()
     if not last:  # resumed at the final step: validate once more so the run has metrics
         validate_and_report()
+    if world > 1:  # DDP ranks must end with the same weights; one line each says whether they do
+        print(f"raygan: rank {rank} ends at step {engine.step} with weights {weights_digest(engine)}",
+              flush=True)
     return last
+
+
+def weights_digest(engine: GANEngine) -> str:
+    """12 hex digits of a hash over the parameters of G, D and G's EMA: what DDP keeps equal
+    on every rank (D's normalisation statistics are buffers each rank keeps from its own
+    batches, ``broadcast_buffers=False``, so buffers are left out)."""
+    import hashlib
+
+    nets = {"generator": engine.generator, "discriminator": engine.discriminator,
+            "generator_ema": engine.ema.model if engine.ema is not None else None}
+    h = hashlib.sha256()
+    for name, net in nets.items():
+        for key, tensor in (net.named_parameters() if net is not None else ()):
+            h.update(f"{name}.{key}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 #: loss keys shown on the console, in this order, when a family logs them
@@ -184,6 +203,12 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if loop_config.get("threads"):  # Ray sets OMP_NUM_THREADS; torch may have read another
         torch.set_num_threads(int(loop_config["threads"]))
+    me = submitted_code.describe()
+    print(f"raygan: rank {rank} on node {me['node']} runs code {me['code']} from {me['path']}", flush=True)
+    if loop_config.get("code") and me["code"] != loop_config["code"]:
+        raise submitted_code.CodeMismatchError(
+            f"rank {rank} on node {me['node']} runs raygan {me['code']} from {me['path']}, not the "
+            f"driver's {loop_config['code']}")
     if rank == 0:
         print(f"raygan: {world} worker(s) x {torch.get_num_threads()} torch thread(s)", flush=True)
     write_stats: Dict[str, float] = {}  # storage retries of uploads (checkpoints, MLflow)
@@ -224,20 +249,53 @@ def _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats
 # ---------------------------------------------------------------------------- driver
 
 
+def job_runtime_env(environ=None) -> Dict[str, Any]:
+    """The runtime env `ray job submit` gave this driver ({} outside a submitted job)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return json.loads(environ.get(RAY_JOB_ENV) or "{}").get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+
+
+def driver_runtime_env(cfg: RunConfigSpec, attached: bool, environ=None) -> Dict[str, Any]:
+    """What this driver adds to the job's runtime env: the forwarded endpoints (those the
+    job does not set itself: Ray refuses to merge a variable twice) and, with
+    ``ray.ship_code``, the running raygan as ``py_modules`` when the workers would otherwise
+    import another one (always on a cluster; locally only when the running raygan is not
+    the one a new process would import)."""
+    environ = os.environ if environ is None else environ
+    job_env = job_runtime_env(environ)
+    taken = set((job_env.get("env_vars") or {}))
+    env = {k: environ[k] for k in FORWARDED_ENV if k in environ and k not in taken}
+    out: Dict[str, Any] = {"env_vars": env} if env else {}
+    if cfg.ray.ship_code and (attached or submitted_code.importable_root() != submitted_code.package_root()):
+        out.update(submitted_code.ship_runtime_env(job_env))
+    return out
+
+
 def _init_ray(cfg: RunConfigSpec) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    runtime_env = driver_runtime_env(cfg, attached=bool(address))
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None,
-                 log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
     else:
         # A private local cluster on loopback; "local" never attaches to a stale one.
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                 runtime_env=runtime_env.get("py_modules") and {"py_modules": runtime_env["py_modules"]},
                  num_cpus=max(os.cpu_count() or 1, int(cfg.ray.workers * (cfg.ray.cpus_per_worker or 1))))
+    if address or runtime_env.get("py_modules"):
+        # before any worker trains: every alive node imports the driver's raygan, or one line
+        code = submitted_code.fingerprint()
+        nodes = submitted_code.check_nodes(code)
+        how = "shipped as py_modules" if runtime_env.get("py_modules") else "installed on every node"
+        print(f"raygan: code {code} from {submitted_code.package_root()} ({how}); "
+              f"{len(nodes)} node(s) import it: {', '.join(sorted({n['node'] for n in nodes}))}",
+              flush=True)
 
 
 def resolve_worker_cpus(cpus_per_worker: Optional[float], threads: Optional[int], workers: int,
@@ -284,10 +342,7 @@ def ray_job_copy(environ=None, cwd=None) -> Optional[Path]:
     if RAY_JOB_ENV not in environ:
         return None
     cwd = Path(cwd or os.getcwd()).resolve()
-    try:
-        runtime_env = json.loads(environ[RAY_JOB_ENV]).get("runtime_env") or {}
-    except (ValueError, AttributeError):
-        runtime_env = {}
+    runtime_env = job_runtime_env(environ)
     return cwd if runtime_env.get("working_dir") or "runtime_resources" in cwd.parts else None
 
 
@@ -409,13 +464,14 @@ def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage
                                         *_cluster_cpus())
     # where this run's checkpoint folders are, for a worker to find the newest complete one
     storage_uri = f"s3://{storage_path}" if filesystem is not None else storage_path
-    loop_config = {**loop_config, "threads": threads,
+    loop_config = {**loop_config, "threads": threads, "code": submitted_code.fingerprint(),
                    "run_storage": storage.join(storage_uri, cfg.ray.name, storage_cfg=cfg.storage)}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+                                     resources_per_worker={"CPU": cpus},
+                                     placement_strategy=cfg.ray.placement.upper()),
         torch_config=LoopbackTorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         run_config=RunConfig(
             name=cfg.ray.name, storage_path=storage_path, storage_filesystem=filesystem,

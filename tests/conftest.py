@@ -12,6 +12,8 @@ import secrets  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -76,6 +78,36 @@ def ray_head_on_loopback(num_cpus: int):
         yield {"gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}"}
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite store, artifacts in moto S3)."""
+    import boto3
+
+    bucket = "mlflow-artifacts"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    port = free_port()
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    env = job_env({"MLFLOW_S3_ENDPOINT_URL": s3_server})
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
+                             "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(1)
+    yield {"url": url, "bucket": bucket}
+    proc.terminate()
+    proc.wait(30)
 
 
 # ----------------------------------------------------------------------------- S3

@@ -15,7 +15,8 @@ FOLDERS = {"platform": "raygan.platform", "models": "raygan.models", "datasets":
 FLOORS = {
     0: ["raygan", "raygan.platform.errors", "raygan.platform.registry"],
     1: ["raygan.platform.config", "raygan.platform.storage", "raygan.platform.perceptual",
-        "raygan.platform.losses", "raygan.platform.metrics", "raygan.platform.tiling"],
+        "raygan.platform.losses", "raygan.platform.metrics", "raygan.platform.tiling",
+        "raygan.platform.submitted_code"],
     2: ["raygan.datasets.*"],
     3: ["raygan.models.*"],
     4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",

@@ -50,35 +50,6 @@ def ray_head(s3_server):
         yield head
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(s3_server, tmp_path_factory):
-    import boto3
-
-    bucket = "mlflow-artifacts"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    port = free_port()
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    env = job_env({"MLFLOW_S3_ENDPOINT_URL": s3_server})
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}",
-                             "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("mlflow server did not start")
-            time.sleep(1)
-    yield {"url": url, "bucket": bucket}
-    proc.terminate()
-    proc.wait(30)
-
-
 def test_job_submit_s3_shards_checkpoints_and_mlflow_server(ray_head, mlflow_server, s3_server,
                                                              s3_bucket, photos, tmp_path):
     import boto3
