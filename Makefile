@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench bench-quality clean browser serve
+.PHONY: venv demo test bench bench-quality clean browser serve gpu-check
 
 venv: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: $(STAMP)
 # Gain on whole Set14 photos against training minutes, this demo preset beside the previous one
 bench-quality: $(STAMP)
 	$(PY) jobs/bench_quality.py
+
+# On a machine with NVIDIA GPUs (no Ray needed): AMP steps of every paper config, CPU vs GPU
+# losses, throughput with/without torch.compile, GPU-hours, NCCL DDP with 2+ GPUs. Exit 1 on any
+# failure; without a GPU one line and exit 0 (JSON status "skipped").
+gpu-check: $(STAMP)
+	$(PY) jobs/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf .raygan build *.egg-info

@@ -11,6 +11,8 @@ from typing import Any, Dict, Optional
 
 import yaml
 
+from raygan.platform import submitted_code
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
 
 
@@ -48,7 +50,8 @@ def load_serve_config(path: Optional[str] = None, tasks: Optional[Dict[str, str]
     http = dict(doc.get("http_options") or {})
     http["host"] = host or http.get("host", "127.0.0.1")
     http["port"] = int(port or http.get("port", 8000))
-    return {"http": http, "app": app}
+    # where Serve runs HTTP proxies: EveryNode (Serve's default) | HeadOnly | Disabled
+    return {"http": http, "app": app, "proxy_location": doc.get("proxy_location")}
 
 
 def build(config: Dict[str, Any]):
@@ -67,7 +70,11 @@ def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:
     application = build(config)  # fails fast, with one line, on a bad model reference
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
+            # a cluster: the replicas run this raygan (shipped as py_modules; serve.run gives
+            # the driver's runtime env to its deployments), checked on every node first
+            ray.init(address=os.environ["RAY_ADDRESS"],
+                     runtime_env=submitted_code.ship_runtime_env(submitted_code.job_runtime_env()) or None)
+            submitted_code.check_nodes(submitted_code.fingerprint())
         else:
             # Loopback only because raygan's ENV_DEFAULTS set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
             # (Ray's single-node mode); exported as 1, Ray binds its GCS, raylet, agents and
@@ -75,7 +82,8 @@ def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:
             # server listens on all interfaces in either mode (README, Security).
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
     http = config["http"]
-    serve.start(http_options={"host": http["host"], "port": http["port"]})
+    serve.start(http_options={"host": http["host"], "port": http["port"]},
+                proxy_location=config.get("proxy_location") or "EveryNode")
     app = config["app"]
     serve.run(application, name=app.get("name", "raygan"), route_prefix=app.get("route_prefix", "/"))
     return f"http://{http['host']}:{http['port']}"

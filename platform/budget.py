@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -114,4 +114,58 @@ def format_hours(hours: float) -> str:
     return f"{hours:.{max(0, 2 - int(math.floor(math.log10(max(hours, 1e-9)))))}f} h"
 
 
-__all__ = ["ASSUMED_GPU", "GPU", "flops_per_iteration", "format_hours", "gpu_hours", "implied_tflops"]
+#: assumed training sets: name -> [(width, height, count)]. DIV2K's 800 training images are
+#: 2040 px on the long side with varying short sides; 2040x1356 is the most common size and
+#: stands for all (real counts, from the manifest at run start, differ by a few per cent).
+DATASETS = {
+    "DIV2K train (800, ~2040x1356)": [(2040, 1356, 800)],
+    "DequantizerNet's 8,000 training images": [(500, 375, 8000)],
+    "CelebA train split (162,770, 178x218)": [(178, 218, 162_770)],
+}
+
+#: (row, config, overrides, data set or None for configs given in iterations)
+ROWS = [
+    ("WCDGAN Table 1 (Y), q5 / q10 / q20, each", "wcdgan_y_q10.yaml", [], "DIV2K train (800, ~2040x1356)"),
+    ("WCDGAN Table 2 (RGB), q5 / q10, each", "wcdgan_rgb_q10.yaml", [], "DIV2K train (800, ~2040x1356)"),
+    ("DAGAN k=4 / k=6, each", "dagan.yaml", [], "DIV2K train (800, ~2040x1356)"),
+    ("DequantizerNet Alef / Beta (R=5), each", "dequantizer_alef.yaml", [], "DequantizerNet's 8,000 training images"),
+    ("DequantizerNet Gimel / Phi (R=10), each", "dequantizer_gimel.yaml", [], "DequantizerNet's 8,000 training images"),
+    ("Face SR method 1 (CNN)", "facesr_cnn.yaml", [], None),
+    ("Face SR method 2 (GAN)", "facesr_gan.yaml", [], None),
+    ("PAN SR x4 (full; each ablation row at most this)", "pan_sr.yaml", [], None),
+    ("PAN inpainting", "pan_inpaint.yaml", [], "CelebA train split (162,770, 178x218)"),
+]
+
+
+class _Sizes:
+    """What resolve_schedule reads of a ShardSet: the count and the image sizes."""
+
+    def __init__(self, sizes):
+        self.image_sizes = [tuple(s) for s in sizes]
+        self.count = sum(n for _, _, n in sizes)
+        self.uri, self.manifest, self.split = "(assumed)", {}, "train"
+
+
+def estimate(config: str, overrides, dataset: Optional[str], tflops: float) -> Dict[str, Any]:
+    """A paper config's iterations (resolved from the assumed ``dataset`` of :data:`DATASETS`,
+    or given in iterations when None), FLOPs per iteration and GPU-hours at ``tflops``."""
+    import raygan.datasets.tasks  # noqa: F401  (the registries the config names)
+    import raygan.models  # noqa: F401
+    from raygan.datasets.pipeline import resolve_schedule
+    from raygan.platform.config import load_config
+
+    cfg = load_config(config, ["train.init_from=null", *overrides])
+    shards = _Sizes(DATASETS[dataset]) if dataset else None
+    resolved, spe = resolve_schedule(cfg, 1, shards)
+    t = resolved.train
+    pre = t.pretrain_steps if t.pretrain_steps is not None else int(math.ceil(t.pretrain_epochs * spe))
+    pre = min(pre, t.steps)
+    flops = flops_per_iteration(resolved)
+    hours = gpu_hours(flops["adversarial"], t.steps - pre, tflops, flops["pretrain"], pre)
+    return {"iterations": t.steps, "pretrain_iterations": pre, "iterations_per_epoch": spe,
+            "gflop_pretrain": flops["pretrain"] / 1e9, "gflop_adversarial": flops["adversarial"] / 1e9,
+            "gpu_hours": hours}
+
+
+__all__ = ["ASSUMED_GPU", "DATASETS", "GPU", "ROWS", "estimate", "flops_per_iteration", "format_hours",
+           "gpu_hours", "implied_tflops"]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from raygan.platform.errors import CheckpointError, ConfigError, StorageError, error_line
+from raygan.platform.errors import CapacityError, CheckpointError, ConfigError, StorageError, error_line
 from raygan.platform.config import load_config
 from raygan.platform.trainer import check_run, run_training
 
@@ -137,4 +137,4 @@ def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str
 def UserFacingErrors() -> tuple:
     """Errors that are the user's to fix: reported in one line, without a traceback."""
 
-    return (ConfigError, StorageError, CheckpointError, FileNotFoundError, ValueError)
+    return (ConfigError, StorageError, CheckpointError, CapacityError, FileNotFoundError, ValueError)

@@ -134,6 +134,8 @@ class TrainConfig:
     pretrain_steps: Optional[int] = None  # overrides pretrain_epochs when set
     ema_decay: float = 0.999   # EMA of G (0: off)
     amp: str = "none"          # none | bf16 | fp16
+    compile: bool = False      # torch.compile G and D (in place; pays on GPUs, first steps slower)
+    channels_last: bool = False  # channels-last weights and batches (pays on GPU tensor cores)
     #: DDP gradient all-reduce compression: none | fp16 | bf16 (halves the bytes sent)
     ddp_compression: str = "none"
     log_every: int = 50        # log losses (rank 0 prints a progress line) every N steps
@@ -168,6 +170,13 @@ class RayConfig:
     #: where Ray places the workers: pack (fill a node first: NCCL within a node, what GPU
     #: nodes want) or spread (one per node while nodes last)
     placement: str = "pack"
+    #: elastic training: with fewer alive workers than ray.workers (a lost node), go on from
+    #: the last checkpoint with as few as this many (Ray Train's num_workers=(min, max));
+    #: None: exactly ray.workers
+    min_workers: Optional[int] = None
+    #: seconds to wait for the workers' resources (at the start, or after a lost node) before
+    #: the run stops with one line saying what it waited for
+    capacity_wait_s: float = 300.0
     #: ship the driver's raygan to every worker as py_modules (a submitted checkout runs as
     #: submitted); false: each node runs its installed raygan. Either way a node whose
     #: raygan differs from the driver's is refused before training
@@ -436,6 +445,10 @@ def _validate(cfg: RunConfigSpec) -> None:
                 "ray.cpus_per_worker", "ray.threads_per_worker"):
         if flat[key] is not None and not flat[key] > 0:
             raise ConfigError(f"{key}: must be > 0 (or null), got {flat[key]!r}")
+    if cfg.ray.min_workers is not None and not 1 <= cfg.ray.min_workers <= cfg.ray.workers:
+        raise ConfigError(f"ray.min_workers: must be in 1..ray.workers ({cfg.ray.workers}), got {cfg.ray.min_workers}")
+    if not cfg.ray.capacity_wait_s > 0:
+        raise ConfigError(f"ray.capacity_wait_s: must be > 0, got {cfg.ray.capacity_wait_s!r}")
     if cfg.train.pretrain_epochs < 0:
         raise ConfigError(f"train.pretrain_epochs: must be >= 0, got {cfg.train.pretrain_epochs}")
     if not 0 <= cfg.train.ema_decay < 1:

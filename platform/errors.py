@@ -47,6 +47,10 @@ class TooManySkipped(RuntimeError):
     """More than ``data.max_skip_fraction`` of a worker's records were skipped."""
 
 
+class CapacityError(RuntimeError):
+    """The cluster did not offer the run's workers within ``ray.capacity_wait_s``."""
+
+
 class EvaluationError(ValueError):
     """An evaluation request cannot be served (bad protocol, model/set mismatch, no images)."""
 
@@ -57,7 +61,7 @@ class WeightsNotFoundError(FileNotFoundError):
 
 #: what raygan raises on purpose (with the message a user acts on)
 OWN_ERRORS = (ConfigError, StorageError, CheckpointError, ShardError, SkipRecord, TooManySkipped,
-              EvaluationError, WeightsNotFoundError)
+              EvaluationError, WeightsNotFoundError, CapacityError)
 
 
 def error_line(exc: BaseException) -> "tuple[str, int]":

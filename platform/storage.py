@@ -417,6 +417,10 @@ def ray_storage(uri: str, storage_cfg: Any = None) -> Tuple[str, Any]:
     _, connect_t, read_t = _cfg_values(storage_cfg)
     kwargs["connect_timeout"] = connect_t
     kwargs["request_timeout"] = read_t
+    # Synchronous writes: our handler runs inside Arrow's I/O threads (copy_files uploads
+    # many files at once), and background writes would queue on that same pool, which then
+    # waits on itself: Tune's experiment-state sync hung that way on a two-node sweep.
+    kwargs["background_writes"] = False
     return path, pafs.PyFileSystem(RetryingFileSystem(pafs.S3FileSystem(**kwargs), storage_cfg, uri))
 
 

@@ -25,6 +25,7 @@ the check still refuses a node whose code differs).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -103,14 +104,27 @@ def copy_package(root: Path, dest_parent: Path) -> Path:
     return dest
 
 
+#: set by Ray's job supervisor for the entrypoint of `ray job submit` (runtime env + metadata)
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def job_runtime_env(environ=None) -> Dict[str, Any]:
+    """The runtime env `ray job submit` gave this driver ({} outside a submitted job)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return json.loads(environ.get(RAY_JOB_ENV) or "{}").get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+
+
 _SHIPPED: Dict[str, str] = {}
 
 
-def ship_runtime_env(job_runtime_env: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def ship_runtime_env(job_env: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The runtime-env fields that ship the running raygan to every worker: ``py_modules``
     with a copy of its files (made once per process), unless the job already sets
     ``py_modules`` (Ray would refuse to merge two; then the node check decides)."""
-    if (job_runtime_env or {}).get("py_modules"):
+    if (job_env or {}).get("py_modules"):
         return {}
     root = package_root()
     key = str(root)
@@ -167,5 +181,5 @@ def check_nodes(expected: str, timeout_s: float = 120.0) -> List[Dict[str, str]]
     return found
 
 
-__all__ = ["CodeMismatchError", "check_nodes", "copy_package", "describe", "fingerprint",
-           "importable_root", "package_files", "package_root", "ship_runtime_env"]
+__all__ = ["CodeMismatchError", "RAY_JOB_ENV", "check_nodes", "copy_package", "describe", "fingerprint",
+           "importable_root", "job_runtime_env", "package_files", "package_root", "ship_runtime_env"]

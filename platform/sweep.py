@@ -70,7 +70,8 @@ from raygan.platform.engine import build_family
 from raygan.platform.errors import ConfigError
 from raygan.platform.metrics import LPIPSMetric
 from raygan.platform.registry import FAMILIES
-from raygan.platform.trainer import (RAY_JOB_ENV, _init_ray, build_torch_trainer, place_job_outputs, prepare_run,
+from raygan.platform.trainer import (RAY_JOB_ENV, _alive_nodes, _init_ray, build_torch_trainer,
+                                     check_node_local_storage, place_job_outputs, prepare_run,
                                      stable_workdir)
 
 #: the CPU a trial's own process (Tune function + Train controller) reserves; its workers
@@ -619,11 +620,13 @@ def run_sweep(plan: SweepPlan, resume: bool = False, promote: bool = False) -> D
         raise ConfigError(f"sweep {plan.name} already exists in {plan.storage}: finish it with "
                           f"--resume {plan.name}, or give a new --name")
     _init_ray(cfg)
+    tracking_uri = tracking.run_tracking_uri(cfg)
+    # trials run on every node: node-local trial storage or MLflow file is refused, as for runs
+    check_node_local_storage(plan.storage, _alive_nodes(), cfg.ray.shared_storage, tracking_uri)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     max_concurrent, cpus_per_worker = size_trials(cluster_cpus, cfg.ray.workers,
                                                   cfg.ray.cpus_per_worker or 1.0, plan.max_concurrent)
 
-    tracking_uri = tracking.run_tracking_uri(cfg)
     exp_id = tracking.get_or_create_experiment(tracking_uri, cfg.mlflow.experiment, cfg.workdir)
     parent_params = {"sweep.kind": space.kind, "sweep.space": json.dumps(space.params or list(space.variants)),
                      "sweep.metric": plan.metric, "sweep.trials": len(plan.points),

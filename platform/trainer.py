@@ -27,7 +27,7 @@ from raygan.platform import storage, submitted_code, tracking
 from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_complete_checkpoint, read_meta,
                                         save_checkpoint)
 from raygan.platform.config import RunConfigSpec, build_config, flatten, to_dict
-from raygan.platform.errors import ConfigError
+from raygan.platform.errors import CapacityError, ConfigError
 from raygan.platform.engine import GANEngine, build_family, count_parameters
 from raygan.platform.tracking import RunLogger, fetch_checkpoint, run_tracking_uri
 
@@ -235,6 +235,9 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
                           f" (Ray's run record {'ends at step %d' % known if known >= 0 else 'has none'})",
                           flush=True)
                 restore_dir = str(newer)
+            elif restore_dir is not None and rank == 0:
+                print(f"raygan: resuming from {Path(checkpoint.path).name} in {loop_config['run_storage']} "
+                      f"(step {known}) on {world} worker(s)", flush=True)
         _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats)
 
 
@@ -249,15 +252,6 @@ def _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats
 # ---------------------------------------------------------------------------- driver
 
 
-def job_runtime_env(environ=None) -> Dict[str, Any]:
-    """The runtime env `ray job submit` gave this driver ({} outside a submitted job)."""
-    environ = os.environ if environ is None else environ
-    try:
-        return json.loads(environ.get(RAY_JOB_ENV) or "{}").get("runtime_env") or {}
-    except (ValueError, AttributeError):
-        return {}
-
-
 def driver_runtime_env(cfg: RunConfigSpec, attached: bool, environ=None) -> Dict[str, Any]:
     """What this driver adds to the job's runtime env: the forwarded endpoints (those the
     job does not set itself: Ray refuses to merge a variable twice) and, with
@@ -265,9 +259,11 @@ def driver_runtime_env(cfg: RunConfigSpec, attached: bool, environ=None) -> Dict
     import another one (always on a cluster; locally only when the running raygan is not
     the one a new process would import)."""
     environ = os.environ if environ is None else environ
-    job_env = job_runtime_env(environ)
+    job_env = submitted_code.job_runtime_env(environ)
     taken = set((job_env.get("env_vars") or {}))
     env = {k: environ[k] for k in FORWARDED_ENV if k in environ and k not in taken}
+    if CAPACITY_ENV not in taken:  # read by Ray Train's controller, wherever it runs
+        env[CAPACITY_ENV] = str(cfg.ray.capacity_wait_s)
     out: Dict[str, Any] = {"env_vars": env} if env else {}
     if cfg.ray.ship_code and (attached or submitted_code.importable_root() != submitted_code.package_root()):
         out.update(submitted_code.ship_runtime_env(job_env))
@@ -281,6 +277,7 @@ def _init_ray(cfg: RunConfigSpec) -> None:
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = driver_runtime_env(cfg, attached=bool(address))
+    os.environ.setdefault(CAPACITY_ENV, str(cfg.ray.capacity_wait_s))  # a local Ray inherits it
     if address:
         ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
     else:
@@ -327,6 +324,8 @@ def _cluster_cpus() -> Tuple[float, float]:
 RAYGAN_HOME_ENV = "RAYGAN_HOME"
 #: set by Ray's job supervisor for the entrypoint of `ray job submit` (runtime env + metadata)
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+#: how long Ray Train's controller waits for a worker group's resources (ray.capacity_wait_s)
+CAPACITY_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 def stable_workdir(environ=None) -> Path:
@@ -342,7 +341,7 @@ def ray_job_copy(environ=None, cwd=None) -> Optional[Path]:
     if RAY_JOB_ENV not in environ:
         return None
     cwd = Path(cwd or os.getcwd()).resolve()
-    runtime_env = job_runtime_env(environ)
+    runtime_env = submitted_code.job_runtime_env(environ)
     return cwd if runtime_env.get("working_dir") or "runtime_resources" in cwd.parts else None
 
 
@@ -469,13 +468,15 @@ def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
+        scaling_config=ScalingConfig(num_workers=worker_count(cfg), use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cpus},
                                      placement_strategy=cfg.ray.placement.upper()),
         torch_config=LoopbackTorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         run_config=RunConfig(
             name=cfg.ray.name, storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            # a worker group that cannot get its resources within ray.capacity_wait_s ends the
+            # run (controller_failure_limit 0) instead of waiting forever
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures, controller_failure_limit=0),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
                                                checkpoint_score_attribute=score,
                                                checkpoint_score_order=score_order),
@@ -483,6 +484,28 @@ def build_torch_trainer(cfg: RunConfigSpec, loop_config: Dict[str, Any], storage
             callbacks=list(callbacks),
         ),
     )
+
+
+def worker_count(cfg: RunConfigSpec):
+    """ScalingConfig's num_workers: ``ray.workers``, or ``(ray.min_workers, ray.workers)``."""
+    if cfg.ray.min_workers is not None and cfg.ray.min_workers < cfg.ray.workers:
+        return (cfg.ray.min_workers, cfg.ray.workers)
+    return cfg.ray.workers
+
+
+def capacity_error(cfg: RunConfigSpec, exc: BaseException) -> Optional[CapacityError]:
+    """A CapacityError naming what the run waited for, when ``exc`` is Ray Train's
+    worker-group start timeout (else None)."""
+    text = f"{type(exc).__name__}: {exc} {getattr(exc, 'controller_failure', '')!r}"
+    if "WorkerGroupStartupTimeoutError" not in text and "startup timed out" not in text.lower():
+        return None
+    want = f"{cfg.ray.min_workers or cfg.ray.workers}"
+    cpus = f"{cfg.ray.cpus_per_worker:g}" if cfg.ray.cpus_per_worker else "its share of the"
+    res = f"{'1 GPU + ' if cfg.ray.use_gpu else ''}{cpus} CPU"
+    return CapacityError(
+        f"no capacity: waited {cfg.ray.capacity_wait_s:g} s (ray.capacity_wait_s) for {want} Ray Train "
+        f"worker(s) of {res} each ({cfg.ray.placement}); add nodes, lower ray.workers / "
+        f"ray.min_workers, or wait longer")
 
 
 def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
@@ -535,8 +558,11 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     logger = tracking.RunLogger(tracking_uri, run_id, cfg.storage)
     try:
         result = trainer.fit()
-    except Exception:
+    except Exception as exc:
         logger.finish("FAILED")
+        capacity = capacity_error(cfg, exc)
+        if capacity is not None:
+            raise capacity from None
         raise
     best = max(result.best_checkpoints or [], key=lambda cm: cm[1].get("val_psnr", float("-inf")),
                default=None)

@@ -24,6 +24,7 @@ DEPLOY = ROOT / "deploy"
 SERVE_CONFIG = DEPLOY / "serve_config.yaml"
 RAYSERVICE = DEPLOY / "kuberay" / "rayservice.yaml"
 RAYJOB = DEPLOY / "kuberay" / "rayjob.yaml"
+RAYCLUSTER_GPU = DEPLOY / "kuberay" / "raycluster-gpu.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 IMAGE_WORKDIR = "/app"
@@ -107,7 +108,8 @@ def containers(cluster_spec: dict):
 
 def cluster_specs():
     return {"rayservice": rayservice()["spec"]["rayClusterConfig"],
-            "rayjob": rayjob()["spec"]["rayClusterSpec"]}
+            "rayjob": rayjob()["spec"]["rayClusterSpec"],
+            "raycluster-gpu": load(RAYCLUSTER_GPU)["spec"]}
 
 
 def env_of(container: dict) -> dict:
@@ -347,7 +349,9 @@ def test_same_image_everywhere_and_versioned():
     version = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     images = {(kind, group, c["image"]) for kind, spec in cluster_specs().items()
               for group, _, c in containers(spec)}
-    assert {img for _, _, img in images} == {f"raygan:{version}"}, sorted(images)
+    # the GPU cluster runs the GPU build of the same Dockerfile (its header says how)
+    assert {img for kind, _, img in images if kind != "raycluster-gpu"} == {f"raygan:{version}"}, sorted(images)
+    assert {img for kind, _, img in images if kind == "raycluster-gpu"} == {f"raygan-gpu:{version}"}, sorted(images)
     assert f"-t raygan:{version}" in DOCKERFILE.read_text(), "the Dockerfile's build command names another tag"
     for spec in cluster_specs().values():
         assert spec["rayVersion"] == "2.60.0"
@@ -409,7 +413,7 @@ SECRET_VALUE = [
 ]
 
 
-@pytest.mark.parametrize("path", [RAYSERVICE, RAYJOB, DOCKERFILE, SERVE_CONFIG],
+@pytest.mark.parametrize("path", [RAYSERVICE, RAYJOB, RAYCLUSTER_GPU, DOCKERFILE, SERVE_CONFIG],
                          ids=lambda p: p.name)
 def test_no_literal_secret_in_files(path):
     text = path.read_text()
@@ -453,3 +457,39 @@ def test_serve_schema_accepts_config_and_knows_every_field(which):
             assert not unknown, f"{dep['name']}: keys Serve does not know: {sorted(unknown)}"
             unknown = set(dep.get("autoscaling_config") or {}) - set(AutoscalingConfig.model_fields)
             assert not unknown, f"{dep['name']}.autoscaling_config: keys Serve does not know: {sorted(unknown)}"
+
+
+# ----------------------------------------------------------------------------- GPU RayCluster
+
+
+def test_gpu_raycluster_runs_one_train_worker_per_gpu():
+    """The README's GPU cluster: token auth, Ray 2.60, a driver-only head, GPU pods whose Ray
+    GPUs equal their nvidia.com/gpu, the MLflow server and secrets from Secrets, and the
+    submit command in its header parses with the real job parser into a GPU run."""
+    import shlex
+
+    import raygan.models  # noqa: F401
+
+    doc = load(RAYCLUSTER_GPU)
+    spec = doc["spec"]
+    assert doc["kind"] == "RayCluster" and spec["authOptions"]["mode"] == "token"
+    pinned = re.search(r"^ray==([\d.]+)", (ROOT / "constraints.txt").read_text(), re.M).group(1)
+    assert spec["rayVersion"] == pinned
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (gpu,) = [g for g in spec["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert int(gpu["rayStartParams"]["num-gpus"]) == int(limits["nvidia.com/gpu"]) >= 1
+    mounts = {m["mountPath"] for m in gpu["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert "/dev/shm" in mounts and "/var/lib/raygan/torch" in mounts
+    for group, _, c in containers(spec):
+        env = env_of(c)
+        assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http"), group
+        assert "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"], group
+    header = " ".join(line.lstrip("# ").rstrip("\\").strip() for line in
+                      RAYCLUSTER_GPU.read_text().split("ray job submit", 1)[1].splitlines()[:4])
+    argv = shlex.split(header.split(" -- ", 1)[1])
+    args = build_parser("wcdgan").parse_intermixed_args(argv[2:])
+    cfg = load_config(args.config, collect_overrides(args))
+    assert cfg.ray.use_gpu and cfg.train.amp == "bf16" and cfg.ray.placement == "pack"
+    assert args.data.startswith("s3://") and args.storage.startswith("s3://")
+    assert cfg.ray.workers <= int(gpu["rayStartParams"]["num-gpus"]) * gpu["maxReplicas"]

@@ -22,7 +22,7 @@ FLOORS = {
     4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
         "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
         "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
-        "raygan.platform.sweep", "raygan.platform.budget"],
+        "raygan.platform.sweep", "raygan.platform.budget", "raygan.platform.gpu_check"],
     5: ["raygan.deploy.*"],
     6: ["raygan.cli", "raygan.__main__"],
 }

@@ -15,17 +15,18 @@ What it pins (issue 18):
   same weights; checkpoints go to S3 (moto over HTTP) and the run to an `mlflow server`.
 """
 import json
-import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
-from conftest import BIN, free_port, job_env
+from conftest import BASELINE_LISTENERS, BIN, LOOPBACK, free_port, job_env
 
 from raygan.platform import submitted_code
 
@@ -41,8 +42,60 @@ TINY = ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_fe
         "ray.cpus_per_worker=1", "ray.threads_per_worker=1"]
 
 
+#: the processes Ray 2.60 binds to all interfaces in multi-node mode, with no option to bind
+#: them to the node's address (README, Security); every other listener must be on the node's
+#: address or loopback
+RAY_ALL_INTERFACES = {"gcs_server", "raylet", "dashboard", "dashboard agent", "autoscaler monitor",
+                      "core worker"}
+NODE_ADDRESSES = {HEAD, WORKER, *LOOPBACK}
+
+
+def process_kind(pid, parents: bool = True) -> str:
+    try:
+        proc = psutil.Process(pid)
+        name, cmd = proc.name(), " ".join(proc.cmdline())
+        ancestors = proc.parents() if parents else []
+    except (psutil.Error, OSError):
+        return "?"
+    for needle, kind in (("gcs_server", "gcs_server"), ("raylet", "raylet"),
+                         ("ray/dashboard/dashboard.py", "dashboard"), ("DashboardAgent", "dashboard agent"),
+                         ("ray/dashboard/agent.py", "dashboard agent"),
+                         ("autoscaler/_private/monitor.py", "autoscaler monitor")):
+        if needle in name or needle in cmd:
+            return kind
+    # every Ray worker process (tasks, actors, the job's driver) runs a core-worker gRPC server
+    if name.startswith("ray::") or "jobs/train_" in cmd or "jobs/sweep" in cmd:
+        return "core worker" if "Agent" not in name else name
+    for parent in ancestors:  # e.g. the dashboard's module subprocesses
+        kind = process_kind(parent.pid, parents=False)
+        if kind in RAY_ALL_INTERFACES:
+            return kind
+    return f"{name} ({cmd[:120]})"
+
+
+class ListenerSampler(threading.Thread):
+    """Every new TCP listener (address, port, process kind) seen while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen, self.stop = set(), threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for c in psutil.net_connections("inet"):
+                if c.status == "LISTEN" and (c.laddr.ip, c.laddr.port) not in BASELINE_LISTENERS:
+                    self.seen.add((c.laddr.ip, c.laddr.port, process_kind(c.pid)))
+            self.stop.wait(0.5)
+
+
+#: the endpoints' bearer token: in every node's environment from its start, as a cluster's
+#: nodes get it from a Secret (it never travels in Ray's runtime env)
+SERVE_TOKEN = uuid.uuid4().hex
+
+
 def cluster_env(extra=None) -> dict:
-    return job_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", **(extra or {})})
+    return job_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAYGAN_SERVE_TOKEN": SERVE_TOKEN,
+                    **(extra or {})})
 
 
 def alive_nodes(gcs: str) -> int:
@@ -53,31 +106,67 @@ def alive_nodes(gcs: str) -> int:
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
 
 
+class TwoNodes:
+    """The cluster: ``gcs``, ``dashboard``; the worker node can be killed (every process of
+    it) and replaced by a new one on the same address."""
+
+    def __init__(self):
+        self.gcs_port, self.dash_port = free_port(), free_port()
+        self.gcs, self.dashboard = f"{HEAD}:{self.gcs_port}", f"http://{HEAD}:{self.dash_port}"
+        # short temp dirs: Ray's socket paths live under them (a unix socket path has ~107 bytes)
+        self.temp_dirs = [tempfile.mkdtemp(prefix="rgh", dir="/tmp")]
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--node-ip-address={HEAD}",
+                        f"--port={self.gcs_port}", f"--dashboard-host={HEAD}",
+                        f"--dashboard-port={self.dash_port}", "--num-cpus=1",
+                        f"--temp-dir={self.temp_dirs[0]}", "--disable-usage-stats"],
+                       env=cluster_env(), check=True, capture_output=True, timeout=180)
+        self.start_worker()
+
+    def start_worker(self):
+        self.worker_tmp = tempfile.mkdtemp(prefix="rgw", dir="/tmp")
+        self.temp_dirs.append(self.worker_tmp)
+        subprocess.run([str(BIN / "ray"), "start", f"--address={self.gcs}", f"--node-ip-address={WORKER}",
+                        "--num-cpus=1", f"--temp-dir={self.worker_tmp}", "--disable-usage-stats"],
+                       env=cluster_env(), check=True, capture_output=True, timeout=180)
+        self.wait_nodes(2)
+
+    def wait_nodes(self, n: int, timeout: float = 90):
+        deadline = time.time() + timeout
+        while alive_nodes(self.gcs) != n:
+            assert time.time() < deadline, f"the cluster did not reach {n} alive nodes"
+            time.sleep(2)
+
+    def kill_worker(self) -> int:
+        """SIGKILL every process of the worker node (raylet, agents, workers): a lost machine."""
+        victims = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            if self.worker_tmp in " ".join(proc.info["cmdline"] or []):
+                victims.add(proc)
+                try:
+                    victims.update(proc.children(recursive=True))
+                except psutil.Error:
+                    pass
+        for proc in victims:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        return len(victims)
+
+    def stop(self):
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=cluster_env(), capture_output=True,
+                       timeout=180)
+        for d in self.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
-    gcs_port, dash_port = free_port(), free_port()
-    # short temp dirs: Ray's socket paths live under them (a unix socket path has ~107 bytes)
-    head_tmp = tempfile.mkdtemp(prefix="rgh", dir="/tmp")
-    node_tmp = tempfile.mkdtemp(prefix="rgw", dir="/tmp")
-    env = cluster_env()
-    gcs = f"{HEAD}:{gcs_port}"
+    cluster = TwoNodes()
     try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--node-ip-address={HEAD}",
-                        f"--port={gcs_port}", f"--dashboard-host={HEAD}", f"--dashboard-port={dash_port}",
-                        "--num-cpus=1", f"--temp-dir={head_tmp}", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run([str(BIN / "ray"), "start", f"--address={gcs}", f"--node-ip-address={WORKER}",
-                        "--num-cpus=1", f"--temp-dir={node_tmp}", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=180)
-        deadline = time.time() + 60
-        while alive_nodes(gcs) != 2:
-            assert time.time() < deadline, "the second node did not join"
-            time.sleep(2)
-        yield {"gcs": gcs, "dashboard": f"http://{HEAD}:{dash_port}"}
+        yield cluster
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=180)
-        shutil.rmtree(head_tmp, ignore_errors=True)
-        shutil.rmtree(node_tmp, ignore_errors=True)
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +183,7 @@ def submitted_checkout(tmp_path_factory):
 
 
 def submit(cluster, checkout, tmp_path, *args, timeout=600):
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard,
            "--working-dir", str(checkout), "--", "python", "jobs/train_wcdgan.py", *args]
     deadline = time.time() + 90
     while True:
@@ -110,11 +199,17 @@ def test_submitted_code_runs_on_every_node_spread_ddp_ends_equal(
         two_nodes, submitted_checkout, demo_shards, s3_server, s3_bucket, mlflow_server, tmp_path):
     installed = submitted_code.fingerprint(submitted_code.package_root())
     assert installed != submitted_checkout["code"]  # the cluster's raygan lacks the change
-    job = submit(two_nodes, submitted_checkout["path"], tmp_path,
-                 "--data", demo_shards, "--storage", f"s3://{s3_bucket}/ray", "--endpoint-url", s3_server,
-                 "--workers", "2", "--steps", "4", "--name", "two-nodes", "--workdir", str(tmp_path / "work"),
-                 f"mlflow.tracking_uri={mlflow_server['url']}", "ray.placement=spread",
-                 "train.val_every=4", *TINY)
+    sampler = ListenerSampler()
+    sampler.start()
+    try:
+        job = submit(two_nodes, submitted_checkout["path"], tmp_path,
+                     "--data", demo_shards, "--storage", f"s3://{s3_bucket}/ray", "--endpoint-url", s3_server,
+                     "--workers", "2", "--steps", "4", "--name", "two-nodes", "--workdir", str(tmp_path / "work"),
+                     f"mlflow.tracking_uri={mlflow_server['url']}", "ray.placement=spread",
+                     "train.val_every=4", *TINY)
+    finally:
+        sampler.stop.set()
+        sampler.join()
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-6000:]
     code = submitted_checkout["code"]
@@ -133,6 +228,24 @@ def test_submitted_code_runs_on_every_node_spread_ddp_ends_equal(
     assert summary["steps"] == 4 and summary["best_checkpoint"].startswith(f"s3://{s3_bucket}/ray/two-nodes/")
     assert summary["mlflow_tracking_uri"] == mlflow_server["url"]
 
+    # listeners: on the nodes' addresses, except the Ray processes that bind all interfaces
+    wildcard = {kind for ip, _, kind in sampler.seen if ip in ("0.0.0.0", "::")}
+    assert {"gcs_server", "raylet"} <= wildcard <= RAY_ALL_INTERFACES, sampler.seen
+    elsewhere = {(ip, port, kind) for ip, port, kind in sampler.seen
+                 if ip not in ("0.0.0.0", "::") and ip.removeprefix("::ffff:") not in NODE_ADDRESSES}
+    assert not elsewhere, elsewhere
+    assert {"gcs_server", "raylet", "core worker", "dashboard agent"} <= wildcard
+
+
+def test_node_local_storage_is_refused_on_two_nodes(two_nodes, submitted_checkout, demo_shards, tmp_path):
+    job = submit(two_nodes, submitted_checkout["path"], tmp_path, "--data", demo_shards,
+                 "--storage", str(tmp_path / "ray"), "--workers", "2", "--steps", "2",
+                 "--workdir", str(tmp_path / "work"), *TINY)
+    out = job.stdout + job.stderr
+    assert job.returncode != 0
+    errors = sorted({ln for ln in out.splitlines() if ln.startswith("error: ")})  # the CLI echoes the log
+    assert len(errors) == 1 and "is a node-local path but the Ray cluster has 2 alive nodes" in errors[0], out[-3000:]
+
 
 def test_a_node_with_other_code_is_refused_before_training(two_nodes, submitted_checkout, demo_shards,
                                                            tmp_path):
@@ -145,3 +258,169 @@ def test_a_node_with_other_code_is_refused_before_training(two_nodes, submitted_
     assert line.startswith("error: node ") and submitted_checkout["code"] in line, out[-4000:]
     assert submitted_code.fingerprint(submitted_code.package_root()) in line
     assert "rank 0 on node" not in out  # refused before any worker trained
+
+
+def test_a_sweep_runs_its_trials_on_both_nodes(two_nodes, submitted_checkout, demo_shards, s3_server,
+                                               s3_bucket, mlflow_server, tmp_path):
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", two_nodes.dashboard,
+           "--working-dir", str(submitted_checkout["path"]), "--", "python", "jobs/sweep.py",
+           "--family", "wcdgan", "--space", "losses", "--trials", "2", "--max-concurrent", "2",
+           "--workers-per-trial", "1", "--steps-per-trial", "2", "--reports", "1", "--data", demo_shards,
+           "--storage", f"s3://{s3_bucket}/sweeps", "--endpoint-url", s3_server,
+           "--workdir", str(tmp_path / "work"), "--name", "two-node-sweep",
+           f"mlflow.tracking_uri={mlflow_server['url']}", *TINY]
+    try:
+        job = subprocess.run(cmd, cwd=tmp_path, env=cluster_env(), capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(((exc.stdout or b"") + (exc.stderr or b"")).decode()[-8000:]) from None
+    out = job.stdout + job.stderr
+    assert job.returncode == 0, out[-6000:]
+    code = submitted_checkout["code"]
+    nodes = set(re.findall(rf"raygan: rank 0 on node ([\d.]+) runs code {code} ", out))
+    assert nodes == {HEAD, WORKER}, out[-6000:]
+    summary = json.loads([ln for ln in job.stdout.splitlines() if ln.startswith('{"sweep"')][-1])
+    assert summary["trials"] == 2
+
+
+def replica_nodes(cluster) -> list:
+    """Node addresses of the ALIVE replicas of restore-jpeg (Ray's state API)."""
+    def ray_list(*args):
+        out = subprocess.run([str(BIN / "ray"), "list", *args, "--address", cluster.dashboard,
+                              "--format", "json", "--limit", "1000"],
+                             env=cluster_env(), capture_output=True, text=True, timeout=120)
+        return json.loads(out.stdout) if out.returncode == 0 else []
+    nodes = {n["node_id"]: n["node_ip"] for n in ray_list("nodes")}
+    actors = ray_list("actors", "--filter", "state=ALIVE", "--detail")
+    return sorted(nodes.get(a.get("node_id"), "?") for a in actors
+                  if "restore-jpeg" in (a.get("class_name") or ""))
+
+
+def test_serve_replicas_on_both_nodes_survive_a_lost_node(two_nodes, tmp_path):
+    """Two replicas, one per node, behind a proxy on the head; the worker node is killed under
+    load: no request fails beyond one retry, and Serve puts the replica back on the
+    replacement node."""
+    import httpx
+    import yaml
+    from test_serve import TINY as SERVE_TINY, _checkpoint, photo_png
+
+    from raygan.deploy.serving import load_serve_config
+
+    ckpt = _checkpoint(tmp_path / "model", "wcdgan.yaml", SERVE_TINY, seed=1)
+    port, token = free_port(), SERVE_TOKEN
+    config = load_serve_config(None, {"jpeg": str(ckpt)}, host=HEAD, port=port)
+    for d in config["app"]["deployments"]:
+        d.pop("autoscaling_config", None)
+        if d["name"] == "restore-jpeg":
+            d.update(num_replicas=2, ray_actor_options={"num_cpus": 1})
+        else:
+            d.update(num_replicas=1, ray_actor_options={"num_cpus": 0})
+    doc = {"proxy_location": "HeadOnly", "http_options": config["http"], "applications": [config["app"]]}
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(doc))
+    env = cluster_env({"RAY_ADDRESS": two_nodes.gcs})
+    server = subprocess.Popen([str(BIN / "python"), "jobs/serve.py", "--config", str(tmp_path / "serve.yaml")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url, headers, body = f"http://{HEAD}:{port}", {"Authorization": f"Bearer {token}"}, photo_png(48, 40)
+    counts = {"ok": 0, "retried": 0, "failed": 0}
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                for attempt in (0, 1):  # the client's one retry
+                    try:
+                        r = client.post(f"{url}/v1/jpeg", content=body, headers=headers)
+                        if r.status_code == 200:
+                            counts["ok" if attempt == 0 else "retried"] += 1
+                            break
+                    except httpx.HTTPError:
+                        pass
+                else:
+                    counts["failed"] += 1
+
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                if httpx.post(f"{url}/v1/jpeg", content=body, headers=headers, timeout=30).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.time() < deadline, server.stdout.read()[-4000:] if server.poll() is not None else "not up"
+            time.sleep(2)
+        assert replica_nodes(two_nodes) == sorted([HEAD, WORKER])  # one replica on each node
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(5)
+        before = dict(counts)
+        assert two_nodes.kill_worker() >= 3
+        time.sleep(15)  # the head's replica alone carries the load
+        two_nodes.start_worker()
+        deadline = time.time() + 180
+        while replica_nodes(two_nodes) != sorted([HEAD, WORKER]):
+            assert time.time() < deadline, replica_nodes(two_nodes)
+            time.sleep(3)
+        time.sleep(5)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert before["ok"] > 0 and counts["ok"] > before["ok"] + 10, counts
+        assert counts["failed"] == 0, counts
+    finally:
+        stop.set()
+        subprocess.run([str(BIN / "serve"), "shutdown", "-y", "--address", two_nodes.dashboard],
+                       env=cluster_env(), capture_output=True, timeout=120)
+        server.kill()
+
+
+def test_no_capacity_stops_with_one_line(two_nodes, demo_shards, tmp_path, s3_server, s3_bucket,
+                                         mlflow_server):
+    """3 one-CPU workers on a 2-CPU cluster: after ray.capacity_wait_s the run stops and says
+    what it waited for (it never hangs)."""
+    t0 = time.time()
+    job = submit(two_nodes, ROOT, tmp_path, "--data", demo_shards, "--storage", f"s3://{s3_bucket}/nocap",
+                 "--endpoint-url", s3_server, "--workers", "3", "--steps", "2", "--workdir", str(tmp_path / "w"),
+                 f"mlflow.tracking_uri={mlflow_server['url']}", "ray.capacity_wait_s=8", *TINY, timeout=300)
+    out = job.stdout + job.stderr
+    assert job.returncode != 0 and time.time() - t0 < 240
+    errors = sorted({ln for ln in out.splitlines() if ln.startswith("error: ")})
+    assert len(errors) == 1 and "no capacity: waited 8 s (ray.capacity_wait_s) for 3 Ray Train worker(s) of 1 CPU" \
+        in errors[0], out[-4000:]
+
+
+def test_a_lost_training_node_is_survived_from_its_last_checkpoint(two_nodes, demo_shards, s3_server, s3_bucket,
+                                                               mlflow_server, tmp_path):
+    """Every process of the worker node is killed mid-run and a replacement node joins: the
+    run goes on from its last complete checkpoint, ends at the same step, in the same MLflow
+    run, and names the checkpoint it resumed from."""
+    from mlflow import MlflowClient
+
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", two_nodes.dashboard, "--working-dir", str(ROOT), "--",
+           "python", "jobs/train_wcdgan.py", "--data", demo_shards, "--storage", f"s3://{s3_bucket}/lost",
+           "--endpoint-url", s3_server, "--workers", "2", "--steps", "240", "--name", "lost-node",
+           "--workdir", str(tmp_path / "w"), "--experiment", "lost-node", f"mlflow.tracking_uri={mlflow_server['url']}",
+           "ray.placement=spread", "ray.capacity_wait_s=120", "train.val_every=40",
+           "train.log_every=10", *TINY]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cluster_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], False
+    deadline = time.time() + 600
+    for line in proc.stdout:
+        lines.append(line)
+        if not killed and re.search(r"step (\d+)/240", line) and int(re.search(r"step (\d+)/240", line).group(1)) >= 60:
+            assert two_nodes.kill_worker() >= 3
+            killed = True
+            two_nodes.start_worker()
+        assert time.time() < deadline, "".join(lines[-50:])
+    proc.wait(60)
+    out = "".join(lines)
+    assert killed and proc.returncode == 0, out[-6000:]
+    resumed = re.findall(r"raygan: resuming from (checkpoint_\d+) in s3://\S+ .*on \d worker", out)
+    assert resumed, out[-6000:]
+    summary = next(json.loads(ln) for ln in reversed(lines) if ln.startswith("{") and "ray_run_name" in ln)
+    assert summary["steps"] == 240 and summary["resumed_from_step"] >= 40
+    client = MlflowClient(mlflow_server["url"])
+    runs = client.search_runs([client.get_experiment_by_name("lost-node").experiment_id])
+    assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
+    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "val_psnr")]
+    assert 240 in steps and min(steps) <= summary["resumed_from_step"]
