@@ -79,12 +79,18 @@ class ListenerSampler(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.seen, self.stop = set(), threading.Event()
+        self.train_workers = set()  # (address, port) of Ray Train worker processes
 
     def run(self):
         while not self.stop.is_set():
             for c in psutil.net_connections("inet"):
                 if c.status == "LISTEN" and (c.laddr.ip, c.laddr.port) not in BASELINE_LISTENERS:
                     self.seen.add((c.laddr.ip, c.laddr.port, process_kind(c.pid)))
+                    try:
+                        if "RayTrainWorker" in psutil.Process(c.pid).name():
+                            self.train_workers.add((c.laddr.ip, c.laddr.port))
+                    except psutil.Error:
+                        pass
             self.stop.wait(0.5)
 
 
@@ -161,7 +167,8 @@ class TwoNodes:
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(s3_server):
+    # after s3_server: every node (and a replacement node) starts with its AWS credentials
     cluster = TwoNodes()
     try:
         yield cluster
@@ -235,6 +242,9 @@ def test_submitted_code_runs_on_every_node_spread_ddp_ends_equal(
                  if ip not in ("0.0.0.0", "::") and ip.removeprefix("::ffff:") not in NODE_ADDRESSES}
     assert not elsewhere, elsewhere
     assert {"gcs_server", "raylet", "core worker", "dashboard agent"} <= wildcard
+    # the DDP rendezvous store (rank 0's TCPStore) binds rank 0's node address: a Ray Train
+    # worker listens on a node address, not only on the core worker's wildcard gRPC port
+    assert {ip for ip, _ in sampler.train_workers} & {HEAD, WORKER}, sampler.train_workers
 
 
 def test_node_local_storage_is_refused_on_two_nodes(two_nodes, submitted_checkout, demo_shards, tmp_path):
