@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -102,8 +103,15 @@ def collect_overrides(args: argparse.Namespace) -> List[str]:
     return out + list(args.overrides)
 
 
+#: a ``key=value`` override (``mlflow.alias=champion``), told apart from a set's path
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
+
+
 def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(family, prog).parse_intermixed_args(argv)
+    if args.score_sets:  # --score-sets takes one or more sets; overrides after it are overrides
+        args.overrides = list(args.overrides) + [s for s in args.score_sets if _OVERRIDE.match(s)]
+        args.score_sets = [s for s in args.score_sets if not _OVERRIDE.match(s)]
     try:
         cfg = load_config(args.config, collect_overrides(args), family=None if args.config else family)
         if cfg.family != family:

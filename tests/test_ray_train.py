@@ -214,7 +214,7 @@ def test_local_defaults_demo_path(tmp_path):
     champion = MlflowClient(summary["mlflow_tracking_uri"]).get_model_version_by_alias(
         summary["registered_model"], "champion")
     assert summary["registered_alias"] == "champion"
-    assert champion.version == str(summary["registered_version"]) and champion.run_id == summary["mlflow_run_id"]
+    assert str(champion.version) == str(summary["registered_version"]) and champion.run_id == summary["mlflow_run_id"]
 
 
 def test_nothing_listens_beyond_loopback(ray_head, mlflow_server, s3_server):

@@ -328,7 +328,12 @@ def test_steps_per_trial_keeps_the_adversarial_share(demo_shards, tmp_path):
                                       "--data", demo_shards, "--workdir", str(tmp_path)])
     plan = plan_sweep(args)
     train = plan.base["train"]
-    assert (train["steps"], train["pretrain_steps"], train["val_every"]) == (50, 46, 10)  # 460/500
+    from raygan.platform.config import load_config
+
+    preset = load_config("wcdgan_cpu_demo.yaml").train  # its L1-only share, kept at 50 steps
+    share = round(50 * preset.pretrain_steps / preset.steps)
+    assert 0 < share < 50
+    assert (train["steps"], train["pretrain_steps"], train["val_every"]) == (50, share, 10)
     assert plan.sweep_space().kind == "ablation" and plan.scheduler == "fifo"
     assert plan.data["train"]["uri"] == demo_shards and plan.data["train"]["shards"]
     assert plan.points == {"t000": {"variant": "WCDGAN (full)"},
