@@ -74,21 +74,32 @@ def process_kind(pid, parents: bool = True) -> str:
     return f"{name} ({cmd[:120]})"
 
 
-class ListenerSampler(threading.Thread):
-    """Every new TCP listener (address, port, process kind) seen while it runs."""
+def in_cluster(pid, temp_dirs) -> bool:
+    """Whether a process belongs to the cluster: it, or a process it descends from (the raylet
+    for workers and the job's driver), names one of the nodes' temp dirs on its command line."""
+    try:
+        proc = psutil.Process(pid)
+        chain = [proc, *proc.parents()]
+        return any(d in " ".join(p.cmdline()) for p in chain for d in temp_dirs)
+    except (psutil.Error, OSError):
+        return False
 
-    def __init__(self):
+
+class ListenerSampler(threading.Thread):
+    """Every new TCP listener (address, port, process kind) of the cluster's processes seen
+    while it runs (not the test's own process, nor what earlier tests left running)."""
+
+    def __init__(self, temp_dirs):
         super().__init__(daemon=True)
         self.seen, self.stop = set(), threading.Event()
         self.train_workers = set()  # (address, port) of Ray Train worker processes
+        self.temp_dirs = list(temp_dirs)
 
     def run(self):
         while not self.stop.is_set():
             for c in psutil.net_connections("inet"):
-                # this test process is not part of the cluster (an earlier test may have left
-                # a listener in it, e.g. a process group's store)
                 if c.status == "LISTEN" and (c.laddr.ip, c.laddr.port) not in BASELINE_LISTENERS \
-                        and c.pid != os.getpid():
+                        and c.pid != os.getpid() and in_cluster(c.pid, self.temp_dirs):
                     kind = process_kind(c.pid)
                     if kind == "?":  # gone before it could be named: seen again if it lives
                         continue
@@ -215,7 +226,7 @@ def test_submitted_code_runs_on_every_node_spread_ddp_ends_equal(
         two_nodes, submitted_checkout, demo_shards, s3_server, s3_bucket, mlflow_server, tmp_path):
     installed = submitted_code.fingerprint(submitted_code.package_root())
     assert installed != submitted_checkout["code"]  # the cluster's raygan lacks the change
-    sampler = ListenerSampler()
+    sampler = ListenerSampler(two_nodes.temp_dirs)
     sampler.start()
     try:
         job = submit(two_nodes, submitted_checkout["path"], tmp_path,
