@@ -323,7 +323,7 @@ def _cluster_cpus() -> Tuple[float, float]:
 # ~/.raygan, announced on the job's log; explicit paths inside the copy are refused.
 RAYGAN_HOME_ENV = "RAYGAN_HOME"
 #: set by Ray's job supervisor for the entrypoint of `ray job submit` (runtime env + metadata)
-RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+RAY_JOB_ENV = submitted_code.RAY_JOB_ENV
 #: how long Ray Train's controller waits for a worker group's resources (ray.capacity_wait_s)
 CAPACITY_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
