@@ -80,6 +80,37 @@ def ray_head_on_loopback(num_cpus: int):
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+# What a cluster's CPUs are held by, printed when a test waits for them in vain.
+_IDLE_PROBE = """
+import json, ray
+from ray.util.state import list_actors, list_placement_groups
+ray.init(address=%r, logging_level="ERROR")
+total, free = ray.cluster_resources().get("CPU", 0), ray.available_resources().get("CPU", 0)
+held = [f"actor {a.class_name} {a.state}" for a in list_actors(filters=[("state", "!=", "DEAD")])]
+held += [f"placement group {p.placement_group_id[:8]} {p.state}"
+         for p in list_placement_groups(filters=[("state", "!=", "REMOVED")])]
+print("cluster cpus:", json.dumps({"total": total, "free": free, "held": held}))
+"""
+
+
+def wait_cluster_idle(gcs: str, timeout: float = 240) -> dict:
+    """Wait until every CPU of the cluster at ``gcs`` is free again (a killed driver's actors
+    and placement groups are released by Ray asynchronously); fails naming what holds them."""
+    import json
+    import re
+
+    deadline, last = time.time() + timeout, {}
+    while True:
+        out = subprocess.run([str(BIN / "python"), "-c", _IDLE_PROBE % gcs], env=job_env(),
+                             capture_output=True, text=True, timeout=120)
+        found = re.findall(r"^cluster cpus: (.*)$", out.stdout, re.M)
+        last = json.loads(found[-1]) if found else {"probe": out.stderr[-2000:]}
+        if found and last["free"] >= last["total"]:
+            return last
+        assert time.time() < deadline, f"the cluster's CPUs were not released in {timeout:g} s: {last}"
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(s3_server, tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (sqlite store, artifacts in moto S3)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import job_env, ray_head_on_loopback
+from conftest import job_env, ray_head_on_loopback, wait_cluster_idle
 
 from raygan.platform.config import load_config
 from raygan.platform.engine import build_family
@@ -386,15 +386,23 @@ def _champion(client, name):
         return None
 
 
+@pytest.fixture
+def kill_head(s3_server):
+    """A head of its own for the test that SIGKILLs a sweep's driver: whatever Ray keeps of
+    the killed job cannot hold the CPUs of the tests after it."""
+    with ray_head_on_loopback(num_cpus=2) as head:
+        yield head
+
+
 @pytest.mark.slow
-def test_ablation_killed_then_resumed_then_promoted(sweep_head, s3_server, s3_bucket, demo_shards, tmp_path):
+def test_ablation_killed_then_resumed_then_promoted(kill_head, s3_server, s3_bucket, demo_shards, tmp_path):
     """Two PAN rows, one at a time, trial state in S3. The driver is killed (SIGKILL) while the
     second row trains; --resume finishes it without redoing the first, prints the table in
     the paper's row order, and --promote registers the best row as ``champion``."""
     import boto3
     from mlflow import MlflowClient
 
-    env = job_env({"RAY_ADDRESS": sweep_head["gcs"]})
+    env = job_env({"RAY_ADDRESS": kill_head["gcs"]})
     work = tmp_path / "work"
     common = ["--family", "pan", "--workdir", str(work), "--storage", f"s3://{s3_bucket}/sweeps",
               "--endpoint-url", s3_server]
@@ -422,6 +430,9 @@ def test_ablation_killed_then_resumed_then_promoted(sweep_head, s3_server, s3_bu
         time.sleep(0.5)
     out = proc.communicate(timeout=60)[0]
     assert killed, f"the sweep ended before it could be killed:\n{out[-4000:]}"
+    # Ray releases the killed driver's trial, controller and workers on its own time; the
+    # resumed trial would otherwise wait for them (and a busy machine takes minutes)
+    wait_cluster_idle(kill_head["gcs"])
 
     summary, out = _sweep(common + ["--resume", "--promote"], env)
     assert summary["sweep"] == "abl" and summary["kind"] == "ablation" and summary["failed"] == 0
