@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench bench-quality clean browser serve gpu-check
+.PHONY: venv demo test bench bench-quality clean browser serve gpu-check mutate
 
 venv: $(STAMP)
 
@@ -48,6 +48,11 @@ bench: $(STAMP)
 	$(PY) jobs/bench_train.py
 
 # Gain on whole Set14 photos against training minutes, this demo preset beside the previous one
+# The mutation score of the core modules (not part of make test): docs/mutation.md.
+mutate: $(STAMP)
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt mutmut
+	$(PY) tests/mutation/run.py
+
 bench-quality: $(STAMP)
 	$(PY) jobs/bench_quality.py
 

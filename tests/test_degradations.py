@@ -87,6 +87,22 @@ def test_inpaint_mask_fraction(hw):
     assert 0.3 <= narrow.mean() <= 0.32
 
 
+#: sha256 (first 16 hex digits) of inpaint_mask(h, w, default_rng(seed)): the masks a seed
+#: draws are part of a run's data. numpy and Pillow (which draws the strokes) are pinned in
+#: constraints.txt; an upgrade that changes the strokes fails here, not silently in training.
+MASK_DIGESTS = [((64, 64, 0), "750549c42941cccf"), ((64, 64, 1), "cf613e22c3ebe633"),
+                ((17, 23, 2), "96866dfa5af60d65"), ((96, 48, 3), "2b08fe23adf356b3"),
+                ((9, 7, 4), "805ad21c0a9d3d74")]
+
+
+@pytest.mark.parametrize("hws,digest", MASK_DIGESTS, ids=[f"{h}x{w}-{s}" for (h, w, s), _ in MASK_DIGESTS])
+def test_inpaint_masks_of_a_seed_are_pinned(hws, digest):
+    import hashlib
+
+    h, w, seed = hws
+    assert hashlib.sha256(dg.inpaint_mask(h, w, np.random.default_rng(seed)).tobytes()).hexdigest()[:16] == digest
+
+
 def test_edges_white_background_black_edges():
     img = np.zeros((64, 64, 3), np.uint8)
     img[:, 32:] = 255

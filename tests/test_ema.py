@@ -44,3 +44,13 @@ def test_validation_scores_the_ema_generator_when_enabled():
 
     plain = GANEngine(tiny_cfg("train.ema_decay=0"))
     assert plain.ema is None and plain.eval_generator() is plain.generator
+
+
+def test_the_ema_copy_takes_no_gradients():
+    """The EMA generator is a copy that no optimiser or backward pass touches."""
+    eng = GANEngine(tiny_cfg("train.ema_decay=0.9"))
+    assert eng.ema is not None and eng.ema.updates == 0
+    assert not any(p.requires_grad for p in eng.ema.model.parameters())
+    assert all(p.requires_grad for p in eng.generator.parameters())
+    assert not eng.ema.model.training
+

@@ -133,6 +133,11 @@ def test_known_psnr_and_bad_input():
         psnr(a, b[:, :, :8])
     with pytest.raises(ValueError, match="border"):
         psnr(a, b, border=8)
+    # the limits themselves: a border leaving 2 px, and SSIM's smallest image (one 11x11 window)
+    assert psnr(a, b, border=7).item() == pytest.approx(10 * math.log10(255 ** 2 / 100))
+    assert ssim(a[..., :11, :11], b[..., :11, :11]).item() == pytest.approx(c1 / (100 + c1), rel=1e-9)
+    with pytest.raises(ValueError, match="11x11"):
+        ssim(a[..., :10, :11], b[..., :10, :11])
 
 
 def test_conventions_line():

@@ -102,6 +102,10 @@ def test_lpips_absent_is_none(torch_home):
     assert build_lpips("off") is None
     assert build_lpips("auto") is None  # optional: skipped when its weights are absent
     assert not LPIPSMetric("auto").available
+    # without weights the metric is a NaN per image (float64, the batch's length), on any device
+    off = LPIPSMetric("off", device=torch.device("cpu"))
+    nan = off(torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16))
+    assert not off.available and nan.shape == (3,) and nan.dtype == torch.float64 and nan.isnan().all()
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_lpips(str(torch_home / "missing.pth"))
 
@@ -149,3 +153,6 @@ def test_lpips_from_hub_cache(torch_home):
     torch.testing.assert_close(gray, reference(a[:, :1].expand(-1, 3, -1, -1), b[:, :1].expand(-1, 3, -1, -1)),
                                rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(LPIPSMetric(str(path))(a, b), diff)
+    # the default spec ("auto") finds the hub cache, and a device moves the model, not drops it
+    assert LPIPSMetric().available
+    torch.testing.assert_close(LPIPSMetric(str(path), device=torch.device("cpu"))(a, b), diff)

@@ -463,3 +463,78 @@ def test_crops_per_record_cuts_several_patches_from_each_decoded_record(image_fo
     from raygan.platform.config import TrainConfig
 
     assert pl.epoch_samples(pl.ShardSet(dst), TrainConfig(epoch_unit="images"), cfg) == 3 * n
+
+
+def test_val_skips_are_counted_by_the_rank_that_owns_the_record(tmp_path):
+    """Validation keeps record i on rank i % world; undecodable records and records lost in a
+    cut shard are counted by their owner rank only, and never beyond val_max_images."""
+    rng = np.random.default_rng(0)
+    dst = str(tmp_path / "val")
+    good = lambda: {"png": _png(random_image(rng, 40, 40))}  # noqa: E731
+    with ShardSetWriter(dst, shard_size=6) as w:
+        w.add("train", "t0", good())
+        for key, fields in [("v0", good()), ("v1", {"png": b"\x89PNG\r\n\x1a\n broken"}), ("v2", good()),
+                            ("v3", {"png": b"not an image at all"}), ("v4", good()), ("v5", good())]:
+            w.add("val", key, fields)
+        w.close()
+    cfg = _cfg(train=dst, val_crop=32)
+
+    def run(rank, world, cap):
+        cfg.val_max_images = cap
+        stream = pl.make_val_loader(pl.resolve_data(cfg), cfg, rank=rank, world=world)
+        keys = [b["key"][0] for b in stream]
+        assert [b["key"][0] for b in stream] == keys  # re-iterable, and the count restarts
+        return keys, stream.n_skipped
+
+    assert run(0, 1, None) == (["v0", "v2", "v4", "v5"], 2)
+    assert run(0, 2, None) == (["v0", "v2", "v4"], 0)
+    assert run(1, 2, None) == (["v5"], 2)          # v1 and v3 undecodable
+    assert run(1, 2, 3) == ([], 1)                 # v3 is beyond the first 3 records
+    assert run(0, 3, 5) == (["v0"], 1)             # v3 is rank 0's of 3
+    # a shard cut after its first records: the lost ones are Skipped, owned by their ranks
+    shard = pl.ShardSet.open(dst, "val").shards[0]
+    data = open(shard, "rb").read()
+    with open(shard, "wb") as f:
+        f.write(data[: len(data) // 3])
+    keys0, lost0 = run(0, 2, None)
+    keys1, lost1 = run(1, 2, None)
+    assert len(keys0) + len(keys1) + lost0 + lost1 == 6 and lost0 >= 1 and lost1 >= 1
+    keys, lost = run(0, 1, 4)
+    assert len(keys) + lost == 4  # the cap bounds the lost count too
+
+
+def test_schedule_edges_one_step_at_least_and_the_defaults_of_older_configs(tmp_path):
+    from raygan.platform.config import load_config
+
+    assert pl.steps_per_epoch(3, 2, 2) == 1 and pl.steps_per_epoch(9, 2, 2) == 2  # never 0
+    assert pl.patches_per_image(3, 2, 1, 1) == 6  # 1-px patches at stride 1: every pixel
+    for bad in [(4, 4, 0, 1), (4, 4, 1, 0)]:
+        with pytest.raises(ValueError, match="must be >= 1"):
+            pl.patches_per_image(*bad)
+    ss = _sized_shards(tmp_path, [(100, 100, 4)])
+    # a train/data section without epoch_unit or crops_per_record (an older config): images, 1 crop
+    assert pl.epoch_samples(ss, SimpleNamespace(), SimpleNamespace()) == 4
+    cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null", "train.epoch_unit=images",
+                                                "train.pretrain_epochs=1", "data.batch=2"])
+    assert cfg.train.epochs is None and cfg.optim.lr_step_epochs is None
+    assert pl.resolve_schedule(cfg, 1, ss)[1] == 2  # one pretraining epoch alone needs the data
+    cfg.data.crops_per_record = 2
+    assert pl.resolve_schedule(cfg, 1, ss)[1] == 4
+    cfg.train.epochs, cfg.optim.lr_step_epochs = 0.01, 0.01
+    resolved, _ = pl.resolve_schedule(cfg, 1, ss)
+    assert (resolved.train.steps, resolved.optim.lr_step) == (1, 1)  # a fraction of a step is one
+    with pytest.raises(ValueError, match="epoch_unit"):
+        pl.epoch_samples(ss, SimpleNamespace(epoch_unit="minutes"), SimpleNamespace())
+    with pytest.raises(ValueError, match="need the training ShardSet"):
+        pl.resolve_schedule(cfg, 1, None)
+
+
+def test_patch_epochs_name_a_shard_set_without_a_manifest():
+    train = SimpleNamespace(epoch_unit="patches", epoch_patch=None, epoch_stride=None)
+    sizes_unknown = dict(split="train", image_sizes=None, count=2)
+    with pytest.raises(ShardError, match=r"but s3://b/old \(no manifest.json\) records none for split 'train'"):
+        pl.epoch_samples(SimpleNamespace(uri="s3://b/old", manifest=None, **sizes_unknown), train,
+                         SimpleNamespace(patch=32))
+    with pytest.raises(ShardError, match=r"but s3://b/shards records none"):
+        pl.epoch_samples(SimpleNamespace(uri="s3://b/shards", manifest={}, **sizes_unknown), train,
+                         SimpleNamespace(patch=32))

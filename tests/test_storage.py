@@ -144,3 +144,115 @@ def test_ray_storage_s3(s3_bucket, s3_storage_cfg):
     assert st.read_bytes(f"s3://{s3_bucket}/ray/runs/probe.txt", storage_cfg=s3_storage_cfg) == b"from pyarrow"
     # ... and pickles without the secret (credentials come from the env chain on workers)
     assert b"testing" not in pickle.dumps(fs)
+
+
+# ------------------------------------------------------------------ the retry clock, by hand
+
+
+class _FakeTime:
+    """time.monotonic / time.sleep of the storage module on a clock the test moves."""
+
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.now += s
+
+
+@pytest.fixture
+def fake_time(monkeypatch):
+    from raygan.platform import storage as S
+
+    clock = _FakeTime()
+    monkeypatch.setattr(S.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(S.time, "sleep", clock.sleep)
+    monkeypatch.setattr(S.random, "uniform", lambda a, b: b)  # the jitter's upper end: 1.0
+    return clock
+
+
+def test_outage_clock_backs_off_exponentially_within_the_budget_then_names_the_endpoint(fake_time, capsys):
+    from raygan.platform.config import StorageConfig
+    from raygan.platform.errors import StorageUnavailable
+    from raygan.platform.storage import OutageClock
+
+    stats = {}
+    clock = OutageClock(StorageConfig(outage_budget_s=20.0, retry_max_s=4.0), "reading x", stats,
+                        uri="s3://b/k", endpoint="http://127.0.0.1:9")
+    for _ in range(6):
+        clock.failed(ConnectionResetError("reset"))
+    # 0.5 * 2^(k-1), capped at retry_max_s; the last wait is cut to what is left of the budget
+    assert fake_time.sleeps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert stats == {"retries": 6, "wait_s": 15.5} and clock.attempt == 6
+    clock.failed(ConnectionResetError("reset"))
+    assert fake_time.sleeps[-1] == pytest.approx(4.0)
+    clock.failed(ConnectionResetError("reset"))  # 19.5 s into the outage: 0.5 s are left
+    assert fake_time.sleeps[-1] == pytest.approx(0.5) and stats["retries"] == 8
+    with pytest.raises(StorageUnavailable, match=r"unreachable for 20 s: http://127.0.0.1:9 \(reading x\): "
+                                                 r"ConnectionResetError: reset \(storage.outage_budget_s=20\)"):
+        clock.failed(ConnectionResetError("reset"))
+    assert "storage retry 1 for reading x at http://127.0.0.1:9 in 0.5 s" in capsys.readouterr().err
+    # progress ends the outage: the next failure starts a new one from the first wait
+    clock.ok()
+    clock.failed(ConnectionResetError("reset"))
+    assert fake_time.sleeps[-1] == 0.5 and clock.attempt == 1
+
+
+def test_the_jitter_scales_each_wait_between_half_and_all_of_it(fake_time, monkeypatch):
+    from raygan.platform import storage as S
+
+    monkeypatch.setattr(S.random, "uniform", lambda a, b: (a, b) == (0.5, 1.0) and a)
+    clock = S.OutageClock(None, "x", endpoint="e")
+    assert clock.budget == 300.0 and clock.max_wait == 30.0  # the defaults without a config
+    clock.failed(OSError("x"))
+    clock.failed(OSError("x"))
+    assert fake_time.sleeps == [0.25, 0.5]
+
+
+def test_retry_transient_retries_what_is_transient_only(fake_time):
+    from raygan.platform.storage import retry_transient
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("refused")
+        return "done"
+
+    stats = {}
+    assert retry_transient(flaky, None, "x", stats, endpoint="e") == "done"
+    assert len(calls) == 3 and stats["retries"] == 2 and fake_time.sleeps == [0.5, 1.0]
+    with pytest.raises(ValueError):  # not a storage failure: raised at once
+        retry_transient(lambda: (_ for _ in ()).throw(ValueError("bad")), None, "x", endpoint="e")
+    assert len(fake_time.sleeps) == 2
+    # the caller's own predicate decides
+    calls.clear()
+    with pytest.raises(ConnectionRefusedError):
+        retry_transient(flaky, None, "x", transient=lambda exc: False, endpoint="e")
+    assert len(calls) == 1
+
+
+def test_what_is_transient():
+    from botocore import exceptions as bce
+    from urllib3 import exceptions as u3
+
+    from raygan.platform.errors import StorageError
+    from raygan.platform.storage import is_transient
+
+    def client_error(code, status):
+        return bce.ClientError({"Error": {"Code": code, "Message": code},
+                                "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    transient = [StorageError("x", transient=True), bce.EndpointConnectionError(endpoint_url="http://e"),
+                 bce.ConnectTimeoutError(endpoint_url="http://e"), bce.ReadTimeoutError(endpoint_url="http://e"),
+                 u3.ProtocolError("cut"), ConnectionResetError(), TimeoutError(), OSError("EIO"),
+                 client_error("SlowDown", 503), client_error("InternalError", 500)]
+    permanent = [None, StorageError("x"), ValueError("x"), FileNotFoundError("x"), PermissionError("x"),
+                 IsADirectoryError("x"), NotADirectoryError("x"), client_error("NoSuchKey", 404),
+                 client_error("AccessDenied", 403)]
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
+    assert [is_transient(e) for e in permanent] == [False] * len(permanent)

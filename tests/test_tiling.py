@@ -156,3 +156,83 @@ def test_serving_and_evaluation_share_one_tiling_core():
     assert out.dtype == np.float32 and out.shape == (70, 90, 3)
     np.testing.assert_allclose(out, image * 0.5, atol=1e-6)  # weights sum to one everywhere
     np.testing.assert_array_equal(plan.result(), (out * 255 + 0.5).astype(np.uint8))
+
+
+# ---------------------------------------------------------------- the blend, by hand
+# The cross-fade of two tiles of 8 px with an overlap of 4 (fade 4): each ramp is
+# (k + 0.5) / 4 over the 4 overlapped pixels, the two ramps sum to 1, a border is not faded.
+FADE_IN = [0.125, 0.375, 0.625, 0.875]
+FIRST = np.array([1, 1, 1, 1] + FADE_IN[::-1], dtype=np.float64)   # tile at 0, a tile after it
+LAST = np.array(FADE_IN + [1, 1, 1, 1], dtype=np.float64)          # tile after another
+
+
+def _blend_by_hand(height, width, starts_y, starts_x, wy, wx, values):
+    """sum_t w_t v_t / sum_t w_t over the tiles, from the hand-written 1-D weights."""
+    acc, norm = np.zeros((height, width)), np.zeros((height, width))
+    for i, y in enumerate(starts_y):
+        for j, x in enumerate(starts_x):
+            w = wy[i][:, None] * wx[j][None, :]
+            acc[y:y + 8, x:x + 8] += w * values[i][j]
+            norm[y:y + 8, x:x + 8] += w
+    return acc / norm
+
+
+@pytest.mark.parametrize("height,width,starts_y,starts_x", [
+    (8, 12, [0], [0, 4]),       # two tiles side by side
+    (12, 12, [0, 4], [0, 4]),   # the second tile starts at the stride
+    (9, 9, [0, 1], [0, 1]),     # the last tile starts at 1: length - tile
+])
+def test_overlapping_tiles_cross_fade_with_the_papers_ramp(height, width, starts_y, starts_x):
+    """Tiles restored to different constants blend, pixel by pixel, into the linear cross-fade
+    written out above (an identity generator cannot see the weights: they cancel)."""
+    plan = TilePlan(height, width, tile=8, overlap=4)
+    assert (plan.ys, plan.xs) == (starts_y, starts_x)
+    values = [[0.2, 0.6], [0.9, 0.4]]
+    for index, (y, x) in enumerate(plan.boxes):
+        i, j = starts_y.index(y), starts_x.index(x)
+        plan.add(index, np.full((8, 8, 1), values[i][j], dtype=np.float32))
+    ramps = lambda starts: [np.ones(8)] if len(starts) == 1 else [FIRST, LAST]  # noqa: E731
+    expected = _blend_by_hand(height, width, starts_y, starts_x, ramps(starts_y), ramps(starts_x), values)
+    np.testing.assert_allclose(plan.result_float()[..., 0], expected, rtol=0, atol=1e-6)
+
+
+def test_the_ramp_is_float32_and_fades_only_the_sides_asked():
+    from raygan.platform.tiling import _ramp
+
+    both = _ramp(8, 4, True, True)
+    assert both.dtype == np.float32  # the blend buffers are float32: 4 bytes a pixel
+    np.testing.assert_array_equal(both, np.float32([0.125, 0.375, 0.625, 0.875, 0.875, 0.625, 0.375, 0.125]))
+    np.testing.assert_array_equal(_ramp(3, 1, True, False), np.float32([0.5, 1, 1]))
+    np.testing.assert_array_equal(_ramp(4, 0, True, True), np.ones(4, np.float32))
+
+
+def test_one_tile_is_its_output_and_outputs_are_clipped_to_the_unit_range():
+    plan = TilePlan(6, 5, tile=8, overlap=4)
+    assert len(plan) == 1 and (plan.th, plan.tw) == (6, 5)
+    out = np.linspace(-0.5, 1.5, 6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
+    plan.add(0, out)
+    np.testing.assert_array_equal(plan.result_float(), np.clip(out, 0, 1))
+    assert plan.result().dtype == np.uint8 and plan.result().min() == 0 and plan.result().max() == 255
+
+
+def test_plan_arguments_and_the_clipped_overlap():
+    with pytest.raises(ValueError, match="tile must be > 0"):
+        TilePlan(8, 8, tile=0, overlap=0)
+    with pytest.raises(ValueError, match="overlap >= 0"):
+        TilePlan(8, 8, tile=4, overlap=-1)
+    assert len(TilePlan(3, 3, tile=1, overlap=0)) == 9  # 1-px tiles are tiles
+    plan = TilePlan(32, 32, tile=8, overlap=7)
+    assert plan.overlap == 4 and isinstance(plan.overlap, int)  # at most half a tile
+    assert tile_starts(5, 2, 1) == [0, 1, 2, 3]  # stride 1 when the overlap leaves one pixel
+
+
+def test_restore_tiled_sends_at_most_four_tiles_a_call_by_default():
+    image = np.zeros((40, 40, 3), np.uint8)
+    sizes = []
+
+    def restore(tiles):
+        sizes.append(len(tiles))
+        return [t.astype(np.float32) / 255 for t in tiles]
+
+    restore_tiled(image, restore, tile=16, overlap=4)
+    assert max(sizes) == 4 and sum(sizes) == len(TilePlan(40, 40, 16, 4))
