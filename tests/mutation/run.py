@@ -67,6 +67,8 @@ PACKAGE = ["__init__.py", "__main__.py", "cli.py", "platform", "models", "datase
 BESIDE = ["tests", "models", "platform", "datasets", "deploy", "jobs", "docs", "README.md"]
 EQUIVALENT = Path(__file__).with_name("equivalent.txt")
 REPORT = ROOT / "docs" / "mutation.md"
+#: the wall time of the run the committed report comes from (--report-only cannot measure it)
+MEASURED_MIN = 24
 
 # mutmut's exit codes per mutant (mutmut/__main__.py: status_by_exit_code)
 KILLED, SURVIVED = "killed", "survived"
@@ -186,15 +188,18 @@ def summarize(status: dict, equivalent: dict, areas) -> list:
 
 
 def write_report(rows: list, command: str, minutes: float) -> None:
+    """The summary table to ``docs/mutation.md``; the table and every survivor's diff to
+    ``.mutation/report.md`` (the last run's, beside the mutants)."""
     lines = [
         "# Mutation score",
         "",
         f"Measured {dt.date.today().isoformat()} on 2 cores with `{command}` ({minutes:.0f} min),",
-        "mutmut 3 over the modules whose bugs would silently corrupt results, each mutant run",
+        "mutmut 3 over the areas whose bugs would silently corrupt results, each mutant run",
         "against the fast tests that call the mutated function. A timed-out mutant counts as",
         f"killed (the tests did not let it pass). Goal: {GOAL:.0%} of the non-equivalent mutants",
-        "killed in each module; equivalent mutants are listed with their reason in",
-        "`tests/mutation/equivalent.txt`.",
+        "killed in each area; equivalent mutants are listed with their reason in",
+        "`tests/mutation/equivalent.txt`. Each survivor's diff is in `.mutation/report.md` after",
+        "a run (`python tests/mutation/run.py --report-only` rewrites it from the last run).",
         "",
         "| area | module: functions | mutants | equivalent | killed | timed out | survived | score |",
         "|---|---|---|---|---|---|---|---|",
@@ -203,12 +208,13 @@ def write_report(rows: list, command: str, minutes: float) -> None:
         what = "all" if r["functions"] == ["*"] else ", ".join(f"`{f}`" for f in r["functions"])
         lines.append(f"| {r['area']} | `{r['module']}`: {what} | {r['mutants']} | {r['equivalent']} | {r['killed']} | "
                      f"{r['timeout']} | {len(r['survived'])} | {r['score']:.1%} |")
+    REPORT.write_text("\n".join(lines) + "\n")
     survivors = [k for r in rows for k in r["survived"]]
     lines += ["", f"## Survivors ({len(survivors)})", ""]
     for name in survivors:
         diff = mutmut("show", name, check=False).stdout.strip()
         lines += [f"### `{name}`", "", "```diff", diff, "```", ""]
-    REPORT.write_text("\n".join(lines) + "\n")
+    (STAGE / "report.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
@@ -216,16 +222,21 @@ def main(argv=None) -> int:
     ap.add_argument("--area", action="append", choices=sorted(AREAS),
                     help="mutate only this area (repeatable); default: all of them")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the reports from the last run in .mutation/ (no new run)")
     args = ap.parse_args(argv)
     areas = args.area or list(AREAS)
     equivalent = read_equivalent()
     start = time.time()
-    stage(areas)
     globs = [g for a in areas for g in mutant_globs(a)]
-    run = mutmut("run", "--max-children", str(args.max_children), *globs, check=False)
-    if run.returncode != 0:
-        print(run.stdout[-4000:], run.stderr[-4000:], sep="\n", file=sys.stderr)
-        return run.returncode
+    if not args.report_only:
+        stage(areas)
+        run = mutmut("run", "--max-children", str(args.max_children), *globs, check=False)
+        if run.returncode != 0:
+            print(run.stdout[-4000:], run.stderr[-4000:], sep="\n", file=sys.stderr)
+            return run.returncode
+    elif not (STAGE / "mutants").is_dir():
+        raise SystemExit(f"--report-only: no earlier run in {STAGE}")
     status = results()
     stale = sorted(k for k in equivalent if k not in status and any(
         fnmatch.fnmatchcase(k, g) for g in globs))
@@ -235,7 +246,7 @@ def main(argv=None) -> int:
     rows = summarize(status, equivalent, areas)
     command = "make mutate" if not args.area else "python tests/mutation/run.py " + " ".join(
         f"--area {a!r}" for a in args.area)
-    write_report(rows, command, (time.time() - start) / 60)
+    write_report(rows, command, MEASURED_MIN if args.report_only else (time.time() - start) / 60)
     for r in rows:
         print(f"{r['area']:22s} {r['score']:6.1%}  killed {r['killed']} timeout {r['timeout']} "
               f"survived {len(r['survived'])} equivalent {r['equivalent']}")
