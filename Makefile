@@ -48,13 +48,13 @@ bench: $(STAMP)
 	$(PY) jobs/bench_train.py
 
 # Gain on whole Set14 photos against training minutes, this demo preset beside the previous one
+bench-quality: $(STAMP)
+	$(PY) jobs/bench_quality.py
+
 # The mutation score of the core modules (not part of make test): docs/mutation.md.
 mutate: $(STAMP)
 	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt mutmut
 	$(PY) tests/mutation/run.py
-
-bench-quality: $(STAMP)
-	$(PY) jobs/bench_quality.py
 
 # On a machine with NVIDIA GPUs (no Ray needed): AMP steps of every paper config, CPU vs GPU
 # losses, throughput with/without torch.compile, GPU-hours, NCCL DDP with 2+ GPUs. Exit 1 on any

@@ -93,19 +93,27 @@ print("cluster cpus:", json.dumps({"total": total, "free": free, "held": held}))
 """
 
 
+def probe_cluster(code: str, marker: str, env: dict):
+    """Run ``code`` in a fresh driver: ``(what follows marker on its last line starting with it,
+    or None when the probe failed; the end of its stderr)``. Ray's own warnings share stdout."""
+    import re
+
+    out = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    found = re.findall(rf"^{re.escape(marker)}(.*)$", out.stdout, re.M)
+    return (found[-1] if out.returncode == 0 and found else None), out.stderr[-2000:]
+
+
 def wait_cluster_idle(gcs: str, timeout: float = 240) -> dict:
     """Wait until every CPU of the cluster at ``gcs`` is free again (a killed driver's actors
     and placement groups are released by Ray asynchronously); fails naming what holds them."""
     import json
-    import re
 
     deadline, last = time.time() + timeout, {}
     while True:
-        out = subprocess.run([str(BIN / "python"), "-c", _IDLE_PROBE % gcs], env=job_env(),
-                             capture_output=True, text=True, timeout=120)
-        found = re.findall(r"^cluster cpus: (.*)$", out.stdout, re.M)
-        last = json.loads(found[-1]) if found else {"probe": out.stderr[-2000:]}
-        if found and last["free"] >= last["total"]:
+        found, err = probe_cluster(_IDLE_PROBE % gcs, "cluster cpus: ", job_env())
+        last = json.loads(found) if found is not None else {"probe failed": err}
+        if found is not None and last["free"] >= last["total"]:
             return last
         assert time.time() < deadline, f"the cluster's CPUs were not released in {timeout:g} s: {last}"
         time.sleep(3)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import BASELINE_LISTENERS, BIN, LOOPBACK, free_port, job_env
+from conftest import BASELINE_LISTENERS, BIN, LOOPBACK, free_port, job_env, probe_cluster
 
 from raygan.platform import submitted_code
 
@@ -127,11 +127,9 @@ def cluster_env(extra=None) -> dict:
 def alive_nodes(gcs: str) -> int:
     probe = ("import ray, json; ray.init(address=%r, logging_level='ERROR'); "
              "print('alive nodes:', sum(1 for n in ray.nodes() if n['Alive']))" % gcs)
-    out = subprocess.run([str(BIN / "python"), "-c", probe], env=cluster_env(), capture_output=True,
-                         text=True, timeout=120)
-    # Ray's own warnings share stdout ("raylet has lagging heartbeats ..." on a busy machine)
-    found = re.findall(r"^alive nodes: (\d+)$", out.stdout, re.M)
-    return int(found[-1]) if out.returncode == 0 and found else -1
+    # Ray's own warnings share stdout ("raylet has lagging heartbeats ..." after a lost node)
+    found, _ = probe_cluster(probe, "alive nodes: ", cluster_env())
+    return int(found) if found is not None else -1
 
 
 class TwoNodes:

@@ -67,8 +67,8 @@ PACKAGE = ["__init__.py", "__main__.py", "cli.py", "platform", "models", "datase
 BESIDE = ["tests", "models", "platform", "datasets", "deploy", "jobs", "docs", "README.md"]
 EQUIVALENT = Path(__file__).with_name("equivalent.txt")
 REPORT = ROOT / "docs" / "mutation.md"
-#: the wall time of the run the committed report comes from (--report-only cannot measure it)
-MEASURED_MIN = 24
+#: the last run's wall time, kept beside its mutants for --report-only
+RUN_MINUTES = STAGE / "run_minutes.txt"
 
 # mutmut's exit codes per mutant (mutmut/__main__.py: status_by_exit_code)
 KILLED, SURVIVED = "killed", "survived"
@@ -235,6 +235,7 @@ def main(argv=None) -> int:
         if run.returncode != 0:
             print(run.stdout[-4000:], run.stderr[-4000:], sep="\n", file=sys.stderr)
             return run.returncode
+        RUN_MINUTES.write_text(f"{(time.time() - start) / 60:.1f}\n")
     elif not (STAGE / "mutants").is_dir():
         raise SystemExit(f"--report-only: no earlier run in {STAGE}")
     status = results()
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
     rows = summarize(status, equivalent, areas)
     command = "make mutate" if not args.area else "python tests/mutation/run.py " + " ".join(
         f"--area {a!r}" for a in args.area)
-    write_report(rows, command, MEASURED_MIN if args.report_only else (time.time() - start) / 60)
+    write_report(rows, command, float(RUN_MINUTES.read_text()) if RUN_MINUTES.exists() else float("nan"))
     for r in rows:
         print(f"{r['area']:22s} {r['score']:6.1%}  killed {r['killed']} timeout {r['timeout']} "
               f"survived {len(r['survived'])} equivalent {r['equivalent']}")
