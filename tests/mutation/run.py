@@ -155,6 +155,9 @@ def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     mutmut_bin = Path(sys.executable).parent / "mutmut"
+    if not mutmut_bin.exists():
+        raise SystemExit(f"mutmut is not installed in {mutmut_bin.parent}: run `make mutate`, or "
+                         f"{sys.executable} -m pip install -c constraints.txt mutmut")
     return subprocess.run([str(mutmut_bin), *args], cwd=STAGE, env=env, text=True,
                           capture_output=True, check=check)
 
