@@ -106,6 +106,12 @@ def mutant_globs(area: str) -> list:
     return out
 
 
+def narrow(glob: str, only: str) -> str:
+    """``glob`` cut to the functions whose name contains ``only``."""
+    head = glob[:-len("__mutmut_*")]
+    return f"{head}{only}*__mutmut_*" if head.endswith("*") else glob
+
+
 def stage(areas: list) -> None:
     """``.mutation/``: the package as ``raygan/``, the tests and data beside it, and the
     mutmut configuration for ``areas``."""
@@ -141,12 +147,43 @@ def stage(areas: list) -> None:
         src = ROOT / name
         dst = STAGE / name
         (shutil.copytree(src, dst, ignore=ignore) if src.is_dir() else shutil.copy2(src, dst))
+    copy_tests(STAGE / "tests")
+
+
+def copy_tests(dst: Path) -> None:
+    """The checkout's tests into ``dst``, with the mutation run's Hypothesis profile."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(ROOT / "tests", dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # a failing property test shrinks its example for many seconds: a caught mutant would read
     # as a timeout. Shrinking is for people; here the first failure is enough.
-    with open(STAGE / "tests" / "conftest.py", "a") as f:
+    with open(dst / "conftest.py", "a") as f:
         f.write("\n\nfrom hypothesis import Phase as _P, settings as _s\n"
                 "_s.register_profile('mutation', phases=[_P.explicit, _P.reuse, _P.generate], deadline=None)\n"
                 "_s.load_profile('mutation')\n")
+
+
+def set_stage(path: Path) -> None:
+    """Stage in ``path``; a folder other than ``.mutation/`` keeps its summary to itself."""
+    global STAGE, REPORT, RUN_MINUTES
+    STAGE = path.resolve()
+    RUN_MINUTES = STAGE / "run_minutes.txt"
+    if STAGE != (ROOT / ".mutation").resolve():
+        REPORT = STAGE / "summary.md"
+
+
+def refresh(globs: list) -> None:
+    """Reuse the last staging: the checkout's current tests go in, and the selected mutants'
+    results are forgotten so they run again (mutmut finds the new tests by itself)."""
+    copy_tests(STAGE / "tests")
+    copy_tests(STAGE / "mutants" / "tests")
+    for meta in (STAGE / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for k in codes:
+            if any(fnmatch.fnmatchcase(k, g) for g in globs):
+                codes[k] = None
+        meta.write_text(json.dumps(data, indent=4))
 
 
 def mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -173,10 +210,12 @@ def results() -> dict:
     return found
 
 
-def summarize(status: dict, equivalent: dict, areas) -> list:
+def summarize(status: dict, equivalent: dict, areas, only: str | None = None) -> list:
     rows = []
     for area in areas:
         globs = mutant_globs(area)
+        if only:
+            globs = [narrow(g, only) for g in globs if g.endswith("x*__mutmut_*") or only in g]
         mine = {k: v for k, v in status.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
         eq = [k for k in mine if k in equivalent]
         live = {k: v for k, v in mine.items() if k not in equivalent}
@@ -227,13 +266,30 @@ def main(argv=None) -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the reports from the last run in .mutation/ (no new run)")
+    ap.add_argument("--only", metavar="FUNCTION",
+                    help="mutate only the area's functions whose mutmut name contains this "
+                         "(e.g. inpaint_mask): a quick check of new tests, not a score")
+    ap.add_argument("--stage", type=Path, default=STAGE,
+                    help="staging folder (default .mutation/); another one lets two areas run "
+                         "side by side, and its summary stays there instead of docs/mutation.md")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the staged package and its test map, copy in the current tests and "
+                         "rerun the selected mutants: minutes instead of a fresh staging")
     args = ap.parse_args(argv)
+    set_stage(args.stage)
     areas = args.area or list(AREAS)
     equivalent = read_equivalent()
     start = time.time()
     globs = [g for a in areas for g in mutant_globs(a)]
+    if args.only:
+        globs = [narrow(g, args.only) for g in globs if g.endswith("x*__mutmut_*") or args.only in g]
+        if not globs:
+            raise SystemExit(f"--only {args.only}: no function of {', '.join(areas)} matches")
     if not args.report_only:
-        stage(areas)
+        if args.reuse and (STAGE / "mutants").is_dir():
+            refresh(globs)
+        else:
+            stage(areas)
         run = mutmut("run", "--max-children", str(args.max_children), *globs, check=False)
         if run.returncode != 0:
             print(run.stdout[-4000:], run.stderr[-4000:], sep="\n", file=sys.stderr)
@@ -247,7 +303,7 @@ def main(argv=None) -> int:
     if stale:  # a source edit renumbers its mutants: the list names ones that no longer exist
         print(f"warning: {len(stale)} equivalent entries name no mutant of this run (renumbered by an "
               f"edit? check {EQUIVALENT.name}): {', '.join(stale[:5])}", file=sys.stderr)
-    rows = summarize(status, equivalent, areas)
+    rows = summarize(status, equivalent, areas, args.only)
     command = "make mutate" if not args.area else "python tests/mutation/run.py " + " ".join(
         f"--area {a!r}" for a in args.area)
     write_report(rows, command, float(RUN_MINUTES.read_text()) if RUN_MINUTES.exists() else float("nan"))
