@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -57,8 +58,38 @@ def load_serve_config(path: Optional[str] = None, tasks: Optional[Dict[str, str]
 def build(config: Dict[str, Any]):
     from raygan.deploy.app import build_app
 
+    skip_unpromoted(config)
     app = config["app"]
     return build_app(app.get("args"), {d["name"]: d for d in app.get("deployments", [])})
+
+
+def skip_unpromoted(config: Dict[str, Any]) -> None:
+    """Drop from ``config`` each task whose ``models:/name@alias`` names an alias no version
+    carries yet (a task not promoted yet: the shipped config's four ``@champion`` tasks after
+    ``make demo``, which promotes one), with one warning line each. Any other reference that
+    does not resolve, or no task left, fails with one line (:class:`ModelRefError`)."""
+    from raygan.deploy.app import resolve_model_ref
+    from raygan.platform.errors import ModelRefError
+
+    app = config["app"]
+    args = app.get("args") or {}
+    tasks = dict(args.get("tasks") or {})
+    skipped = []
+    for task, spec in tasks.items():
+        model = spec.get("model") if isinstance(spec, dict) else None
+        if not (isinstance(model, str) and model.startswith("models:/") and "@" in model):
+            continue  # a pinned version or a checkpoint: build_app fails on it, as it should
+        try:
+            resolve_model_ref(model, args.get("tracking_uri"))
+        except ModelRefError as exc:
+            skipped.append(f"task {task}: {exc}")
+    if skipped and len(skipped) == len(tasks):
+        raise ModelRefError("no task's model resolves: " + "; ".join(skipped))
+    for line in skipped:
+        task = line.split(":", 1)[0][len("task "):]
+        args["tasks"].pop(task)
+        app["deployments"] = [d for d in app.get("deployments", []) if d.get("name") != f"restore-{task}"]
+        print(f"raygan serve: skipping {line}", file=sys.stderr, flush=True)
 
 
 def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:

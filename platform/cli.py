@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from raygan.platform.errors import CapacityError, CheckpointError, ConfigError, StorageError, error_line
+from raygan.platform.errors import (OWN_ERRORS, CapacityError, CheckpointError, ConfigError, StorageError,
+                                    error_line)
 from raygan.platform.config import load_config
 from raygan.platform.trainer import check_run, run_training
 
@@ -134,12 +136,48 @@ def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str
         message, status = error_line(exc)  # a library's error: its type, file and frame
         print(f"error: {message}", file=sys.stderr)
         return status
+    except Exception as exc:
+        found = training_failure(exc)
+        if found is None or not isinstance(found[0], UserFacingErrors() + OWN_ERRORS):
+            raise  # not the user's to fix: the traceback is the report
+        cause, where = found
+        message, status = error_line(cause)
+        frame = worker_frame(exc, cause)
+        if frame:  # the worker's traceback came back as text only: Ray's message holds it
+            message = message.replace("; RAYGAN_TRACEBACK=1", f"; {frame}; RAYGAN_TRACEBACK=1", 1)
+            if os.environ.get("RAYGAN_TRACEBACK", "") not in ("", "0"):
+                print(str(exc), file=sys.stderr)
+        print(f"error: {where}: {message}", file=sys.stderr)
+        return status
     line = json.dumps(summary, default=str)
     print(line, flush=True)
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def training_failure(exc: BaseException) -> Optional[Tuple[BaseException, str]]:
+    """What failed a Ray Train run and where: ``trainer.fit()`` wraps an error raised in a
+    training worker in a ``WorkerGroupError`` (one entry per failed rank, the lowest first
+    here) and one raised in Train's controller in a ``ControllerError``; None otherwise."""
+    from ray.train import ControllerError, WorkerGroupError
+
+    if isinstance(exc, WorkerGroupError) and exc.worker_failures:
+        rank = min(exc.worker_failures)
+        return exc.worker_failures[rank], f"rank {rank}"
+    if isinstance(exc, ControllerError):
+        return exc.controller_failure, "Ray Train's controller"
+    return None
+
+
+def worker_frame(exc: BaseException, cause: BaseException) -> str:
+    """``raised at FILE:LINE (FUNCTION)`` from the worker's traceback text, for an error of a
+    library whose frames did not survive the trip back (own errors name what they are about)."""
+    if isinstance(cause, OWN_ERRORS) or cause.__traceback__ is not None:
+        return ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(exc))
+    return f"raised at {frames[-1][0]}:{frames[-1][1]} ({frames[-1][2]})" if frames else ""
 
 
 def UserFacingErrors() -> tuple:

@@ -145,3 +145,63 @@ def test_raygans_own_value_error_stays_its_message(monkeypatch, capsys, tmp_path
 
     status, err = _train_raising(monkeypatch, capsys, tmp_path, lambda: patches_per_image(64, 64, 0, 8))
     assert (status, err) == (2, ["error: patch and stride must be >= 1, got 0, 8"])
+
+
+# trainer.fit() wraps what a training worker raised in WorkerGroupError (rank -> the error,
+# its frames lost on the way back; Ray's message holds the worker's traceback as text) and
+# what Train's controller raised in ControllerError: the job reports the cause, not the wrapper
+WORKER_TRACEBACK = ('Traceback (most recent call last):\n  File "/w/raygan/datasets/pipeline.py", line 9, '
+                    'in __iter__\n  File "/venv/lib/tarfile.py", line 1720, in open\nFileNotFoundError: x')
+
+
+def test_a_workers_own_error_is_its_message_with_the_rank(monkeypatch, capsys, tmp_path):
+    from ray.train import WorkerGroupError
+    from raygan.platform.errors import TooManySkipped
+
+    failures = {1: TooManySkipped("skipped 18 of the 18 training records (18 x unreadable shard)"),
+                0: TooManySkipped("skipped 17 of the 18 training records")}
+
+    def fail():
+        raise WorkerGroupError(WORKER_TRACEBACK, failures)
+
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, fail)
+    assert (status, err) == (2, ["error: rank 0: skipped 17 of the 18 training records"])
+
+
+def test_a_library_error_in_a_worker_names_type_file_rank_and_frame(monkeypatch, capsys, tmp_path):
+    from ray.train import WorkerGroupError
+
+    def fail():
+        raise WorkerGroupError(WORKER_TRACEBACK, {0: FileNotFoundError(2, "No such file or directory",
+                                                                       "/data/shard-3.tar")})
+
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, fail)
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith("error: rank 0: FileNotFoundError: [Errno 2] No such file or directory")
+    assert "file: /data/shard-3.tar" in err[0]
+    assert "raised at /venv/lib/tarfile.py:1720 (open)" in err[0]  # the worker's last frame
+    monkeypatch.setenv("RAYGAN_TRACEBACK", "1")  # the worker's traceback text on request
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, fail)
+    assert 'File "/w/raygan/datasets/pipeline.py", line 9' in "\n".join(err) and err[-1].startswith("error: rank 0:")
+
+
+def test_a_controller_storage_outage_is_one_line(monkeypatch, capsys, tmp_path):
+    from ray.train import ControllerError
+    from raygan.platform.storage import StorageUnavailable
+
+    def fail():
+        raise ControllerError(StorageUnavailable("storage unreachable for 301 s: http://127.0.0.1:9 (put)"))
+
+    status, err = _train_raising(monkeypatch, capsys, tmp_path, fail)
+    assert (status, err) == (2, ["error: Ray Train's controller: storage unreachable for 301 s: "
+                                 "http://127.0.0.1:9 (put)"])
+
+
+def test_an_unexpected_worker_error_keeps_its_traceback(monkeypatch, capsys, tmp_path):
+    from ray.train import WorkerGroupError
+
+    def fail():
+        raise WorkerGroupError(WORKER_TRACEBACK, {0: RuntimeError("CUDA error: an illegal memory access")})
+
+    with pytest.raises(WorkerGroupError):  # a bug to report: the whole traceback, not one line
+        _train_raising(monkeypatch, capsys, tmp_path, fail)

@@ -486,6 +486,34 @@ def test_model_references_that_do_not_resolve_are_one_line(served, tmp_path):
     assert "models:/nope/1 does not resolve" in out.stderr + out.stdout
 
 
+def test_the_shipped_config_serves_the_tasks_that_have_a_champion(served, capsys):
+    """After `make demo` one of the shipped config's four `@champion` tasks has a champion:
+    `raygan serve --config deploy/serve_config.yaml` serves that one and names the others in
+    one line each; none promoted, or a pinned version that does not exist, is an error."""
+    import copy
+
+    from raygan.deploy.app import ModelRefError
+    from raygan.deploy.serving import load_serve_config, skip_unpromoted
+
+    config = load_serve_config(None, None, served["tracking_uri"])  # deploy/serve_config.yaml
+    assert len(config["app"]["args"]["tasks"]) == 4
+    config["app"]["args"]["tasks"]["jpeg"]["model"] = f"models:/{MODEL}@champion"  # the demo's champion
+    none_promoted = copy.deepcopy(config)
+    skip_unpromoted(config)
+    assert list(config["app"]["args"]["tasks"]) == ["jpeg"]
+    assert sorted(d["name"] for d in config["app"]["deployments"]) == ["Ingress", "restore-jpeg"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("raygan serve: skipping task ") and "does not resolve" in e
+                                 for e in err), err
+    none_promoted["app"]["args"]["tasks"]["jpeg"]["model"] = f"models:/{MODEL}@nosuchalias"
+    with pytest.raises(ModelRefError, match="no task's model resolves: task dequantize: model "):
+        skip_unpromoted(none_promoted)
+    pinned = load_serve_config(None, {"jpeg": f"models:/{MODEL}@champion", "sr": f"models:/{MODEL}/99"},
+                               served["tracking_uri"])
+    skip_unpromoted(pinned)  # a pinned version is left for build_app, which refuses it
+    assert sorted(pinned["app"]["args"]["tasks"]) == ["jpeg", "sr"]
+
+
 def test_a_bad_serve_config_is_one_line(tmp_path):
     """jobs/serve.py with a missing, malformed or empty config file: exit 2, one line, no
     traceback, and no Ray started."""
