@@ -218,10 +218,21 @@ SERVE_DOC = """Serve the restoration endpoints on Ray Serve (a local Ray, or RAY
 reads deploy/serve_config.yaml (the same application `serve run` / `serve deploy` and the
 KubeRay RayService use), keeps the tasks given with --task (each `name=<model URI>`; a new
 name gets the options of the config's first restore deployment), starts Serve and blocks
-until Ctrl-C. Without --task, every task of the config is served (their models must carry
-the `champion` alias). Open http://127.0.0.1:8000/ for the page, /docs for the API;
-`python -m raygan.deploy.client` restores files and folders through it, `raygan restore`
-without it.
+until Ctrl-C. Without --task, every task of the config whose model resolves is served (a
+`@champion` no version carries yet is skipped, one line each). Open http://127.0.0.1:8000/
+for the page, /docs for the API; `python -m raygan.deploy.client` restores files and
+folders through it, `raygan restore` without it. On a cluster (RAY_ADDRESS) this raygan is
+shipped to the replicas and checked on every node.
+
+For `serve deploy` (or `serve run`, or a RayService), which take a file and would import the
+raygan installed on the nodes, write the config with this raygan in it instead:
+
+    raygan serve --code-uri s3://bucket/raygan-code --write-config serve.yaml [--task ...]
+    serve deploy serve.yaml
+
+publishes this raygan as a zip under --code-uri (S3, or a folder every node mounts), sets
+the application's runtime_env.py_modules to it and RAYGAN_CODE to its fingerprint; every
+replica refuses to start on other code, and /healthz reports the code it runs.
 """
 
 
@@ -234,14 +245,22 @@ def serve_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking/registry URI (default: the runs')")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's, 8000)")
     p.add_argument("--host", default=None, help="HTTP host (default: the config's, 127.0.0.1)")
+    p.add_argument("--write-config", metavar="FILE", default=None,
+                   help="write a Serve config that runs this raygan (for serve deploy) and exit; needs --code-uri")
+    p.add_argument("--code-uri", metavar="URI", default=None,
+                   help="where --write-config publishes this raygan: s3://bucket/prefix or a folder every node mounts")
     args = p.parse_args(argv)
     prog = p.prog
+    if bool(args.write_config) != bool(args.code_uri):
+        p.error("--write-config and --code-uri go together")
 
     from raygan.deploy.app import read_token
     from raygan.deploy.serving import load_serve_config, run_local
+    from raygan.platform.errors import StorageError
 
     try:
-        read_token()
+        if not args.write_config:  # a written config's token is the cluster's (never in the file)
+            read_token()
         tasks = {}
         for item in args.task:
             name, sep, uri = item.partition("=")
@@ -249,8 +268,15 @@ def serve_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
                 raise ValueError(f"--task {item!r}: expected NAME=MODEL_URI")
             tasks[name] = uri
         config = load_serve_config(args.config, tasks, args.tracking_uri, args.host, args.port)
+        if args.write_config:
+            from raygan.deploy.serving import write_deploy_config
+
+            done = write_deploy_config(config, args.code_uri, args.write_config)
+            print(f"raygan: wrote {done['config']}: raygan {done['code']} from {done['code_uri']}; "
+                  f"deploy it with `serve deploy {done['config']}`", flush=True)
+            return 0
         url = run_local(config)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:  # ModelRefError: a RuntimeError
+    except (ValueError, RuntimeError, FileNotFoundError, StorageError) as exc:  # ModelRefError: a RuntimeError
         return _error(prog, exc)
     print(f"raygan: serving {sorted(config['app']['args']['tasks'])} at {url}/ (API docs {url}/docs); "
           "Ctrl-C stops", flush=True)

@@ -5,7 +5,7 @@
 deployment: FastAPI inside Serve, with OpenAPI docs at ``/docs``::
 
     GET  /                    a page: pick a task and a photo, see before / after
-    GET  /healthz             {"status": "ok", "tasks": [...]}          (no token)
+    GET  /healthz             {"status": "ok", "tasks": [...], "code": <raygan fingerprint>}  (no token)
     GET  /v1/models           the model behind each task: name, version, source, scale
     POST /v1/<task>           image bytes (raw body or multipart field "image") -> restored
     POST /v1/<task>/degrade   the same photo degraded as the model's training data was
@@ -51,6 +51,7 @@ import torch
 from raygan.deploy.client import TOKEN_ENV, TOKEN_FILE_ENV, token_from_env
 from raygan.deploy.images import FORMATS, MIN_SIDE, BadImage, decode_image, encode_image
 from raygan.deploy.tiling import TilePlan
+from raygan.platform import submitted_code
 from raygan.platform.errors import ModelRefError
 
 #: data tasks a deployment can serve: one image in, one image out
@@ -296,6 +297,7 @@ def _deployments():
         another version) and the tile batcher."""
 
         def __init__(self, task: str, settings: Dict[str, Any]):
+            submitted_code.check_running(os.environ.get(submitted_code.CODE_ENV))
             self.task, self.settings = task, ServeSettings(**settings)
             self.model: Optional[TaskModel] = None
             self.batches = {"batches": 0, "tiles": 0, "largest_batch": 0}  # what @serve.batch formed
@@ -315,7 +317,7 @@ def _deployments():
                 raise RuntimeError(f"task {self.task}: no generator loaded")
 
         async def info(self) -> Dict[str, Any]:
-            return {**self.model.info(), **self.batches,
+            return {**self.model.info(), **self.batches, "code": submitted_code.fingerprint(),
                     "replica": serve.get_replica_context().replica_id.unique_id}
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -373,6 +375,7 @@ def _deployments():
     @serve.ingress(api)
     class Ingress:
         def __init__(self, models: Dict[str, Any], settings: Dict[str, Any]):
+            submitted_code.check_running(os.environ.get(submitted_code.CODE_ENV))
             self.models = models
             self.settings = ServeSettings(**settings)
             self.token = read_token()
@@ -432,7 +435,7 @@ def _deployments():
 
         @api.get("/healthz")
         async def healthz(self):
-            return {"status": "ok", "tasks": sorted(self.models)}
+            return {"status": "ok", "tasks": sorted(self.models), "code": submitted_code.fingerprint()}
 
         @api.get("/v1/models", responses={401: errors[401]})
         async def list_models(self, request: Request):
@@ -517,13 +520,19 @@ def page_html() -> str:
         return "<!doctype html><title>raygan</title><p>The page is missing from this install."
 
 
-def build_app(args: Optional[Dict[str, Any]] = None, deployment_options: Optional[Dict[str, Dict[str, Any]]] = None):
+def build_app(args: Dict[str, Any]):
     """The Serve application of ``args`` (see :class:`ServeSettings`); model references are
-    resolved here, so one that does not exist fails the deploy with one line.
+    resolved here, so one that does not exist fails the deploy with one line. This is the
+    import path of ``deploy/serve_config.yaml``: Serve calls an application builder with the
+    config's ``args`` as its one parameter, and applies the config's ``deployments`` itself."""
+    return build_application(args)
 
-    ``deployment_options`` (name -> ``.options()`` kwargs, the ``deployments`` entries of a
-    Serve config) is for programmatic runs (:mod:`raygan.deploy.serving`); with ``serve run``
-    / ``serve deploy`` Serve applies the config's entries itself."""
+
+def build_application(args: Optional[Dict[str, Any]] = None,
+                      deployment_options: Optional[Dict[str, Dict[str, Any]]] = None):
+    """:func:`build_app` with ``deployment_options`` (name -> ``.options()`` kwargs, the
+    ``deployments`` entries of a Serve config) applied here, for programmatic runs
+    (:mod:`raygan.deploy.serving`), where no Serve config file does it."""
     from raygan.platform.config import resolve_tracking_uri
 
     settings = ServeSettings.from_args(args)

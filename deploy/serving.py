@@ -55,12 +55,34 @@ def load_serve_config(path: Optional[str] = None, tasks: Optional[Dict[str, str]
     return {"http": http, "app": app, "proxy_location": doc.get("proxy_location")}
 
 
+def write_deploy_config(config: Dict[str, Any], code_uri: str, out: str, storage_cfg: Any = None) -> Dict[str, str]:
+    """A Serve config file for ``serve deploy`` / ``serve run`` / a RayService that runs this
+    raygan, not the cluster's installed one: the code is published under ``code_uri``
+    (:func:`submitted_code.publish`) and named in the application's ``runtime_env``
+    (``py_modules`` and ``RAYGAN_CODE``, which each replica checks when it starts)."""
+    uri = submitted_code.publish(code_uri, storage_cfg)
+    app = copy.deepcopy(config["app"])
+    env = dict(app.get("runtime_env") or {})
+    if env.get("py_modules") or env.get("working_dir"):
+        raise ValueError("serve config: the application already sets runtime_env py_modules/working_dir; "
+                         "--write-config sets py_modules itself")
+    env["py_modules"] = [uri]
+    env["env_vars"] = {**(env.get("env_vars") or {}), submitted_code.CODE_ENV: submitted_code.fingerprint()}
+    app["runtime_env"] = env
+    doc = {"proxy_location": config.get("proxy_location") or "EveryNode", "http_options": config["http"],
+           "applications": [app]}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("# written by `raygan serve --write-config`: the application runs raygan "
+                         f"{submitted_code.fingerprint()} from {uri}\n" + yaml.safe_dump(doc, sort_keys=False))
+    return {"config": str(out), "code_uri": uri, "code": submitted_code.fingerprint()}
+
+
 def build(config: Dict[str, Any]):
-    from raygan.deploy.app import build_app
+    from raygan.deploy.app import build_application
 
     skip_unpromoted(config)
     app = config["app"]
-    return build_app(app.get("args"), {d["name"]: d for d in app.get("deployments", [])})
+    return build_application(app.get("args"), {d["name"]: d for d in app.get("deployments", [])})
 
 
 def skip_unpromoted(config: Dict[str, Any]) -> None:

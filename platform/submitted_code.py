@@ -18,6 +18,13 @@ everywhere, and say so:
   differs stops the run with one line naming the node, its raygan and both fingerprints. Each
   training worker reports its own fingerprint too (``raygan: rank R on node ... code ...``).
 
+``serve deploy`` takes a config file, not a process, so the code travels by URI:
+:func:`publish` writes the running raygan as a zip (``raygan-<fingerprint>.zip``) to S3 or a
+folder every node mounts, and ``raygan serve --write-config`` puts it in the Serve config as
+``runtime_env.py_modules`` with the fingerprint in ``RAYGAN_CODE``; each replica compares the
+code it imported with that fingerprint when it starts (:func:`check_running`) and refuses to
+serve other code.
+
 ``ray.ship_code: false`` turns the shipping off (each node then runs its installed raygan, and
 the check still refuses a node whose code differs).
 """
@@ -102,6 +109,53 @@ def copy_package(root: Path, dest_parent: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
     return dest
+
+
+#: the fingerprint a Serve config was written for (runtime_env.env_vars): replicas check it
+CODE_ENV = "RAYGAN_CODE"
+
+
+def check_running(expected: Optional[str]) -> None:
+    """Refuse (one line) to run raygan code other than the ``expected`` fingerprint; None or
+    empty: nothing was pinned (a config written by hand)."""
+    if expected and expected != fingerprint():
+        raise CodeMismatchError(
+            f"this process imports raygan {fingerprint()} from {package_root()}, not the {expected} "
+            f"its Serve config was written for ({CODE_ENV}): the config's runtime_env.py_modules "
+            "did not reach this node, or the code there differs; write the config again with "
+            "`raygan serve --write-config`")
+
+
+def package_zip(dest_dir: Path, root: Optional[Path] = None) -> Path:
+    """``dest_dir/raygan-<fingerprint>.zip`` holding ``raygan-<fingerprint>/raygan/...``: Ray
+    unpacks a remote ``py_modules`` zip without its top folder and puts what is left on the
+    workers' ``sys.path``, so ``import raygan`` finds this copy."""
+    import zipfile
+
+    root = Path(root) if root is not None else package_root()
+    fp = fingerprint(root)
+    out = Path(dest_dir) / f"raygan-{fp}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in package_files(root):
+            # a fixed date: the same code gives the same zip
+            info = zipfile.ZipInfo(f"raygan-{fp}/raygan/{path.relative_to(root).as_posix()}", (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, path.read_bytes())
+    return out
+
+
+def publish(code_uri: str, storage_cfg: Any = None) -> str:
+    """Write the running raygan's zip under ``code_uri`` (``s3://bucket/prefix`` or a folder
+    every node mounts); the URI Ray's ``py_modules`` takes (``s3://...`` or ``file://...``)."""
+    from raygan.platform import storage
+
+    with tempfile.TemporaryDirectory(prefix="raygan-code-") as tmp:
+        zipped = package_zip(Path(tmp))
+        target = storage.join(code_uri, zipped.name, storage_cfg=storage_cfg)
+        storage.write_bytes(target, zipped.read_bytes(), storage_cfg=storage_cfg)
+    if storage.is_s3(target):
+        return target
+    return Path(storage.local_path(target)).resolve().as_uri()
 
 
 #: set by Ray's job supervisor for the entrypoint of `ray job submit` (runtime env + metadata)

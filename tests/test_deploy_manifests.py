@@ -493,3 +493,18 @@ def test_gpu_raycluster_runs_one_train_worker_per_gpu():
     assert cfg.ray.use_gpu and cfg.train.amp == "bf16" and cfg.ray.placement == "pack"
     assert args.data.startswith("s3://") and args.storage.startswith("s3://")
     assert cfg.ray.workers <= int(gpu["rayStartParams"]["num-gpus"]) * gpu["maxReplicas"]
+
+
+def test_build_app_is_an_application_builder_serve_accepts():
+    """`serve run` / `serve deploy` call the config's import path with the config's `args` as
+    the one parameter, and refuse a builder with any other signature ("Application builder
+    functions should take exactly one parameter"): Ray's own check, on ours."""
+    import inspect
+
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from raygan.deploy.app import build_app
+
+    assert list(inspect.signature(build_app).parameters) == ["args"]
+    with pytest.raises(ValueError, match="serve args: `tasks` must map"):  # past Serve's check, into ours
+        call_user_app_builder_with_args_if_necessary(build_app, {"tasks": {}})
