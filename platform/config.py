@@ -170,8 +170,9 @@ class RayConfig:
     #: where Ray places the workers: pack (fill a node first: NCCL within a node, what GPU
     #: nodes want) or spread (one per node while nodes last)
     placement: str = "pack"
-    #: elastic training: with fewer alive workers than ray.workers (a lost node), go on from
-    #: the last checkpoint with as few as this many (Ray Train's num_workers=(min, max));
+    #: elastic training: Ray Train's num_workers=(min_workers, workers), meant to go on with as
+    #: few as this many workers after a lost node; in the two-node test Ray 2.60 restarted
+    #: with the lost node still counted and timed out, so a replacement node is what works;
     #: None: exactly ray.workers
     min_workers: Optional[int] = None
     #: seconds to wait for the workers' resources (at the start, or after a lost node) before

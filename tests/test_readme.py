@@ -51,14 +51,14 @@ def checkout_like(tmp_path):
 
 def test_training_examples_resolve_as_written(tmp_path, demo_shards):
     work = checkout_like(tmp_path)
-    commands = [c for c in readme_commands(".venv/bin/python jobs/") if "jobs/evaluate.py" not in c]
-    assert any("make_face_shards" in c for c in commands) and sum("jobs/train_" in c for c in commands) >= 6
-    assert sum("jobs/sweep.py" in c for c in commands) >= 2
+    commands = [c for c in readme_commands(".venv/bin/raygan ") if c.split()[1] not in ("evaluate", "restore")]
+    assert any("raygan shards faces" in c for c in commands) and sum("raygan train " in c for c in commands) >= 6
+    assert sum("raygan sweep " in c for c in commands) >= 2
     # the README's sweep reads the shards docs/cpu_runs.sh makes; here: the demo photos'
     (work / ".raygan" / "shared_shards").symlink_to(demo_shards)
     # "your own data": the folders the README packs, a few crops of a photo
-    own = [c for c in commands if "jobs/make_shards.py" in c]
-    assert own, "the README's own-data example (jobs/make_shards.py) is missing"
+    own = [c for c in commands if "raygan shards folder" in c]
+    assert own, "the README's own-data example (raygan shards folder) is missing"
     photo = np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))
     for opt in ("--src", "--val-src"):
         folder = work / shlex.split(own[0])[shlex.split(own[0]).index(opt) + 1]
@@ -68,7 +68,7 @@ def test_training_examples_resolve_as_written(tmp_path, demo_shards):
     checked = 0
     for command in commands:
         args = shlex.split(command)
-        if "jobs/train_" in command or "jobs/sweep.py" in command:
+        if "raygan train " in command or "raygan sweep " in command:
             args.append("--check")
         out = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=600)
         if "--check" in args and out.returncode == 2 and "vgg19" in out.stderr.lower():
@@ -83,7 +83,7 @@ def test_training_examples_resolve_as_written(tmp_path, demo_shards):
 
 
 def test_evaluate_example_finds_the_demo_registry(tmp_path, monkeypatch):
-    [command] = [c for c in readme_commands(".venv/bin/python jobs/evaluate.py") if "models:/" in c]
+    [command] = [c for c in readme_commands(".venv/bin/raygan evaluate") if "models:/" in c]
     work = checkout_like(tmp_path)
     photo = np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))
     for name in ("set5", "set14"):
