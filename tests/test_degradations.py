@@ -276,3 +276,356 @@ def test_center_square_resize_crop_takes_the_whole_square():
     sr = dg.TASKS["sr"]({"key": "k", "target": img}, _cfg(task="sr", scale=4, patch=30, crop="center_square_resize"),
                         np.random.default_rng(0), True)
     assert sr["target"].shape == (3, 28, 28) and sr["input"].shape == (3, 7, 7)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_key_rng_is_a_stable_hash_of_seed_and_key():
+    # the validation masks of a key are part of a run's data: the same draws on every
+    # process and every release (sha256 of "<seed>:<key>", first 8 bytes little-endian)
+    import hashlib
+
+    assert dg.key_rng("val/0001").integers(0, 1000, 4).tolist() == [867, 226, 480, 148]
+    assert dg.key_rng("val/0001", 1).integers(0, 1000, 4).tolist() == [357, 974, 763, 803]
+    assert dg.key_rng("val/0002").integers(0, 1000, 4).tolist() == [734, 189, 970, 528]
+    seed = int.from_bytes(hashlib.sha256(b"0:val/0001").digest()[:8], "little")
+    assert dg.key_rng("val/0001").random(3).tolist() == np.random.default_rng(seed).random(3).tolist()
+
+
+def test_uint8_image_checks_refuse_other_dtypes_and_shapes():
+    with pytest.raises(TypeError, match="^image: expected a uint8 array, got float32$"):
+        dg._check_uint8(np.zeros((4, 4), np.float32))
+    with pytest.raises(TypeError, match="^bicubic_down input: expected a uint8 array"):
+        dg.bicubic_down(np.zeros((8, 8, 3), np.float32), 2)
+    # RGBA, a 4-D batch and a 1-D row are not images (PIL would happily resize RGBA)
+    for bad in (np.zeros((8, 8, 4), np.uint8), np.zeros((1, 8, 8, 3), np.uint8), np.zeros(8, np.uint8)):
+        with pytest.raises(ValueError, match=r"expected HxW or HxWx3, got shape"):
+            dg.bicubic_down(bad, 2)
+    assert dg._check_uint8(np.zeros((4, 5), np.uint8)).shape == (4, 5)
+    assert dg._check_uint8(np.zeros((4, 5, 3), np.uint8)).shape == (4, 5, 3)
+
+
+def test_y_image_keeps_gray_images_as_they_are():
+    gray = np.array([[0, 10, 128], [200, 250, 255]], np.uint8)
+    # a gray image is its own Y image (no studio-range remapping: 0 stays 0, 255 stays 255)
+    for img in (gray, np.stack([gray] * 3, axis=2)):
+        y = dg.y_image_uint8(img)
+        assert y.shape == (2, 3) and y.dtype == np.uint8 and y.flags["C_CONTIGUOUS"]
+        assert y.tolist() == gray.tolist()
+    # a colour image goes through BT.601 (one channel differing is enough)
+    rgb = np.stack([gray] * 3, axis=2)
+    rgb[0, 0] = (255, 0, 0)
+    assert dg.y_image_uint8(rgb).tolist() == dg.rgb_to_y_uint8(rgb).tolist()
+    assert dg.y_image_uint8(rgb)[0, 0] == 81
+
+
+def test_to_tensor_dtypes_layout_and_copies():
+    u8 = np.array([[[0, 51, 255], [255, 0, 102]]], np.uint8)  # 1x2x3
+    t = dg.to_tensor(u8)
+    assert t.dtype == torch.float32 and t.shape == (3, 1, 2)
+    assert torch.equal(t[:, 0, 0], torch.tensor([0.0, 0.2, 1.0])) and torch.equal(t[:, 0, 1], torch.tensor([1.0, 0.0, 0.4]))
+    f64 = np.array([[0.25, 0.5], [0.75, 1.5]])  # floats are taken as they are, not scaled
+    t = dg.to_tensor(f64)
+    assert t.dtype == torch.float32 and t.shape == (1, 2, 2) and t[0].tolist() == f64.tolist()
+    f32 = np.full((2, 2), 0.5, np.float32)  # e.g. an inpainting mask: the tensor owns its data
+    t = dg.to_tensor(f32)
+    t += 1
+    assert f32.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    with pytest.raises(ValueError, match="HxW or HxWxC"):
+        dg.to_tensor(np.zeros((1, 2, 2, 3), np.float32))
+
+
+def test_task_tags_mark_y_for_every_task():
+    for task, tag in (("inpaint", "inpaint"), ("edges", "edges"), ("bitdepth", "bitdepth-4-mig"), ("sr", "sr-x4"),
+                      ("jpeg", "jpeg-q10")):
+        want_rgb = tag + ("-rgb" if task == "jpeg" else "")
+        assert dg.task_tag(_cfg(task=task, quality=10, channels=3)) == want_rgb
+        assert dg.task_tag(_cfg(task=task, quality=10, channels=1)) == tag + "-y"
+
+
+def test_register_task_takes_instances_and_refuses_unnamed_or_foreign_objects():
+    class Named(dg.Task):
+        name = "test-instance"
+
+    inst = Named()
+    assert dg.register_task(inst) is inst
+    try:
+        assert dg.get_task("test-instance") is inst  # the instance itself, not a new one
+    finally:
+        dg.TASKS.unregister("test-instance")
+
+    class Unnamed(dg.Task):
+        pass
+
+    class Foreign:
+        name = "test-foreign"
+
+    for bad in (Unnamed, Unnamed(), Foreign, Foreign()):
+        with pytest.raises(TypeError, match="expected a named Task"):
+            dg.register_task(bad)
+    with pytest.raises(KeyError):
+        dg.get_task("test-foreign")
+
+
+# ----------------------------------------------------------------------------- inpaint masks
+
+
+def test_inpaint_mask_refuses_impossible_ranges():
+    rng = np.random.default_rng(0)
+    for lo, hi in ((0.0, 0.5), (-0.1, 0.5), (0.3, 0.2), (0.25, 1.0), (0.25, 1.5)):
+        with pytest.raises(ValueError, match="0 < hole_min <= hole_max < 1"):
+            dg.inpaint_mask(8, 8, rng, lo, hi)
+    # an exact fraction (hole_min == hole_max) is allowed
+    assert dg.inpaint_mask(10, 10, rng, 0.3, 0.3).sum() == 30
+
+
+def _mask_rows(m):
+    return "/".join("".join(str(int(v)) for v in row) for row in m)
+
+
+#: consecutive masks drawn from one generator (as a training worker does) on sizes where a
+#: shape is often dropped, plus a strip (one-pixel-wide strokes, full-height rectangles).
+#: 1x1 with at most half a pixel of hole: no hole at all (hole_max wins over hole_min).
+TINY_MASKS = [
+    ((2, 2, 1, 0.3, 0.3), ["00/10", "10/00", "00/01"]),
+    ((1, 40, 1, 0.25, 0.3), ["0000111000111000000111100000000000000000",
+                             "0011000000000001100000000000000011110011",
+                             "1100000110000011000110000000000001100000"]),
+    ((12, 1, 0, 0.25, 0.5), ["1/0/0/0/0/0/0/1/1/1/1/0", "0/1/1/1/0/0/0/0/0/0/1/0", "0/0/0/0/0/0/1/1/1/0/0/0"]),
+    ((1, 1, 0, 0.25, 0.5), ["0", "0", "0"]),
+]
+
+
+@pytest.mark.parametrize("args,rows", TINY_MASKS, ids=[f"{a[0]}x{a[1]}" for a, _ in TINY_MASKS])
+def test_inpaint_masks_of_tiny_sizes_are_pinned(args, rows):
+    h, w, seed, lo, hi = args
+    rng = np.random.default_rng(seed)
+    got = [dg.inpaint_mask(h, w, rng, lo, hi) for _ in rows]
+    n = h * w
+    most = int(np.floor(hi * n))
+    for m in got:  # the fraction rule holds where it can: ceil(lo*n) (at most floor(hi*n)) .. floor(hi*n)
+        assert min(int(np.ceil(lo * n)), most) <= m.sum() <= most
+    assert [_mask_rows(m) for m in got] == rows
+
+
+#: masks whose range is one exact pixel count near the top: the shapes run out and the blob
+#: fallback places the last pixels (sha256, first 16 hex digits, as MASK_DIGESTS).
+FALLBACK_DIGESTS = [((64, 64, 3, 0.95), "34306eef3a767b16"), ((3, 100, 2, 0.99), "e43f88001eed8413")]
+
+
+@pytest.mark.parametrize("args,digest", FALLBACK_DIGESTS, ids=[f"{a[0]}x{a[1]}" for a, _ in FALLBACK_DIGESTS])
+def test_inpaint_masks_that_need_the_blob_fallback_are_pinned(args, digest):
+    import hashlib
+
+    h, w, seed, frac = args
+    m = dg.inpaint_mask(h, w, np.random.default_rng(seed), frac, frac)
+    assert m.sum() == int(np.floor(frac * h * w))
+    assert hashlib.sha256(m.tobytes()).hexdigest()[:16] == digest
+
+
+class _StuckRng:
+    """Draws the same rectangle at the top-left corner forever (``uniform`` a quarter of the
+    way into its range), so the shapes never reach hole_min and the blob fallback runs."""
+
+    def random(self):
+        return 0.9  # >= 0.7: a rectangle
+
+    def uniform(self, low=0.0, high=1.0):
+        return low + 0.25 * (high - low)
+
+    def integers(self, low, high=None):
+        return low if high is not None else 0
+
+
+def test_inpaint_mask_fallback_grows_a_blob_by_exactly_the_missing_pixels():
+    h, w = 20, 32
+    m = dg.inpaint_mask(h, w, _StuckRng(), 0.25, 0.5)
+    # the rectangle: int(0.225 * 20) x int(0.225 * 32) = 4 x 7 at (0, 0); then the
+    # 160 - 28 = 132 free pixels nearest (0.25 h, 0.25 w) = (5, 8), ties in raster order
+    rect = {(y, x) for y in range(4) for x in range(7)}
+    free = sorted(((y - 5.0) ** 2 + (x - 8.0) ** 2, y * w + x) for y in range(h) for x in range(w)
+                  if (y, x) not in rect)
+    want = np.zeros((h, w), np.float32)
+    for y, x in rect:
+        want[y, x] = 1
+    for _, i in free[:132]:
+        want.flat[i] = 1
+    assert m.dtype == np.float32 and m.sum() == 160  # ceil(0.25 * 640)
+    np.testing.assert_array_equal(m, want)
+
+
+def test_inpaint_task_uses_the_configured_hole_range():
+    img = random_image(np.random.default_rng(0), 40, 48)
+    cfg = _cfg(task="inpaint", hole_min=0.2, hole_max=0.22)
+    out = dg.TASKS["inpaint"]({"key": "v/1", "target": img}, cfg, dg.key_rng("v/1"), False)
+    # (a narrow range: with the default hole_max of 0.5 these shapes would differ)
+    # validation crops nothing and draws nothing before the mask: the mask of the key's rng
+    want = dg.inpaint_mask(40, 48, dg.key_rng("v/1"), 0.2, 0.22)
+    assert torch.equal(out["mask"][0], torch.from_numpy(want))
+    assert 0.2 <= want.mean() <= 0.22
+    # degrade itself returns float32 arrays: the target in [0, 1] with 0.5 in the holes
+    fields = {"target": img[..., 0]}
+    deg = dg.TASKS["inpaint"].degrade(fields, cfg, np.random.default_rng(5))
+    mask = dg.inpaint_mask(40, 48, np.random.default_rng(5), 0.2, 0.22)
+    assert deg["input"].dtype == np.float32 and deg["mask"].dtype == np.float32 and deg["input"].shape == (40, 48)
+    np.testing.assert_array_equal(deg["mask"], mask)
+    np.testing.assert_array_equal(deg["input"], np.where(mask > 0, np.float32(0.5), img[..., 0] / np.float32(255)))
+
+
+# ----------------------------------------------------------------------------- the task path
+
+
+class _Extras(dg.Task):
+    """A task with a colour extra ("input", follows the target) and a map ("parsing")."""
+
+    name = "test-extras"
+    spatial_fields = ("input", "parsing")
+    color_fields = ("input",)
+
+    def degrade(self, fields, cfg, rng):
+        return {"input": fields["input"]}
+
+
+def test_prepare_refusals_name_the_record_and_the_reason():
+    img = random_image(np.random.default_rng(0), 24, 30)
+    rng = np.random.default_rng(0)
+
+    def refusal(record, cfg, task="jpeg", train=True):
+        t = _Extras() if task == "extras" else dg.TASKS[task]
+        with pytest.raises(dg.SkipRecord) as info:
+            t.prepare(record, cfg, rng, train)
+        return str(info.value)
+
+    assert refusal({"key": "a/1"}, _cfg()) == "record a/1 has no target image"
+    assert refusal({}, _cfg()) == "record ? has no target image"
+    assert refusal({"key": "a/1", "target": img}, _cfg(), "extras") == \
+        "record a/1 lacks field 'input' for task test-extras"
+    assert refusal({"target": img}, _cfg(), "extras") == "record ? lacks field 'input' for task test-extras"
+    bad = {"key": "a/1", "target": img, "input": img[:, :29], "parsing": img[..., 0]}
+    assert refusal(bad, _cfg(), "extras") == "record a/1: field 'input' is (24, 29), target is (24, 30)"
+    assert refusal({"key": "a/1", "target": img}, _cfg(patch=16, min_size=25)) == \
+        "record a/1 is 24x30, smaller than data.min_size=25px"
+    assert refusal({"target": img}, _cfg(patch=16, min_size=25)) == "record ? is 24x30, smaller than data.min_size=25px"
+    assert refusal({"key": "a/1", "target": img}, _cfg(patch=25, small_images="skip")) == \
+        "record a/1 is 24x30, smaller than 25px (data.small_images=skip)"
+    assert refusal({"target": img}, _cfg(patch=25, small_images="skip")) == \
+        "record ? is 24x30, smaller than 25px (data.small_images=skip)"
+    # validation never grows an image (whatever data.small_images says): one smaller than
+    # the SR scale is skipped
+    assert refusal({"key": "a/1", "target": img[:3, :10]}, _cfg(task="sr", scale=4), "sr", train=False) == \
+        "record a/1 is 3x10, smaller than 4px"
+
+
+def test_prepare_size_boundaries():
+    img = random_image(np.random.default_rng(0), 40, 41)
+    rng = np.random.default_rng(0)
+    jpeg = dg.TASKS["jpeg"]
+    # exactly the patch under small_images=skip, exactly data.min_size: both usable
+    assert jpeg.prepare({"key": "k", "target": img[:32]}, _cfg(patch=32, small_images="skip"), rng, True)[
+        "target"].shape == (32, 32, 3)
+    assert jpeg.prepare({"key": "k", "target": img}, _cfg(patch=32, min_size=40), rng, True)["target"].shape == \
+        (32, 32, 3)
+    # data.min_size is a training filter: validation scores every image
+    val = jpeg.prepare({"key": "k", "target": img}, _cfg(patch=32, min_size=48), rng, False)["target"]
+    np.testing.assert_array_equal(val, img)
+    # tasks without a scale do not align: odd validation images stay whole, odd patches stay odd
+    np.testing.assert_array_equal(jpeg.prepare({"key": "k", "target": img[:35, :39]}, _cfg(), rng, False)["target"],
+                                  img[:35, :39])
+    assert jpeg.prepare({"key": "k", "target": img}, _cfg(patch=31), rng, True)["target"].shape == (31, 31, 3)
+    assert jpeg.align(_cfg()) == 1 and dg.TASKS["sr"].align(_cfg(task="sr", scale=3)) == 3
+
+
+def test_min_size_is_the_patch_or_data_min_size():
+    jpeg, sr = dg.TASKS["jpeg"], dg.TASKS["sr"]
+    assert jpeg.min_size(_cfg(patch=32), True) == 32
+    assert jpeg.min_size(_cfg(patch=32, min_size=48), True) == 48
+    assert jpeg.min_size(_cfg(patch=32, min_size=16), True) == 32
+    assert jpeg.min_size(_cfg(patch=32, min_size=48), False) == 1  # validation: one aligned pixel
+    assert sr.min_size(_cfg(task="sr", scale=4, patch=32, min_size=48), False) == 4
+
+
+def test_a_config_with_only_the_core_fields_uses_the_documented_defaults():
+    """Optional knobs (min_size, crop, small_images, val_crop) may be absent from a config
+    object: random crops, small images resized up, no size filter, whole validation images."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(channels=3, patch=16, augment=False, quality=50)
+    jpeg = dg.TASKS["jpeg"]
+    assert jpeg.min_size(cfg, True) == 16
+    img = random_image(np.random.default_rng(0), 30, 20)
+    small = jpeg.prepare({"key": "k", "target": img[:10, :12]}, cfg, np.random.default_rng(0), True)["target"]
+    grown = dg.resize_array(img[:10, :12], (16, 19))  # short side to the patch, bicubic
+    assert small.shape == (16, 16, 3)
+    assert any(np.array_equal(small, grown[:, x:x + 16]) for x in range(4))
+    crop = jpeg.prepare({"key": "k", "target": img}, cfg, np.random.default_rng(0), True)["target"]
+    assert crop.shape == (16, 16, 3)
+    np.testing.assert_array_equal(jpeg.prepare({"key": "k", "target": img}, cfg, np.random.default_rng(0), False)[
+        "target"], img)
+    out = jpeg({"key": "k", "target": img}, cfg, np.random.default_rng(0), True)
+    assert out["input"].shape == (3, 16, 16)
+
+
+def test_growing_and_square_resizing_are_bicubic_for_images_nearest_for_maps():
+    rng = np.random.default_rng(0)
+    img = random_image(rng, 20, 30)
+    rec = {"key": "k", "target": img, "input": 255 - img,
+           "parsing": (np.arange(600).reshape(20, 30) % 7).astype(np.uint8)}
+    task = _Extras()
+    # resize: the 20x30 record grows to 32x48 (short side = the patch); a 32 crop of that
+    cfg = _cfg(task="test-extras", patch=32, small_images="resize")
+    out = task.prepare(rec, cfg, np.random.default_rng(3), True)
+    big = {"target": dg.bicubic_up(img, (32, 48)), "input": dg.bicubic_up(255 - img, (32, 48)),
+           "parsing": dg.resize_array(rec["parsing"], (32, 48), image=False)}
+    assert not np.array_equal(big["target"], dg.resize_array(img, (32, 48), image=False))  # the test can tell
+    left = [x for x in range(17) if np.array_equal(out["target"], big["target"][:, x:x + 32])]
+    assert len(left) == 1
+    for name in ("input", "parsing"):
+        np.testing.assert_array_equal(out[name], big[name][:, left[0]:left[0] + 32], err_msg=name)
+    assert set(np.unique(out["parsing"])) <= set(range(7))
+    # center_square_resize: the centred 20x20 square (columns 5..24) resized to the patch
+    cfg = _cfg(task="test-extras", patch=32, crop="center_square_resize")
+    out = task.prepare(rec, cfg, np.random.default_rng(3), True)
+    np.testing.assert_array_equal(out["target"], dg.bicubic_up(img[:, 5:25], (32, 32)))
+    np.testing.assert_array_equal(out["input"], dg.bicubic_up(255 - img[:, 5:25], (32, 32)))
+    np.testing.assert_array_equal(out["parsing"], dg.resize_array(rec["parsing"][:, 5:25], (32, 32), image=False))
+
+
+def test_decoded_copies_the_record_and_skips_what_does_not_decode():
+    rec = {"key": "a/1", "target": np.zeros((2, 2, 3), np.uint8), "blob": b"\x01\x02"}
+    out = dg.Task.decoded(rec, "blob", lambda b: np.frombuffer(b, np.uint8) * 2, "jobs/make_x.py")
+    assert out["blob"].tolist() == [2, 4] and out["target"] is rec["target"]
+    assert rec["blob"] == b"\x01\x02"  # the caller's record is left as it was
+
+    def refusal(record, decode=bytes):
+        with pytest.raises(dg.SkipRecord) as info:
+            dg.Task.decoded(record, "blob", decode, "jobs/make_x.py")
+        return str(info.value)
+
+    assert refusal({"key": "a/1"}) == "record a/1 has no 'blob' field (this task needs shards from jobs/make_x.py)"
+    assert refusal({}) == "record ? has no 'blob' field (this task needs shards from jobs/make_x.py)"
+
+    def undecodable(b):
+        raise ValueError(f"{len(b)} bytes are not a map")
+
+    assert refusal(rec, undecodable) == "record a/1: 2 bytes are not a map"
+    assert refusal({"blob": b"x"}, undecodable) == "record ?: 1 bytes are not a map"
+
+
+def test_prepare_without_rotation_is_prepare_with_augmentation_off():
+    img = random_image(np.random.default_rng(0), 40, 48)
+    rec = {"key": "k", "target": img}
+    jpeg = dg.TASKS["jpeg"]
+    cfg = _cfg(patch=16, augment=True)
+    rotated = 0
+    for seed in range(6):
+        got = jpeg.prepare_without_rotation(rec, cfg, np.random.default_rng(seed), True)
+        want = jpeg.prepare(rec, _cfg(patch=16, augment=False), np.random.default_rng(seed), True)
+        assert got.keys() == {"target"} and got["target"].shape == (16, 16, 3)
+        np.testing.assert_array_equal(got["target"], want["target"])
+        aug = jpeg.prepare(rec, cfg, np.random.default_rng(seed), True)["target"]
+        rotated += not np.array_equal(aug, want["target"])
+    assert rotated  # the augmenting path would have flipped or rotated some of these crops
+    assert cfg.augment is True  # the caller's config is not changed
+    # validation goes through unchanged: the whole image
+    np.testing.assert_array_equal(jpeg.prepare_without_rotation(rec, cfg, dg.key_rng("k"), False)["target"], img)
