@@ -438,6 +438,8 @@ class Task:
                     fields[name] = y_image_uint8(a)
         h, w = fields["target"].shape[:2]
         key = record.get('key', '?')
+        if h == 0 or w == 0:  # a raw-array member can be empty; no resize or pad can grow it
+            raise SkipRecord(f"record {key}: the target image is empty ({h}x{w})")
         for name, a in fields.items():
             if a.shape[:2] != (h, w):
                 raise SkipRecord(f"record {key}: field {name!r} is {a.shape[:2]}, target is {(h, w)}")

@@ -515,6 +515,15 @@ def test_prepare_refusals_name_the_record_and_the_reason():
     # the SR scale is skipped
     assert refusal({"key": "a/1", "target": img[:3, :10]}, _cfg(task="sr", scale=4), "sr", train=False) == \
         "record a/1 is 3x10, smaller than 4px"
+    # an empty target (a raw-array member can be 0 pixels) is skipped under every policy,
+    # not a ZeroDivisionError in the resize or a ValueError in the pad
+    for extra in ({"small_images": "resize"}, {"small_images": "pad"}, {"crop": "center_square_resize"}, {}):
+        for empty in (img[:0], img[:, :0]):
+            h, w = empty.shape[:2]
+            assert refusal({"key": "a/1", "target": empty}, _cfg(patch=16, **extra)) == \
+                f"record a/1: the target image is empty ({h}x{w})"
+    assert refusal({"key": "a/1", "target": img[:0]}, _cfg(), train=False) == \
+        "record a/1: the target image is empty (0x30)"
 
 
 def test_prepare_size_boundaries():
