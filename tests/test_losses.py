@@ -128,3 +128,109 @@ def test_random_vgg_is_deterministic_and_leaves_global_rng_alone():
     b = PerceptualLoss(layer=5, weights="random")
     for (k, v), w in zip(a.features.state_dict().items(), b.features.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+# ------------------------------------------------------------- multi-scale lists, by hand
+
+
+_A = torch.tensor([-2.0, 0.5, 3.0])     # one scale's logits
+_B = torch.tensor([[1.0, -0.5]])         # a second, coarser scale
+
+
+@pytest.mark.parametrize("kind, real, for_discriminator, expected", [
+    # hinge D on real: relu(1 - x) -> (3 + 0.5 + 0) / 3 and (0 + 1.5) / 2
+    ("hinge", True, True, (3.5 / 3 + 0.75) / 2),
+    # hinge D on fake: relu(1 + x) -> (0 + 1.5 + 4) / 3 and (2 + 0.5) / 2
+    ("hinge", False, True, (5.5 / 3 + 1.25) / 2),
+    # hinge G: -mean(x) per scale, whatever ``real`` says
+    ("hinge", True, False, (-0.5 + -0.25) / 2),
+    ("hinge", False, False, (-0.5 + -0.25) / 2),
+    # lsgan fake: x^2 -> (4 + 0.25 + 9) / 3 and (1 + 0.25) / 2
+    ("lsgan", False, True, (13.25 / 3 + 0.625) / 2),
+])
+def test_multiscale_lists_keep_real_and_the_side_of_each_scale(kind, real, for_discriminator, expected):
+    value = gan_loss(kind, [_A, _B], real=real, for_discriminator=for_discriminator)
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # a tuple is a list of scales too, and a one-element list is that scale's loss
+    assert gan_loss(kind, (_A, _B), real, for_discriminator).item() == pytest.approx(expected, rel=1e-6)
+    assert gan_loss(kind, [_A], real, for_discriminator).item() == pytest.approx(
+        gan_loss(kind, _A, real, for_discriminator).item(), rel=1e-6)
+
+
+def test_tv_loss_of_an_irregular_image_against_the_neighbour_differences():
+    img = torch.tensor([[0.0, 1.0, 3.0],
+                        [2.0, 2.0, 2.0],
+                        [5.0, 0.0, 1.0]]).view(1, 1, 3, 3)
+    # vertical neighbours: |2-0| |2-1| |2-3| |5-2| |0-2| |1-2| -> 10 / 6
+    # horizontal neighbours: |1-0| |3-1| 0 0 |0-5| |1-0| -> 9 / 6
+    assert tv_loss(img).item() == pytest.approx(10 / 6 + 9 / 6)
+    assert tv_loss(img.transpose(2, 3)).item() == pytest.approx(10 / 6 + 9 / 6)
+    # a taller image: only neighbours count, not the distance to the first row
+    tall = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).view(1, 1, 5, 1).expand(2, 3, 5, 2)
+    assert tv_loss(tall).item() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------ PerceptualLoss: weights, key, state
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty TORCH_HOME (the hub cache that weights="auto" reads)."""
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    assert torch.hub.get_dir() == str(home / "hub")
+    return home
+
+
+def test_default_weights_are_torchvisions_file_in_the_hub_cache(torch_home):
+    from raygan.platform import perceptual
+
+    reference = perceptual._vgg19_feature_stack(seed=7)[:4]  # not the "random" network
+    ckpt = torch_home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    path = ckpt / perceptual.VGG19_FILE
+    torch.save({f"features.{k}": v for k, v in reference.state_dict().items()}, path)
+
+    loss = PerceptualLoss(layer=3)  # no weights given: "auto"
+    assert loss.init == f"pretrained:{path}"
+    for k, v in loss.features.state_dict().items():
+        assert torch.equal(v, reference.state_dict()[k]), k
+
+
+def test_weights_errors_name_the_config_key_the_user_sets(tmp_path, torch_home):
+    missing = tmp_path / "vgg.pth"
+    with pytest.raises(FileNotFoundError, match=r"^train\.perceptual_weights: VGG19 .*vgg\.pth"):
+        PerceptualLoss(layer=3, weights=str(missing))
+    # a caller with its own key (an evaluator's setting) sees that key, for paths and "auto"
+    with pytest.raises(FileNotFoundError, match=r"^eval\.vgg_weights: VGG19 .*vgg\.pth"):
+        PerceptualLoss(layer=3, weights=str(missing), key="eval.vgg_weights")
+    with pytest.raises(FileNotFoundError,
+                       match=r"set eval\.vgg_weights=<path to the file>, or eval\.vgg_weights=random"):
+        PerceptualLoss(layer=3, weights="auto", key="eval.vgg_weights")
+
+
+def test_only_the_vgg_weights_are_state_and_the_layer_is_recorded():
+    loss = PerceptualLoss(layer=8, weights="random")
+    assert loss.layer == 8
+    # the ImageNet mean/std are constants, not state: checkpoints hold the VGG weights only
+    assert sorted(loss.state_dict()) == sorted(f"features.{k}" for k in loss.features.state_dict())
+    torch.testing.assert_close(loss.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(loss.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+
+
+def test_perceptual_mse_criterion_and_a_gray_batch():
+    from raygan.platform.perceptual import _vgg19_feature_stack
+
+    g = torch.Generator().manual_seed(3)
+    loss = PerceptualLoss(layer=3, weights="random", criterion="mse")
+    x, y = torch.rand(2, 1, 12, 12, generator=g), torch.rand(2, 1, 12, 12, generator=g)
+    vgg = _vgg19_feature_stack()[:4].eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    rgb = lambda t: t.repeat(1, 3, 1, 1)  # noqa: E731
+    with torch.no_grad():
+        fx, fy = vgg((rgb(x) - mean) / std), vgg((rgb(y) - mean) / std)
+    # mean squared feature difference over the whole batch, not the L1 distance
+    torch.testing.assert_close(loss(x, y), ((fx - fy) ** 2).mean(), rtol=1e-5, atol=0)
+    assert loss(x, y).item() != pytest.approx(F.l1_loss(fx, fy).item(), rel=1e-3)

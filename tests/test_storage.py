@@ -256,3 +256,71 @@ def test_what_is_transient():
                  client_error("AccessDenied", 403)]
     assert [is_transient(e) for e in transient] == [True] * len(transient)
     assert [is_transient(e) for e in permanent] == [False] * len(permanent)
+
+
+def test_the_clock_reads_its_budget_and_longest_wait_from_the_storage_config(fake_time, monkeypatch):
+    import functools
+    import types
+
+    from raygan.platform import storage as S
+
+    # no config: StorageConfig's own defaults, whatever they are
+    monkeypatch.setattr(S, "StorageConfig", functools.partial(StorageConfig, outage_budget_s=12.0,
+                                                              retry_max_s=2.0))
+    clock = S.OutageClock(None, "x", endpoint="e")
+    assert (clock.budget, clock.max_wait) == (12.0, 2.0)
+    # a config object without the two keys (an older run's): the documented 300 s and 30 s
+    clock = S.OutageClock(types.SimpleNamespace(endpoint_url=None), "x", endpoint="e")
+    assert (clock.budget, clock.max_wait) == (300.0, 30.0)
+    for _ in range(8):
+        clock.failed(OSError("EIO"))
+    assert fake_time.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_the_clock_names_the_endpoint_of_the_storage_it_waits_for(monkeypatch):
+    from raygan.platform.storage import OutageClock
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    minio = StorageConfig(endpoint_url="http://minio:9000")
+    assert OutageClock(minio, "x", uri="s3://b/k").endpoint == "http://minio:9000"
+    assert OutageClock(minio, "x").endpoint == "http://minio:9000"  # the default URI is S3
+    assert OutageClock(minio, "x", uri="/data/shards").endpoint == "local storage"
+    assert OutageClock(None, "x", uri="s3://b/k").endpoint == "the default AWS S3 endpoint"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-env:9000")
+    assert OutageClock(None, "x", uri="s3://b/k").endpoint == "http://from-env:9000"
+    assert OutageClock(minio, "x", uri="s3://b/k", endpoint="http://given:1").endpoint == "http://given:1"
+
+
+def test_retry_transient_gives_up_after_the_configured_budget_naming_what_and_why(fake_time, monkeypatch):
+    from raygan.platform.errors import StorageUnavailable
+    from raygan.platform.storage import is_transient, retry_transient
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    cfg = StorageConfig(endpoint_url="http://minio:9000", outage_budget_s=1.0, retry_max_s=0.25)
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise ConnectionResetError("peer reset")
+
+    stats = {}
+    with pytest.raises(StorageUnavailable) as info:
+        retry_transient(down, cfg, "reading shard-3", stats)  # the default URI is S3
+    assert str(info.value) == ("storage unreachable for 1 s: http://minio:9000 (reading shard-3): "
+                               "ConnectionResetError: peer reset (storage.outage_budget_s=1)")
+    assert fake_time.sleeps == [0.25] * 4 and len(calls) == 5
+    assert stats == {"retries": 4, "wait_s": 1.0}
+    # the outage is itself a transient failure (a restarted worker may find the storage back)
+    assert info.value.transient is True and is_transient(info.value)
+    # an endpoint given by the caller is the one named
+    with pytest.raises(StorageUnavailable, match=r"s: http://given:1 \(reading shard-3\)"):
+        retry_transient(down, cfg, "reading shard-3", uri="s3://b/k", endpoint="http://given:1")
+
+
+def test_errors_while_a_body_streams_are_transient():
+    from botocore import exceptions as bce
+
+    from raygan.platform.storage import is_transient
+
+    assert is_transient(bce.ResponseStreamingError(error=ConnectionResetError("reset")))
+    assert is_transient(bce.IncompleteReadError(actual_bytes=10, expected_bytes=100))
