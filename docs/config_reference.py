@@ -7,7 +7,7 @@
 Every key of a run config: the sections of ``raygan.platform.config`` (``RunConfigSpec``
 and its ``data``, ``optim``, ``train``, ``ray``, ``mlflow``, ``storage``), then each
 registered family's ``model`` and ``loss`` sections (its ``ModelConfig`` / ``LossConfig``),
-then the Serve application's ``args`` (``raygan.deploy.app.ServeSettings``, read from the
+then the Serve application's ``args`` (``raygan.deploy.settings.ServeSettings``, read from the
 source so that Ray Serve is not imported). A key's default is the dataclass default (a
 family's YAML may set another one); its meaning is the ``#:`` comment lines above the field
 and the ``#`` comment at its end. The output depends on the code only, so running the
@@ -172,8 +172,8 @@ def _constant(node: ast.AST) -> Any:
 
 
 def serve_rows() -> List[Tuple[str, str, str]]:
-    """``args`` of the Serve application, from deploy/app.py's source (no Ray import)."""
-    path = str(ROOT / "deploy" / "app.py")
+    """``args`` of the Serve application, from deploy/settings.py's source (no Ray import)."""
+    path = str(ROOT / "deploy" / "settings.py")
     rows = []
     for name, (meaning, default) in field_docs(path, "ServeSettings").items():
         if default and default.startswith("field("):
@@ -217,7 +217,7 @@ def render() -> str:
             if dataclasses.is_dataclass(cls):
                 rows += section_rows(cls, f"{section}.")
         lines += table(rows) + [""]
-    lines += ["#### Serve application `args` (`deploy/serve_config.yaml`; `deploy/app.py` "
+    lines += ["#### Serve application `args` (`deploy/serve_config.yaml`; `deploy/settings.py` "
               "`ServeSettings`)", ""]
     lines += table(serve_rows())
     return "\n".join(lines) + "\n"

@@ -270,7 +270,7 @@ def driver_runtime_env(cfg: RunConfigSpec, attached: bool, environ=None) -> Dict
     return out
 
 
-def _init_ray(cfg: RunConfigSpec) -> None:
+def init_ray(cfg: RunConfigSpec) -> None:
     import ray
 
     if ray.is_initialized():
@@ -409,7 +409,7 @@ def check_node_local_storage(storage_uri: str, alive_nodes: int, shared_storage:
             f"MLFLOW_TRACKING_URI to an MLflow server, {fix}")
 
 
-def _alive_nodes() -> int:
+def alive_nodes() -> int:
     import ray
 
     return sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -538,8 +538,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     storage_path, filesystem = storage.ray_storage(storage_uri, cfg.storage)
 
     tracking_uri = tracking.run_tracking_uri(cfg)
-    _init_ray(cfg)
-    check_node_local_storage(storage_uri, _alive_nodes(), cfg.ray.shared_storage, tracking_uri)
+    init_ray(cfg)
+    check_node_local_storage(storage_uri, alive_nodes(), cfg.ray.shared_storage, tracking_uri)
     if job_note:
         print(f"{job_note}\nraygan: checkpoints -> {storage_uri.rstrip('/')}/{name}, "
               f"MLflow -> {tracking_uri}", flush=True)

@@ -22,7 +22,8 @@ FLOORS = {
     4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
         "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
         "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
-        "raygan.platform.sweep", "raygan.platform.budget", "raygan.platform.gpu_check"],
+        "raygan.platform.sweep", "raygan.platform.sweep.*", "raygan.platform.budget",
+        "raygan.platform.gpu_check"],
     5: ["raygan.deploy.*"],
     6: ["raygan.cli", "raygan.__main__"],
 }
@@ -35,8 +36,11 @@ def modules() -> dict:
         if path.stem != "__init__":
             out[f"raygan.{path.stem}"] = path
     for folder, package in FOLDERS.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((ROOT / folder).rglob("*.py")):  # subpackages too (platform/sweep/)
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":  # a package: its __init__.py
+                parts = parts[:-1]
+            out[".".join((package,) + parts)] = path
     return out
 
 

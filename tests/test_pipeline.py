@@ -538,3 +538,276 @@ def test_patch_epochs_name_a_shard_set_without_a_manifest():
     with pytest.raises(ShardError, match=r"but s3://b/shards records none"):
         pl.epoch_samples(SimpleNamespace(uri="s3://b/shards", manifest={}, **sizes_unknown), train,
                          SimpleNamespace(patch=32))
+
+
+# ----------------------------------------------------------------------------- the shard split, record by record
+
+
+class _Draw:
+    """A stand-in task (no image work): one draw of the RNG the stream hands it per record."""
+
+    def __call__(self, record, cfg, rng, train):
+        return {"draw": torch.tensor(rng.random(), dtype=torch.float64)}
+
+    def min_size(self, cfg, train):
+        return 1
+
+
+_DOT = None
+
+
+def _records(tmp_path, keys, shard_size, name="recs", split="train"):
+    """A shard set of ``keys`` in order, ``shard_size`` a shard; keys starting with "bad" hold
+    bytes that are no image (undecodable)."""
+    global _DOT
+    _DOT = _DOT or _png(np.zeros((2, 2, 3), np.uint8))
+    dst = str(tmp_path / name)
+    with ShardSetWriter(dst, shard_size=shard_size) as w:
+        for k in keys:
+            w.add(split, k, {"png": b"not an image" if k.startswith("bad") else _DOT})
+        w.close()
+    return dst
+
+
+def _cut_after(shard, n):
+    """Cut a tar shard after its first ``n`` records, as an interrupted upload leaves it."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    keys = list(dict.fromkeys(m.name.split(".")[0] for m in members))
+    cut = min(m.offset for m in members if m.name.split(".")[0] == keys[n])
+    with open(shard, "r+b") as f:
+        f.truncate(cut)
+
+
+def _stream(ss, rank=0, world=1, seed=0, **cfg):
+    return pl.TrainStream(ss, _cfg(**{"shuffle_buffer": 1, "max_skip_fraction": 1.0, **cfg}), rank=rank,
+                          world=world, seed=seed, task=_Draw())
+
+
+def test_sample_level_split_gives_record_i_to_worker_i_mod_total_every_pass(tmp_path):
+    """One shard of 7 records over 3 workers (7 does not divide): worker g reads records
+    g, g + 3, ... in shard order, the same ones every pass, and the workers' shares are
+    disjoint and cover the set. (Shuffle buffer 1: samples come out in reading order.)"""
+    keys = [f"k{i}" for i in range(7)]
+    ss = pl.ShardSet(_records(tmp_path, keys, 100))
+    shares = []
+    for g in range(3):
+        mine = keys[g::3]
+        out = [s["key"] for s in itertools.islice(iter(_stream(ss, rank=g, world=3)), 3 * len(mine))]
+        assert out == mine * 3, g
+        shares.append(set(mine))
+    assert set().union(*shares) == set(keys) and sum(map(len, shares)) == 7
+
+
+def test_sample_level_split_counts_each_workers_own_lost_and_undecodable_records(tmp_path):
+    """Shard 0 holds a0..a6 but was cut after a4 (a5, a6 lost), a2 is undecodable; shard 1
+    holds b0..b3. Over 3 workers, record position i (a0..a6 = 0..6, b0..b3 = 7..10) is
+    worker i % 3's: the records after the cut keep their owners, and each worker's samples
+    report only the skips of records it owns."""
+    keys = ["a0", "a1", "bad_a2", "a3", "a4", "a5", "a6", "b0", "b1", "b2", "b3"]
+    dst = _records(tmp_path, keys, 7)
+    ss = pl.ShardSet(dst)
+    assert ss.shard_counts == [7, 4]
+    _cut_after(ss.shards[0], 5)
+    good = {0: ["a0", "a3", "b2"], 1: ["a1", "a4", "b0", "b3"], 2: ["b1"]}
+    # n_skipped summed over 3 passes' samples: worker 0 lost a6 each pass; worker 2 lost
+    # bad_a2 and a5 each pass, and 4 passes' worth came before its 3rd sample was handed out
+    skipped = {0: 3, 1: 0, 2: 8}
+    for g in range(3):
+        out = list(itertools.islice(iter(_stream(ss, rank=g, world=3)), 3 * len(good[g])))
+        assert [s["key"] for s in out] == good[g] * 3, g
+        assert sum(s["n_skipped"] for s in out) == skipped[g], (g, [s["n_skipped"] for s in out])
+    out = list(itertools.islice(iter(_stream(ss, rank=2, world=3)), 3))
+    assert [s["n_skipped"] for s in out] == [4, 2, 2]  # the first sample waited a pass in the buffer
+
+
+def test_tiny_sets_run_the_record_counter_on_across_passes(tmp_path):
+    """Fewer records than workers: position i of the endless stream of passes goes to worker
+    i % total, so every worker gets records, and a worker that waits total - 1 empty passes
+    between its records (1 record, 8 workers) is not taken for one with no usable data."""
+    keys = ["k0", "k1", "k2"]
+    ss = pl.ShardSet(_records(tmp_path, keys, 100))
+    for g in range(4):
+        out = [s["key"] for s in itertools.islice(iter(_stream(ss, rank=g, world=4)), 3)]
+        assert out == [keys[(g + 4 * k) % 3] for k in range(3)], g
+    one = pl.ShardSet(_records(tmp_path, ["k0"], 100, name="one"))
+    for g in (0, 7):
+        assert [s["key"] for s in itertools.islice(iter(_stream(one, rank=g, world=8)), 2)] == ["k0", "k0"]
+
+
+def test_records_a_manifest_does_not_count_still_go_to_one_worker(tmp_path):
+    """A manifest listing 4 records for a shard that holds 5 (one appended after it was
+    written), read by 4 workers: the fifth record has one owner, the same every pass, and
+    the others keep theirs."""
+    import json as _json
+
+    keys = [f"k{i}" for i in range(5)]
+    dst = _records(tmp_path, keys, 100)
+    path = Path(dst) / "manifest.json"
+    m = _json.loads(path.read_text())
+    m["splits"]["train"]["shards"][0]["count"] = m["splits"]["train"]["count"] = 4
+    path.write_text(_json.dumps(m))
+    ss = pl.ShardSet(dst)
+    assert ss.shard_counts == [4]
+    for g, mine in enumerate([["k0", "k4"], ["k1"], ["k2"], ["k3"]]):
+        out = [s["key"] for s in itertools.islice(iter(_stream(ss, rank=g, world=4)), 3 * len(mine))]
+        assert out == mine * 3, g
+
+
+def test_shard_level_split_reads_own_shards_in_a_seeded_order_per_pass(tmp_path):
+    """8 one-record shards over 2 workers: worker g owns shards g, g + 2, ...; pass p reads
+    them in the order np.random.default_rng([seed + p, g]).permutation (docstring), so a
+    rerun with the seed sees the same samples, the same crops included, and every pass
+    is reshuffled."""
+    keys = [f"k{i}" for i in range(8)]
+    ss = pl.ShardSet(_records(tmp_path, keys, 1))
+    assert len(ss.shards) == 8
+    for seed in (0, 5):
+        for g in range(2):
+            mine = keys[g::2]
+            want = [mine[i] for p in range(4) for i in np.random.default_rng([seed + p, g]).permutation(4)]
+            out = list(itertools.islice(iter(_stream(ss, rank=g, world=2, seed=seed)), 16))
+            assert [s["key"] for s in out] == want, (seed, g)
+            passes = [tuple(want[4 * p:4 * p + 4]) for p in range(4)]
+            assert len(set(passes)) > 1  # reshuffled
+            again = list(itertools.islice(iter(_stream(ss, rank=g, world=2, seed=seed)), 16))
+            assert [float(s["draw"]) for s in again] == [float(s["draw"]) for s in out]
+    other = [float(s["draw"]) for s in itertools.islice(iter(_stream(ss, rank=0, world=2, seed=1)), 16)]
+    assert other != [float(s["draw"]) for s in itertools.islice(iter(_stream(ss, rank=0, world=2, seed=0)), 16)]
+
+
+def test_as_many_shards_as_workers_gives_each_worker_one_whole_shard(tmp_path):
+    keys = [f"k{i}" for i in range(8)]
+    ss = pl.ShardSet(_records(tmp_path, keys, 2))
+    assert len(ss.shards) == 4
+    for g in range(4):
+        out = {s["key"] for s in itertools.islice(iter(_stream(ss, rank=g, world=4)), 6)}
+        assert out == {keys[2 * g], keys[2 * g + 1]}, g
+
+
+def test_shard_counts_unknown_still_split_by_whole_shards(tmp_path):
+    """A shard set handed over without record counts (None): no per-pass share to cap the
+    shuffle buffer with, and the workers still read their own whole shards."""
+    keys = [f"k{i}" for i in range(8)]
+    known = pl.ShardSet(_records(tmp_path, keys, 2))
+    ss = pl.ShardSet.from_dict({**known.to_dict(), "shard_counts": [None] * 4})
+    for g in range(2):
+        out = {s["key"] for s in itertools.islice(iter(_stream(ss, rank=g, world=2, shuffle_buffer=3)), 12)}
+        assert out == {keys[i] for s in (g, g + 2) for i in (2 * s, 2 * s + 1)}, g
+
+
+@pytest.mark.parametrize("n,shard_size,world,crops,buffer,decoded", [
+    (7, 100, 2, 3, 100, 5),  # sample split: share ceil(7 / 2) = 4 records, 12 samples
+    (7, 100, 2, 1, 100, 5),
+    (8, 1, 2, 1, 100, 5),    # shard split: 4 one-record shards
+    (8, 1, 2, 2, 100, 5),
+    (8, 1, 2, 1, 2, 3),      # a buffer smaller than the share stays as set
+])
+def test_shuffle_buffer_is_capped_at_one_pass_of_the_workers_share(tmp_path, monkeypatch, n, shard_size,
+                                                                 world, crops, buffer, decoded):
+    """data.shuffle_buffer larger than what a worker reads in a pass (times the crops cut
+    from each record): the first sample comes out as soon as one pass filled the buffer, not
+    after shuffle_buffer samples; counted in records decoded before the first sample."""
+    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(n)], shard_size))
+    calls = []
+    real = pl.decode_record
+    monkeypatch.setattr(pl, "decode_record", lambda item: calls.append(1) or real(item))
+    next(iter(_stream(ss, rank=0, world=world, shuffle_buffer=buffer, crops_per_record=crops)))
+    assert len(calls) == decoded
+
+
+def test_a_data_section_without_the_newer_keys_reads_one_crop_and_never_stops_on_skips(tmp_path):
+    """An older data config without crops_per_record or max_skip_fraction: one sample per
+    record, and undecodable records are skipped without a limit."""
+    ss = pl.ShardSet(_records(tmp_path, ["k0", "bad1", "k2"], 100))
+    old = SimpleNamespace(shuffle_buffer=1, task="jpeg")
+    ds = pl.TrainStream(ss, old, rank=0, world=1, seed=0, task=_Draw())
+    assert [s["key"] for s in itertools.islice(iter(ds), 8)] == ["k0", "k2"] * 4
+
+
+def test_too_many_skipped_names_the_data_and_the_worker_mid_pass_or_at_its_end(tmp_path):
+    """The skip limit is checked every 200 records read and at the end of each pass; the error
+    says which data and which worker, and counts every lost record of a cut shard."""
+    def run(dst, cut=None):
+        ss = pl.ShardSet(dst)
+        if cut is not None:
+            _cut_after(ss.shards[0], cut)
+        ds = _stream(ss, max_skip_fraction=0.2)
+        with pytest.raises(pl.TooManySkipped) as err:
+            list(itertools.islice(iter(ds), 50))
+        return str(err.value).replace(dst, "<data>")
+
+    # a shard of 8 cut after 5 records: 3 of 8 lost, found at the end of the pass
+    msg = run(_records(tmp_path, [f"k{i}" for i in range(8)], 100, name="eight"), cut=5)
+    assert msg.startswith("training data <data>, worker 0 of 1: skipped 3 of the 8 training records")
+    assert "3 x unreadable records" in msg
+    # a shard of 210 cut after 5: 205 lost at once, stopped there
+    msg = run(_records(tmp_path, [f"k{i:03d}" for i in range(210)], 1000, name="cut"), cut=5)
+    assert msg.startswith("training data <data>, worker 0 of 1: skipped 205 of the 210 training records")
+    # 200 undecodable records first: stopped at the 200th, before the pass ends
+    msg = run(_records(tmp_path, [f"bad{i:03d}" for i in range(200)] + ["k0"], 1000, name="undecodable"))
+    assert msg.startswith("training data <data>, worker 0 of 1: skipped 200 of the 200 training records")
+
+
+def test_storage_retries_are_reported_once_on_the_next_sample(tmp_path, monkeypatch):
+    """A storage retry while opening the second shard: the sample handed out next carries
+    n_storage_retries=1 and the seconds waited; every other sample reports none."""
+    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
+    real_open = pl.storage.open_stream
+    opened = []
+
+    def flaky_open(uri, storage_cfg=None, start=0):
+        opened.append(uri)
+        if len(opened) == 2:
+            raise ConnectionError("connection reset by peer")
+        return real_open(uri, storage_cfg, start)
+
+    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
+    monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)  # the longest jitter
+    ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1), StorageConfig(retry_max_s=0.01), task=_Draw())
+    out = list(itertools.islice(iter(ds), 10))
+    retries = [s["n_storage_retries"] for s in out]
+    waits = [s["storage_wait_s"] for s in out]
+    assert retries == [0, 0, 1] + [0] * 7 and waits == [0.0, 0.0, pytest.approx(0.01)] + [0.0] * 7
+    assert opened[1] == opened[2]  # the same shard, opened again
+
+
+@pytest.mark.parametrize("good_passes", [0, 1])
+def test_unusable_data_stops_after_the_same_run_of_empty_passes(tmp_path, monkeypatch, good_passes):
+    """Data unusable from the start, or from the second pass on (replaced by a broken copy):
+    one worker gives up after 4 passes in a row without a sample, and says so."""
+    ss = pl.ShardSet(_records(tmp_path, ["k0"], 100))
+    calls = []
+    real = pl.decode_record
+
+    def decode(item):
+        calls.append(1)
+        if len(calls) > good_passes:
+            raise pl.SkipRecord("record k0: cannot decode (broken)")
+        return real(item)
+
+    monkeypatch.setattr(pl, "decode_record", decode)
+    with pytest.raises(RuntimeError, match=r"no usable training samples .* worker 0 of 1 after 4 passes"):
+        next(iter(_stream(ss)))
+    assert len(calls) == good_passes + 4
+
+
+def test_val_records_after_a_cut_shard_keep_their_rank_and_the_lost_ones_count_once(tmp_path):
+    """val: v0..v3 in shard 0 (cut after v1), v4..v7 in shard 1 (cut after v6), 3 ranks:
+    record position i is rank i % 3's, lost records too; each record's degradation is drawn
+    from its key (the same on every pass, different between records)."""
+    dst = _records(tmp_path, [f"v{i}" for i in range(8)], 4, split="val")
+    ss = pl.ShardSet.open(dst, "val")
+    _cut_after(ss.shards[0], 2)
+    _cut_after(ss.shards[1], 3)
+    want = {0: (["v0", "v6"], 1), 1: (["v1", "v4"], 1), 2: (["v5"], 1)}
+    draws = {}
+    for rank in range(3):
+        stream = pl.ValStream(ss, _cfg(), rank=rank, world=3, task=_Draw())
+        batches = list(stream)
+        assert ([b["key"][0] for b in batches], stream.n_skipped) == want[rank], rank
+        draws.update({b["key"][0]: b["draw"].item() for b in batches})
+        assert [b["draw"].item() for b in stream] == [draws[b["key"][0]] for b in batches]
+    assert len(set(draws.values())) == 5

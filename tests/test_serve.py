@@ -106,8 +106,12 @@ def photo_png(w=96, h=80, mode="RGB") -> bytes:
 
 def test_health_models_page_and_openapi(served):
     url = served["url"]
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "tasks": ["jpeg", "sr"]}
+    from raygan.platform import submitted_code
+
+    code = submitted_code.fingerprint()  # the raygan each replica runs
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "tasks": ["jpeg", "sr"], "code": code}
     models = {m["task"]: m for m in httpx.get(f"{url}/v1/models", headers=auth()).json()["models"]}
+    assert models["jpeg"]["code"] == models["sr"]["code"] == code
     assert models["jpeg"]["name"] == MODEL and models["jpeg"]["version"] == served["versions"][0]
     assert models["jpeg"]["source"] == f"models:/{MODEL}@champion" and models["jpeg"]["scale"] == 1
     assert models["sr"]["scale"] == 2 and models["sr"]["degradation"] == "sr-x2"
