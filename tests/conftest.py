@@ -280,3 +280,16 @@ def any_size(test):
     for mark in reversed(ANY_SIZE):
         test = mark(test)
     return test
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty TORCH_HOME: the hub cache that weights="auto" reads (torch.hub.get_dir()
+    follows it), for tests that place or miss weight files."""
+    import torch
+
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    assert torch.hub.get_dir() == str(home / "hub")
+    return home

@@ -173,16 +173,6 @@ def test_tv_loss_of_an_irregular_image_against_the_neighbour_differences():
 # ------------------------------------------------------ PerceptualLoss: weights, key, state
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty TORCH_HOME (the hub cache that weights="auto" reads)."""
-    home = tmp_path / "torch_home"
-    home.mkdir()
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    assert torch.hub.get_dir() == str(home / "hub")
-    return home
-
-
 def test_default_weights_are_torchvisions_file_in_the_hub_cache(torch_home):
     from raygan.platform import perceptual
 

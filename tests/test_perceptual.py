@@ -17,16 +17,6 @@ from raygan.platform.perceptual import (
 )
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty TORCH_HOME; torch.hub.get_dir() follows it."""
-    home = tmp_path / "torch_home"
-    home.mkdir()
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    assert torch.hub.get_dir() == str(home / "hub")
-    return home
-
-
 def _checkpoints(home):
     d = home / "hub" / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
