@@ -96,7 +96,7 @@ def skip_unpromoted(config: Dict[str, Any]) -> None:
     app = config["app"]
     args = app.get("args") or {}
     tasks = dict(args.get("tasks") or {})
-    skipped = []
+    skipped: Dict[str, str] = {}  # task -> why
     for task, spec in tasks.items():
         model = spec.get("model") if isinstance(spec, dict) else None
         if not (isinstance(model, str) and model.startswith("models:/") and "@" in model):
@@ -104,14 +104,13 @@ def skip_unpromoted(config: Dict[str, Any]) -> None:
         try:
             resolve_model_ref(model, args.get("tracking_uri"))
         except ModelRefError as exc:
-            skipped.append(f"task {task}: {exc}")
+            skipped[task] = str(exc)
     if skipped and len(skipped) == len(tasks):
-        raise ModelRefError("no task's model resolves: " + "; ".join(skipped))
-    for line in skipped:
-        task = line.split(":", 1)[0][len("task "):]
+        raise ModelRefError("no task's model resolves: " + "; ".join(f"task {t}: {why}" for t, why in skipped.items()))
+    for task, why in skipped.items():
         args["tasks"].pop(task)
         app["deployments"] = [d for d in app.get("deployments", []) if d.get("name") != f"restore-{task}"]
-        print(f"raygan serve: skipping {line}", file=sys.stderr, flush=True)
+        print(f"raygan serve: skipping task {task}: {why}", file=sys.stderr, flush=True)
 
 
 def run_local(config: Dict[str, Any], num_cpus: Optional[int] = None) -> str:

@@ -141,12 +141,10 @@ def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str
         if found is None or not isinstance(found[0], UserFacingErrors() + OWN_ERRORS):
             raise  # not the user's to fix: the traceback is the report
         cause, where = found
-        message, status = error_line(cause)
-        frame = worker_frame(exc, cause)
-        if frame:  # the worker's traceback came back as text only: Ray's message holds it
-            message = message.replace("; RAYGAN_TRACEBACK=1", f"; {frame}; RAYGAN_TRACEBACK=1", 1)
-            if os.environ.get("RAYGAN_TRACEBACK", "") not in ("", "0"):
-                print(str(exc), file=sys.stderr)
+        # the worker's traceback came back as text only: Ray's message holds it
+        message, status = error_line(cause, remote_frame=worker_frame(exc, cause))
+        if cause.__traceback__ is None and os.environ.get("RAYGAN_TRACEBACK", "") not in ("", "0"):
+            print(str(exc), file=sys.stderr)
         print(f"error: {where}: {message}", file=sys.stderr)
         return status
     line = json.dumps(summary, default=str)

@@ -64,7 +64,7 @@ OWN_ERRORS = (ConfigError, StorageError, CheckpointError, ShardError, SkipRecord
               EvaluationError, WeightsNotFoundError, CapacityError)
 
 
-def error_line(exc: BaseException) -> "tuple[str, int]":
+def error_line(exc: BaseException, remote_frame: str = "") -> "tuple[str, int]":
     """How a command reports ``exc`` in one line: ``(line, exit status)``.
 
     raygan's own errors (:data:`OWN_ERRORS`) and anything raised by raygan's code itself
@@ -72,7 +72,9 @@ def error_line(exc: BaseException) -> "tuple[str, int]":
     give their message and status 2. Anything else, a ``FileNotFoundError`` from deep
     inside a library say, gives its type, the file it names (or that it names none), the
     frame that raised it and the last raygan frame on the way, and status 1: enough to
-    report it. ``RAYGAN_TRACEBACK=1`` prints the whole traceback as well (to stderr)."""
+    report it. ``RAYGAN_TRACEBACK=1`` prints the whole traceback as well (to stderr).
+    ``remote_frame`` names where an error raised in another process came from when its own
+    frames did not travel with it (a Ray Train worker's, read from Ray's traceback text)."""
     import os
     import sys
     import traceback
@@ -98,6 +100,8 @@ def error_line(exc: BaseException) -> "tuple[str, int]":
     filename = getattr(exc, "filename", None)
     if isinstance(exc, OSError):
         parts.append(f"file: {filename}" if filename else "the error names no file")
+    if remote_frame and not frames:
+        parts.append(remote_frame)
     if frames:
         t = frames[-1]
         code = t.tb_frame.f_code

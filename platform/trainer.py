@@ -388,24 +388,24 @@ def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[st
     return f"raygan: submitted Ray job; workdir {cfg.workdir}{note}"
 
 
-def check_node_local_storage(storage_uri: str, alive_nodes: int, shared_storage: bool,
+def check_node_local_storage(storage_uri: str, nodes: int, shared_storage: bool,
                              tracking_uri: Optional[str] = None) -> None:
     """Refuse node-local checkpoint storage (and a local MLflow file) on a multi-node cluster.
 
     Workers on other nodes can neither write nor restore checkpoints under a path that only
     one node has; ``ray.shared_storage=true`` says the path is on a filesystem every node
     mounts. Raises ConfigError; pure (the caller counts the alive nodes)."""
-    if alive_nodes <= 1 or shared_storage:
+    if nodes <= 1 or shared_storage:
         return
     fix = ("or set ray.shared_storage=true if every node mounts that path")
     if storage.is_local(storage_uri):
         raise ConfigError(
-            f"ray.storage: {storage_uri} is a node-local path but the Ray cluster has {alive_nodes} "
+            f"ray.storage: {storage_uri} is a node-local path but the Ray cluster has {nodes} "
             f"alive nodes: use --storage s3://bucket/prefix, {fix}")
     if tracking_uri and local_tracking_path(tracking_uri) is not None:
         raise ConfigError(
             f"MLflow tracking {tracking_uri} is a node-local file but the Ray cluster has "
-            f"{alive_nodes} alive nodes (rank 0 may log from another node): set "
+            f"{nodes} alive nodes (rank 0 may log from another node): set "
             f"MLFLOW_TRACKING_URI to an MLflow server, {fix}")
 
 
