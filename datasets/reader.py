@@ -29,8 +29,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import sys
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -39,7 +41,7 @@ from raygan.datasets.shards import FORMAT, MANIFEST_NAME, read_manifest
 from raygan.platform import storage
 from raygan.platform.errors import ShardError, StorageError
 
-__all__ = ["Skipped", "iter_shard", "SHARD_SUFFIXES", "IMAGE_FIELDS", "is_shard_file",
+__all__ = ["Skipped", "iter_shard", "prefetched", "SHARD_SUFFIXES", "IMAGE_FIELDS", "is_shard_file",
            "list_shards", "index_folder", "indexed_split", "target_field", "own_manifest"]
 
 #: what a shard file may be called (a .tar.gz is read whole; see the module docstring)
@@ -178,6 +180,57 @@ def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None
                     pass
     if expected is not None and done < expected:
         yield Skipped(expected - done, f"{uri}: {expected - done} of {expected} records unreadable")
+
+
+def prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items``, produced ``depth`` ahead by a background thread (``depth`` 0: as they are).
+
+    Fetching a shard over HTTP and parsing its tar are mostly waiting and GIL-free reads;
+    on the loader's one core they would otherwise sit between decodes, which release the GIL
+    too. Order is kept, and an exception raised by ``items`` is raised here, where the next
+    item would have been. Closing this generator (or dropping it) stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    slots: "queue.Queue[Tuple[str, Any]]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: Tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+            return
+        finally:  # an open shard stream is closed in this thread, which owns the generator
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(("end", None))
+
+    thread = threading.Thread(target=produce, name="raygan-shard-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def target_field(sample: Dict[str, Any]) -> Optional[str]:

@@ -37,11 +37,11 @@ run() {  # name config evaluate-args...
 SETS=(--sets $DATA/val/set5 $DATA/val/set14)
 DATA_URI=.raygan/shared_shards
 mkdir -p $OUT/{wcdgan,dagan,dequantizer,dequantizer_q50,pan_sr,facesr}
-run wcdgan models/configs/wcdgan_cpu_demo.yaml input "${SETS[@]}"
+run wcdgan models/configs/wcdgan_cpu_20min.yaml input "${SETS[@]}"
 # whole images, as the papers score them; DAGAN through tiles (its eval_tile, recorded in the table header)
-run dagan models/configs/dagan_cpu.yaml zp mig br "${SETS[@]}"
+run dagan models/configs/dagan_cpu_20min.yaml zp mig br "${SETS[@]}"
 run dequantizer models/configs/dequantizer_cpu.yaml input "${SETS[@]}"
 run dequantizer_q50 models/configs/dequantizer_cpu_q50.yaml input "${SETS[@]}"
 run pan_sr models/configs/pan_sr_cpu.yaml bicubic "${SETS[@]}"
 DATA_URI=.raygan/face_shards
-run facesr models/configs/facesr_gan_cpu.yaml bicubic --sets .raygan/face_shards
+run facesr models/configs/facesr_gan_cpu_20min.yaml bicubic --sets .raygan/face_shards

@@ -4,8 +4,10 @@
         [--variant NAME=CONFIG ...] [--out docs/quality_vs_minutes.png] [key=value ...]
 
 Trains each variant (default: today's demo preset ``wcdgan_cpu_demo.yaml`` beside the
-previous one, ``wcdgan_cpu_demo_v1.yaml``) in this one process, one after the other, on the
-demo's shards through the real training pipeline, with torch using every core. Every
+previous one, ``wcdgan_cpu_demo_v2.yaml``) in this one process, one after the other, on the
+demo's shards through the real training pipeline, in the preset's own layout: one process
+with every core as torch threads, or ``ray.workers`` DDP processes over gloo sharing the
+cores (as ``make demo`` runs it, without Ray). Every
 ``--eval-every`` minutes of training (the clock stops while scoring) the generator that would
 be shipped (the EMA when on) restores the whole photos of ``--sets`` (default: Set14 from
 ``../shared/data/val`` when present, else the demo's two validation photos) and the mean gain
@@ -29,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_SET14 = ROOT.parent / "shared" / "data" / "val" / "set14"
-DEFAULT_VARIANTS = ("cpu-demo=wcdgan_cpu_demo.yaml", "cpu-demo-v1=wcdgan_cpu_demo_v1.yaml")
+DEFAULT_VARIANTS = ("cpu-demo=wcdgan_cpu_demo.yaml", "cpu-demo-v2=wcdgan_cpu_demo_v2.yaml")
 
 
 def whole_photos(sets, data_cfg):
@@ -63,40 +65,99 @@ def gains(model, photos):
     return gy / len(photos), gr / len(photos)
 
 
-def run_variant(name, config, overrides, minutes, eval_every, sets, workdir):
+def train_curve(name, config, overrides, minutes, eval_every, sets, workdir, rank=0, world=1):
+    """Train one variant for ``minutes`` (rank 0's clock, stopped while scoring) and return
+    its curve; with ``world`` > 1 this is one DDP rank of the preset's own layout."""
+    import raygan.models  # noqa: F401  (registers the families: a spawned rank starts bare)
     from raygan.datasets.pipeline import make_train_loader, resolve_data, resolve_schedule
     from raygan.platform.config import load_config
     from raygan.platform.engine import GANEngine, count_parameters
 
+    dist = torch.distributed if world > 1 else None
     cfg = load_config(config, ["train.lpips_weights=off", f"workdir={workdir}", *overrides])
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)
     plan = resolve_data(cfg.data, cfg.storage, cfg.workdir, with_val=False)
-    world = 1
-    # one process does what the preset's workers do together: their global batch
-    cfg.data.batch = cfg.data.batch * cfg.ray.workers
     cfg, epoch_steps = resolve_schedule(cfg, world, plan.train)
-    engine = GANEngine(cfg, device=torch.device("cpu"))
+    wrap = None
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        def wrap(model, parallel_strategy_kwargs=None):  # ray.train.torch.prepare_model's signature
+            return DistributedDataParallel(model, **(parallel_strategy_kwargs or {}))
+    engine = GANEngine(cfg, device=torch.device("cpu"), wrap_model=wrap)
     engine.set_pretraining(epoch_steps)
     val_cfg = cfg.data
     val_cfg.val_crop = None
-    photos = whole_photos(sets, val_cfg)
-    batches = iter(make_train_loader(plan, cfg.data, 0, world, seed=cfg.seed))
-    curve = [{"minutes": 0.0, "step": 0, **dict(zip(("gain_y", "gain_rgb"), gains(engine.eval_generator(), photos)))}]
+    photos = whole_photos(sets, val_cfg) if rank == 0 else []
+    batches = iter(make_train_loader(plan, cfg.data, rank, world, seed=cfg.seed))
+    curve = []
+    if rank == 0:
+        curve.append({"minutes": 0.0, "step": 0,
+                      **dict(zip(("gain_y", "gain_rgb"), gains(engine.eval_generator(), photos)))})
+        print(f"{name}: {config} ({count_parameters(engine.generator):,} G parameters, {world} "
+              f"process(es) x {torch.get_num_threads()} threads, batch {cfg.data.batch} x "
+              f"{cfg.data.patch}px each, {cfg.train.steps} steps)", flush=True)
     clock, next_eval = 0.0, eval_every * 60
-    print(f"{name}: {config} ({count_parameters(engine.generator):,} G parameters, global batch "
-          f"{cfg.data.batch} x {cfg.data.patch}px, {cfg.train.steps} steps, {torch.get_num_threads()} threads)",
-          flush=True)
-    while clock < minutes * 60 and engine.step < cfg.train.steps:
+    while True:
         t0 = time.perf_counter()
         engine.train_step(next(batches))
         clock += time.perf_counter() - t0
-        if clock >= next_eval or clock >= minutes * 60 or engine.step == cfg.train.steps:
-            gy, gr = gains(engine.eval_generator(), photos)
-            curve.append({"minutes": clock / 60, "step": engine.step, "gain_y": gy, "gain_rgb": gr})
-            print(f"  {name} {clock / 60:5.2f} min step {engine.step:5d}: {gy:+.3f} dB Y, {gr:+.3f} dB RGB",
-                  flush=True)
+        done = clock >= minutes * 60 or engine.step >= cfg.train.steps
+        score = done or clock >= next_eval
+        if dist is not None:  # every rank follows rank 0's clock
+            flags = torch.tensor([score, done], dtype=torch.int32)
+            dist.broadcast(flags, 0)
+            score, done = bool(flags[0]), bool(flags[1])
+        if score:
+            if rank == 0:
+                gy, gr = gains(engine.eval_generator(), photos)
+                curve.append({"minutes": clock / 60, "step": engine.step, "gain_y": gy, "gain_rgb": gr})
+                print(f"  {name} {clock / 60:5.2f} min step {engine.step:5d}: {gy:+.3f} dB Y, "
+                      f"{gr:+.3f} dB RGB", flush=True)
+            if dist is not None:
+                dist.barrier()  # the others wait, clocks stopped, while rank 0 scores
             next_eval += eval_every * 60
-    return {"name": name, "config": config, "steps": engine.step, "curve": curve}
+        if done:
+            break
+    return {"name": name, "config": config, "steps": engine.step, "processes": world,
+            "threads": torch.get_num_threads(), "curve": curve}
+
+
+def _ddp_rank(rank, world, port, out, args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = train_curve(*args, rank=rank, world=world)
+        if rank == 0:
+            Path(out).write_text(json.dumps(result))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def run_variant(name, config, overrides, minutes, eval_every, sets, workdir):
+    """A preset with ``ray.workers`` > 1 trains as that many DDP processes over gloo, the
+    cores shared among them (its ``make demo`` layout, without Ray); one worker trains in
+    this process with every core as torch threads (what the platform gives a lone worker)."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    import raygan.models  # noqa: F401  (registers the families)
+    from raygan.platform.config import load_config
+
+    args = (name, config, overrides, minutes, eval_every, sets, workdir)
+    world = int(load_config(config, list(overrides)).ray.workers)
+    if world <= 1:
+        return train_curve(*args)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "curve.json"
+        mp.spawn(_ddp_rank, args=(world, port, str(out), args), nprocs=world, join=True)
+        return json.loads(out.read_text())
 
 
 def plot(results, sets, path):
@@ -112,7 +173,7 @@ def plot(results, sets, path):
         axes[1].plot(xs, [p["gain_rgb"] for p in r["curve"]], marker="o", label=r["name"])
     for ax, what in zip(axes, ("PSNR-Y", "PSNR-RGB")):
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel("training minutes (2-core CPU, one process)")
+        ax.set_xlabel("training minutes (2-core CPU)")
         ax.set_ylabel(f"{what} gain over the JPEG input (dB)")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -88,11 +88,20 @@ def score_whole_photos(summary: dict, cfg, sets: List[str]) -> dict:
         rows = [r for r in result["rows"] if r["model"] == name]
         n = sum(r["images"] for r in rows)
         means[which] = {k: sum(r[k] * r["images"] for r in rows) / max(n, 1) for k in keys}
+    # each set on its own too: a mean over Set5 + Set14 could hide one set behind its input
+    per_set = {}
+    for row in result["rows"]:
+        if row["model"] != summary["best_checkpoint"]:
+            continue
+        ref = next(r for r in result["rows"] if r["model"] == baseline and r["set"] == row["set"])
+        per_set[row["set"]] = {"images": row["images"],
+                               "gain_psnr": row["psnr"] - ref["psnr"],
+                               "gain_psnr_y": row["psnr_y"] - ref["psnr_y"]}
     out = {"sets": list(sets), "images": n, "protocol": protocol, "baseline": baseline,
            "model": means["model"], "input": means["input"],
            "gain_psnr": means["model"]["psnr"] - means["input"]["psnr"],
            "gain_psnr_y": means["model"]["psnr_y"] - means["input"]["psnr_y"],
-           "seconds": round(time.time() - t0, 1)}
+           "per_set": per_set, "seconds": round(time.time() - t0, 1)}
     return out
 
 
@@ -131,7 +140,9 @@ def train_main(family: str, argv: Optional[List[str]] = None, prog: Optional[str
                 print(f"raygan: whole photos ({w['images']} images of {', '.join(args.score_sets)}): "
                       f"model {w['model']['psnr']:.3f} dB RGB / {w['model']['psnr_y']:.3f} dB Y, "
                       f"{w['baseline']} {w['input']['psnr']:.3f} / {w['input']['psnr_y']:.3f}: "
-                      f"{w['gain_psnr']:+.3f} dB RGB, {w['gain_psnr_y']:+.3f} dB Y", flush=True)
+                      f"{w['gain_psnr']:+.3f} dB RGB, {w['gain_psnr_y']:+.3f} dB Y"
+                      + "".join(f"; {name} {g['gain_psnr']:+.3f} / {g['gain_psnr_y']:+.3f}"
+                                for name, g in w["per_set"].items()), flush=True)
     except UserFacingErrors() as exc:
         message, status = error_line(exc)  # a library's error: its type, file and frame
         print(f"error: {message}", file=sys.stderr)

@@ -81,6 +81,9 @@ class DataConfig:
     #: degradation); > 1 spares decoding a whole photo per small patch (an epoch of
     #: train.epoch_unit=images then counts every record that many times)
     crops_per_record: int = 1
+    #: raw records fetched and tar-parsed ahead of the decode by a thread of the loader
+    #: (0: in line, on the decoding thread)
+    prefetch_records: int = 16
     val_crop: Optional[int] = None        # centre crop of validation images (None: full)
     val_max_images: Optional[int] = None  # cap on validation images (None: all)
     hole_min: float = 0.25     # inpainting: hole area fraction range
@@ -436,6 +439,8 @@ def _validate(cfg: RunConfigSpec) -> None:
         raise ConfigError("data.hole_min/hole_max: need 0 < hole_min <= hole_max < 1")
     if cfg.data.loader_workers < 0:
         raise ConfigError("data.loader_workers: must be >= 0")
+    if cfg.data.prefetch_records < 0:
+        raise ConfigError("data.prefetch_records: must be >= 0 (0 reads records in line)")
     try:
         TASKS.get(cfg.data.task)
     except KeyError as exc:

@@ -6,6 +6,7 @@ import pytest
 from raygan.platform.config import ConfigError, flatten, load_config, to_dict, build_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
+ROOT = CONFIGS.parent.parent
 
 
 def test_paper_defaults_load():
@@ -97,3 +98,20 @@ def test_iterations_and_epochs_the_value_set_last_is_used(tmp_path):
                 "data.crop=center", "data.small_images=drop", "data.max_skip_fraction=2"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(CONFIGS / "dagan.yaml", [bad])
+
+
+def test_twenty_minute_recipes_are_the_scripts_and_use_every_core():
+    """docs/cpu_runs.sh trains the *_cpu_20min recipes: one worker (the platform gives it
+    every CPU as torch threads), a decayed rate over the run, most of it content-only."""
+    import re
+
+    script = (ROOT / "docs" / "cpu_runs.sh").read_text()
+    named = set(re.findall(r"models/configs/(\w+_cpu_20min)\.yaml", script))
+    recipes = {p.stem for p in CONFIGS.glob("*_cpu_20min.yaml")}
+    assert recipes and recipes <= named, (recipes, named)
+    for name in recipes:
+        cfg = load_config(CONFIGS / f"{name}.yaml")
+        assert cfg.ray.workers == 1 and cfg.ray.threads_per_worker is None, name
+        assert cfg.optim.lr_schedule == "cosine" and cfg.optim.lr_schedule_start == "pretraining", name
+        assert 0.8 * cfg.train.steps <= cfg.train.pretrain_steps < cfg.train.steps, name
+        assert cfg.mlflow.alias is None, name  # never moves the demo's champion

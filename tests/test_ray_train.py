@@ -205,6 +205,11 @@ def test_local_defaults_demo_path(tmp_path):
     for key in ("psnr", "psnr_y"):
         assert whole[f"gain_{key}"] == pytest.approx(whole["model"][key] - whole["input"][key])
     assert 20 < whole["input"]["psnr"] < 40 and summary["train_wall_s"] > 0
+    # and per set (one set here: its gains are the whole gains)
+    (one_set,) = whole["per_set"].values()
+    assert one_set["images"] == 2
+    assert one_set["gain_psnr_y"] == pytest.approx(whole["gain_psnr_y"])
+    assert one_set["gain_psnr"] == pytest.approx(whole["gain_psnr"])
     # every core is used: the workers share the machine's CPUs, one torch thread per CPU
     params = MlflowClient(summary["mlflow_tracking_uri"]).get_run(summary["mlflow_run_id"]).data.params
     cpus = max(1, (os.cpu_count() or 1) // 2)

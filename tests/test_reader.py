@@ -298,3 +298,78 @@ def test_a_break_mid_shard_yields_every_sample_once(tmp_path, monkeypatch, name)
     keys = [s["__key__"] for s in pl.iter_shard(str(path), stats=stats)]
     assert keys == [f"s{i}" for i in range(6)] and stats["retries"] == 1
     assert opened == ([0, 0] if name.endswith(".gz") else [0, s2])
+
+
+# ------------------------------------------------------------------ the fetch thread
+
+
+def test_prefetched_keeps_order_and_runs_ahead_in_another_thread():
+    import threading
+
+    producers = []
+
+    def items():
+        for i in range(50):
+            producers.append(threading.current_thread().name)
+            yield i
+
+    got = list(reader.prefetched(items(), depth=4))
+    assert got == list(range(50))
+    assert set(producers) == {"raygan-shard-prefetch"}
+    # depth 0: in line, on the caller's thread
+    producers.clear()
+    assert list(reader.prefetched(items(), depth=0)) == list(range(50))
+    assert set(producers) == {threading.current_thread().name}
+
+
+def test_prefetched_raises_the_producers_error_where_the_next_item_would_be():
+    def items():
+        yield 1
+        yield 2
+        raise StorageError("storage gone after two records")
+
+    it = reader.prefetched(items(), depth=8)
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(StorageError, match="gone after two"):
+        next(it)
+
+
+def test_closing_prefetched_stops_the_thread_and_closes_the_source():
+    import threading
+    import time
+
+    closed = []
+
+    def items():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(threading.current_thread().name)
+
+    it = reader.prefetched(items(), depth=2)
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    it.close()
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == ["raygan-shard-prefetch"]
+    assert not any(t.name == "raygan-shard-prefetch" for t in threading.enumerate())
+
+
+def test_training_stream_is_the_same_with_and_without_the_fetch_thread(wds_folder):
+    shardset = pl.ShardSet(str(wds_folder[0]))
+    keys = {}
+    for depth in (0, 3):
+        stream = iter(pl.TrainStream(shardset, _cfg(prefetch_records=depth), None, seed=5))
+        keys[depth] = [next(stream)["key"] for _ in range(20)]
+    assert keys[0] == keys[3]
+
+
+def test_prefetch_records_must_not_be_negative():
+    from raygan.platform.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.prefetch_records: must be >= 0"):
+        load_config("wcdgan_cpu_demo.yaml", ["data.prefetch_records=-1"])

@@ -80,12 +80,13 @@ def _photos(names):
 
 
 #: steps of the demo preset in the test, and the gains (dB over the JPEG q10 input, mean over
-#: the demo's two validation photos, whole) it must beat. Measured here (2 cores, 2026-12-03):
+#: the demo's two validation photos, whole) it must beat. Measured here (2 cores, 2026-12-06,
+#: the 3200-step preset; 0.301 / 0.229 with the 1600-step one on 2026-12-03):
 #: DEMO_MEASURED. The margins are two thirds of that: room for another machine's arithmetic,
 #: not for a preset that learns late (the previous, identity-initialised one was at +0.13 Y /
 #: +0.10 RGB after 563 steps at this learning rate, on Set5) or not at all.
 DEMO_TEST_STEPS = 600
-DEMO_MEASURED = {"gain_y": 0.301, "gain_rgb": 0.229}
+DEMO_MEASURED = {"gain_y": 0.317, "gain_rgb": 0.254}
 DEMO_MARGINS = {"gain_y": 0.20, "gain_rgb": 0.15}
 
 
