@@ -54,8 +54,10 @@ def _cut_after(proxy, mode, start_s, length_s):
 @pytest.mark.slow
 def test_training_survives_a_30s_cut_with_zero_skipped_records(proxied_shards, tmp_path, capfd):
     dst, proxy = proxied_shards
+    # the fetch thread off: with data.prefetch_records it reads far enough ahead of a 40-step
+    # run to finish training on records fetched before the cut, and only validation would wait
     cfg = _cfg(proxy, dst, "train.steps=40", "train.val_every=40", f"workdir={tmp_path}",
-               "storage.outage_budget_s=120")
+               "storage.outage_budget_s=120", "data.prefetch_records=0")
     plan = pl.resolve_data(cfg.data, cfg.storage, cfg.workdir)  # resolved before the cut
 
     class CutAtStep10:  # the run's logger: cuts the storage for 30 s once step 10 is logged
