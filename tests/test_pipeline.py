@@ -3,6 +3,7 @@ import itertools
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -811,3 +812,30 @@ def test_val_records_after_a_cut_shard_keep_their_rank_and_the_lost_ones_count_o
         draws.update({b["key"][0]: b["draw"].item() for b in batches})
         assert [b["draw"].item() for b in stream] == [draws[b["key"][0]] for b in batches]
     assert len(set(draws.values())) == 5
+
+
+def test_a_retry_is_reported_with_its_record_however_far_the_fetch_thread_ran_ahead(tmp_path, monkeypatch):
+    """As above, with the consumer pausing after the first sample so that the fetch thread has
+    read past the retried open: the retry still comes out with the third sample, not earlier."""
+    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
+    real_open = pl.storage.open_stream
+    opened = []
+
+    def flaky_open(uri, storage_cfg=None, start=0):
+        opened.append(uri)
+        if len(opened) == 2:
+            raise ConnectionError("connection reset by peer")
+        return real_open(uri, storage_cfg, start)
+
+    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
+    monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)
+    ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1, prefetch_records=16), StorageConfig(retry_max_s=0.01),
+                        task=_Draw())
+    stream = iter(ds)
+    out = [next(stream)]
+    deadline = time.monotonic() + 5
+    while len(opened) < 3 and time.monotonic() < deadline:  # the thread re-opened the shard
+        time.sleep(0.01)
+    assert len(opened) >= 3
+    out += [next(stream) for _ in range(9)]
+    assert [s["n_storage_retries"] for s in out] == [0, 0, 1] + [0] * 7
