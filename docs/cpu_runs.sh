@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short CPU runs of every family on ../shared/data (BSDS500 + T91 train, Set5 + Set14 val),
+# The 20-minute CPU recipes of every family on ../shared/data (BSDS500 + T91 train, Set5 + Set14 val),
 # each evaluated against its baselines. Reproduces the table of docs/cpu_runs.md:
 #     bash docs/cpu_runs.sh [FAMILY...]        (default: every family; STEPS=N overrides steps)
 # Writes .raygan/cpu_runs/<run>/{summary.json,eval/table.md}. Needs ../shared/data.
@@ -40,8 +40,9 @@ mkdir -p $OUT/{wcdgan,dagan,dequantizer,dequantizer_q50,pan_sr,facesr}
 run wcdgan models/configs/wcdgan_cpu_20min.yaml input "${SETS[@]}"
 # whole images, as the papers score them; DAGAN through tiles (its eval_tile, recorded in the table header)
 run dagan models/configs/dagan_cpu_20min.yaml zp mig br "${SETS[@]}"
-run dequantizer models/configs/dequantizer_cpu.yaml input "${SETS[@]}"
-run dequantizer_q50 models/configs/dequantizer_cpu_q50.yaml input "${SETS[@]}"
+# DequantizerNet's own protocol resizes a centred square to 96 px (its paper's); whole photos here
+run dequantizer models/configs/dequantizer_cpu_20min.yaml input --protocol rgb "${SETS[@]}"
+run dequantizer_q50 models/configs/dequantizer_cpu_q50.yaml input --protocol rgb "${SETS[@]}"
 run pan_sr models/configs/pan_sr_cpu.yaml bicubic "${SETS[@]}"
 DATA_URI=.raygan/face_shards
 run facesr models/configs/facesr_gan_cpu_20min.yaml bicubic --sets .raygan/face_shards

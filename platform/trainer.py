@@ -280,6 +280,7 @@ def init_ray(cfg: RunConfigSpec) -> None:
     os.environ.setdefault(CAPACITY_ENV, str(cfg.ray.capacity_wait_s))  # a local Ray inherits it
     if address:
         ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
+        reclaim_orphaned_placement_groups()
     else:
         # A private local cluster on loopback; "local" never attaches to a stale one.
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
@@ -293,6 +294,54 @@ def init_ray(cfg: RunConfigSpec) -> None:
         print(f"raygan: code {code} from {submitted_code.package_root()} ({how}); "
               f"{len(nodes)} node(s) import it: {', '.join(sorted({n['node'] for n in nodes}))}",
               flush=True)
+
+
+# A job's status once its driver is gone (a driver job is SUCCEEDED whenever it is dead).
+_ENDED_JOB = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def orphaned_placement_groups(groups, jobs, actors) -> list:
+    """The ids of the placement groups Ray should already have removed: not detached, not
+    removed, created by a job that has ended, and holding no live actor (a detached actor
+    outlives the job that created it, and so do the groups it creates: Serve's replicas).
+    ``groups``, ``jobs`` and ``actors`` are Ray state records (``list_placement_groups``,
+    ``list_jobs``, ``list_actors``, with detail) or dicts with their fields. Pure."""
+    def get(rec, key):
+        return rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
+
+    ended = {get(j, "job_id") for j in jobs if str(get(j, "status")).split(".")[-1] in _ENDED_JOB}
+    in_use = {get(a, "placement_group_id") for a in actors if get(a, "state") != "DEAD"}
+    return [get(g, "placement_group_id") for g in groups
+            if get(g, "creator_job_id") in ended and get(g, "is_detached") is False
+            and str(get(g, "state")) != "REMOVED" and get(g, "placement_group_id") not in in_use]
+
+
+def reclaim_orphaned_placement_groups() -> list:
+    """Remove the placement groups a SIGKILLed driver left behind on an attached cluster.
+
+    Ray removes a job's placement groups when the job ends, and Train's own cleaner removes its
+    worker group's when the controller dies; a driver killed while a placement group was being
+    created can still leave one CREATED, holding its CPUs for good (seen under load: a resumed
+    sweep then waits for them forever). Best effort: the state API unreachable is one line."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_actors, list_jobs, list_placement_groups
+
+    try:
+        groups = list_placement_groups(filters=[("state", "!=", "REMOVED")], detail=True,
+                                       raise_on_missing_output=False)
+        actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True, limit=10000,
+                             raise_on_missing_output=False)
+        orphans = orphaned_placement_groups(groups, list_jobs(raise_on_missing_output=False), actors)
+        for pg_id in orphans:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(pg_id)))
+    except Exception as exc:  # the cluster still trains; only the leftovers stay
+        print(f"raygan: could not look for placement groups of ended jobs ({exc})", flush=True)
+        return []
+    if orphans:
+        print(f"raygan: removed {len(orphans)} placement group(s) left by ended jobs: "
+              f"{', '.join(p[:8] for p in orphans)}", flush=True)
+    return orphans
 
 
 def resolve_worker_cpus(cpus_per_worker: Optional[float], threads: Optional[int], workers: int,

@@ -86,10 +86,12 @@ import json, ray
 from ray.util.state import list_actors, list_placement_groups
 ray.init(address=%r, logging_level="ERROR")
 total, free = ray.cluster_resources().get("CPU", 0), ray.available_resources().get("CPU", 0)
-held = [f"actor {a.class_name} {a.state}" for a in list_actors(filters=[("state", "!=", "DEAD")])]
+actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True)
+held = [f"actor {a.class_name} {a.state}" for a in actors]
 held += [f"placement group {p.placement_group_id[:8]} {p.state}"
          for p in list_placement_groups(filters=[("state", "!=", "REMOVED")])]
-print("cluster cpus:", json.dumps({"total": total, "free": free, "held": held}))
+by_jobs = [a.class_name for a in actors if not a.is_detached]
+print("cluster cpus:", json.dumps({"total": total, "free": free, "held": held, "held_by_jobs": by_jobs}))
 """
 
 
@@ -104,9 +106,11 @@ def probe_cluster(code: str, marker: str, env: dict):
     return (found[-1] if out.returncode == 0 and found else None), out.stderr[-2000:]
 
 
-def wait_cluster_idle(gcs: str, timeout: float = 240) -> dict:
+def wait_cluster_idle(gcs: str, timeout: float = 240, orphans_reclaimed: bool = False) -> dict:
     """Wait until every CPU of the cluster at ``gcs`` is free again (a killed driver's actors
-    and placement groups are released by Ray asynchronously); fails naming what holds them."""
+    and placement groups are released by Ray asynchronously); fails naming what holds them.
+    ``orphans_reclaimed``: only until no non-detached actor is left (placement groups of ended
+    jobs are the next attached driver's to remove)."""
     import json
 
     deadline, last = time.time() + timeout, {}
@@ -114,6 +118,8 @@ def wait_cluster_idle(gcs: str, timeout: float = 240) -> dict:
         found, err = probe_cluster(_IDLE_PROBE % gcs, "cluster cpus: ", job_env())
         last = json.loads(found) if found is not None else {"probe failed": err}
         if found is not None and last["free"] >= last["total"]:
+            return last
+        if found is not None and orphans_reclaimed and not last["held_by_jobs"]:
             return last
         assert time.time() < deadline, f"the cluster's CPUs were not released in {timeout:g} s: {last}"
         time.sleep(3)

@@ -369,7 +369,7 @@ def test_wcdgan_y_gain_is_printed_beside_the_input_baseline(tmp_path):
 
 def test_dagan_scores_whole_images_through_tiles(tmp_path, monkeypatch):
     """DAGAN: the model's val_crop (256 in dagan.yaml) does not carry into evaluation, the
-    family's tile (256, overlap 32) is the default and recorded in the header, and a given
+    family's tile (64, overlap 16) is the default and recorded in the header, and a given
     tile is what the generator sees; the blended result is scored unrounded."""
     from raygan.platform.restorer import load_generator
 
@@ -385,7 +385,7 @@ def test_dagan_scores_whole_images_through_tiles(tmp_path, monkeypatch):
     Image.fromarray(photo[:70, :90]).save(folder / "a.png")
     res = evaluate([ck, "mig"], [str(folder)], data, protocol=None, progress=False,
                    lpips_weights="off", grid_images=0)
-    assert res["tile"] == [256, 32] and "256x256 tiles overlapping by 32 px" in res["header"]
+    assert res["tile"] == [64, 16] and "64x64 tiles overlapping by 16 px" in res["header"]
     assert "default of family dagan" in res["header"] and "whole images" in res["header"]
     seen = []
     from raygan.platform.restorer import Restorer

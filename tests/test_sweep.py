@@ -431,8 +431,9 @@ def test_ablation_killed_then_resumed_then_promoted(kill_head, s3_server, s3_buc
     out = proc.communicate(timeout=60)[0]
     assert killed, f"the sweep ended before it could be killed:\n{out[-4000:]}"
     # Ray releases the killed driver's trial, controller and workers on its own time; the
-    # resumed trial would otherwise wait for them (and a busy machine takes minutes)
-    wait_cluster_idle(kill_head["gcs"])
+    # resumed trial would otherwise wait for them (and a busy machine takes minutes). A
+    # placement group orphaned by the kill is not waited for: the resume removes it (below).
+    wait_cluster_idle(kill_head["gcs"], orphans_reclaimed=True)
 
     summary, out = _sweep(common + ["--resume", "--promote"], env)
     assert summary["sweep"] == "abl" and summary["kind"] == "ablation" and summary["failed"] == 0
@@ -457,6 +458,28 @@ def test_ablation_killed_then_resumed_then_promoted(kill_head, s3_server, s3_buc
     assert str(version.version) == champion["version"] and version.tags["raygan.sweep"] == "abl"
     assert version.tags["raygan.metric"] == "val_psnr"
     assert json.loads(version.tags["raygan.config"])["variant"] in ("PAN (full)", "w/o conditioning")
+
+
+def test_only_placement_groups_of_ended_jobs_are_reclaimed():
+    """What an attached driver removes at start (trainer.reclaim_orphaned_placement_groups): a
+    CI run once saw a placement group stay CREATED for 240 s after the kill, every actor of the
+    killed job dead, holding the CPU the resumed trial needed."""
+    from raygan.platform.trainer import orphaned_placement_groups
+
+    jobs = [{"job_id": "01000000", "status": "JobStatus.SUCCEEDED"},  # the killed driver
+            {"job_id": "02000000", "status": "RUNNING"}, {"job_id": "03000000", "status": "STOPPED"}]
+    pg = lambda i, job, state="CREATED", detached=False: {  # noqa: E731
+        "placement_group_id": i, "creator_job_id": job, "state": state, "is_detached": detached}
+    groups = [pg("a", "01000000"), pg("b", "02000000"), pg("c", "01000000", detached=True),
+              pg("d", "01000000", state="REMOVED"), pg("e", "03000000", state="PENDING"),
+              pg("f", "04000000"), pg("g", "01000000", detached=None), pg("h", "03000000")]
+    # a replica of a detached controller the ended job 03 created lives in "h"
+    actors = [{"placement_group_id": "h", "state": "ALIVE"}, {"placement_group_id": "a", "state": "DEAD"},
+              {"placement_group_id": None, "state": "ALIVE"}]
+    # live jobs' groups, detached ones, removed ones, groups with a live actor, unknown jobs
+    # and unknown lifetimes stay
+    assert orphaned_placement_groups(groups, jobs, actors) == ["a", "e"]
+    assert orphaned_placement_groups(groups, jobs, actors[:1] + [{"placement_group_id": "a", "state": "ALIVE"}]) == ["e"]
 
 
 @pytest.mark.slow
