@@ -752,9 +752,9 @@ def test_too_many_skipped_names_the_data_and_the_worker_mid_pass_or_at_its_end(t
     assert msg.startswith("training data <data>, worker 0 of 1: skipped 200 of the 200 training records")
 
 
-def test_storage_retries_are_reported_once_on_the_next_sample(tmp_path, monkeypatch):
-    """A storage retry while opening the second shard: the sample handed out next carries
-    n_storage_retries=1 and the seconds waited; every other sample reports none."""
+def _stream_whose_second_open_fails(tmp_path, monkeypatch, **cfg):
+    """Two shards of 3 records; opening the second fails once (a retry, the longest jitter of
+    0.01 s). Returns the stream and the list of URIs opened so far."""
     ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
     real_open = pl.storage.open_stream
     opened = []
@@ -767,7 +767,14 @@ def test_storage_retries_are_reported_once_on_the_next_sample(tmp_path, monkeypa
 
     monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
     monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)  # the longest jitter
-    ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1), StorageConfig(retry_max_s=0.01), task=_Draw())
+    ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1, **cfg), StorageConfig(retry_max_s=0.01), task=_Draw())
+    return ds, opened
+
+
+def test_storage_retries_are_reported_once_on_the_next_sample(tmp_path, monkeypatch):
+    """A storage retry while opening the second shard: the sample handed out next carries
+    n_storage_retries=1 and the seconds waited; every other sample reports none."""
+    ds, opened = _stream_whose_second_open_fails(tmp_path, monkeypatch)
     out = list(itertools.islice(iter(ds), 10))
     retries = [s["n_storage_retries"] for s in out]
     waits = [s["storage_wait_s"] for s in out]
@@ -817,20 +824,7 @@ def test_val_records_after_a_cut_shard_keep_their_rank_and_the_lost_ones_count_o
 def test_a_retry_is_reported_with_its_record_however_far_the_fetch_thread_ran_ahead(tmp_path, monkeypatch):
     """As above, with the consumer pausing after the first sample so that the fetch thread has
     read past the retried open: the retry still comes out with the third sample, not earlier."""
-    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
-    real_open = pl.storage.open_stream
-    opened = []
-
-    def flaky_open(uri, storage_cfg=None, start=0):
-        opened.append(uri)
-        if len(opened) == 2:
-            raise ConnectionError("connection reset by peer")
-        return real_open(uri, storage_cfg, start)
-
-    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
-    monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)
-    ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1, prefetch_records=16), StorageConfig(retry_max_s=0.01),
-                        task=_Draw())
+    ds, opened = _stream_whose_second_open_fails(tmp_path, monkeypatch, prefetch_records=16)
     stream = iter(ds)
     out = [next(stream)]
     deadline = time.monotonic() + 5
