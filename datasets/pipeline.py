@@ -522,8 +522,7 @@ class TrainStream(IterableDataset):
         buffer: List[Dict[str, Any]] = []
         skipped = 0
         fetched: Dict[str, float] = {}  # storage retries and seconds waited (iter_shard), at the fetch
-        outages: Dict[str, float] = {}  # the same, as of the record being decoded
-        reported = {"retries": 0, "wait_s": 0.0}
+        reported_retries, reported_wait = 0, 0.0  # as of the last sample handed out
         index = 0  # record counter of the sample-level split
         passes_since_progress = 0
         pass_no = 0
@@ -548,7 +547,6 @@ class TrainStream(IterableDataset):
             # the counters travel with the records, so a retry is reported with the sample
             # after the record it delayed, however far ahead the fetch runs
             for item, retries_now, wait_now in prefetched(shard_items(), int(getattr(cfg, "prefetch_records", 0))):
-                outages["retries"], outages["wait_s"] = retries_now, wait_now
                 if isinstance(item, Skipped):
                     if shard_mode:
                         mine_lost = item.count
@@ -585,9 +583,9 @@ class TrainStream(IterableDataset):
                     out, buffer[k] = buffer[k], sample
                     out["n_skipped"], skipped = skipped, 0
                     # what the storage cost since the previous sample (summed per batch)
-                    out["n_storage_retries"] = int(outages.get("retries", 0) - reported["retries"])
-                    out["storage_wait_s"] = float(outages.get("wait_s", 0.0) - reported["wait_s"])
-                    reported = {"retries": outages.get("retries", 0), "wait_s": outages.get("wait_s", 0.0)}
+                    out["n_storage_retries"] = int(retries_now - reported_retries)
+                    out["storage_wait_s"] = float(wait_now - reported_wait)
+                    reported_retries, reported_wait = retries_now, wait_now
                     yield out
             if skiplog.read:
                 skiplog.check(where, end_of_pass=True)
