@@ -39,7 +39,7 @@ Main = Callable[[List[str]], int]
 
 def _error(prog: str, exc: BaseException) -> int:
     """``prog: error: <one line>`` on stderr; the exit status (:func:`error_line`)."""
-    from raygan.platform.errors import error_line
+    from raygan.platform.core.errors import error_line
 
     message, status = error_line(exc)
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -52,7 +52,7 @@ def _error(prog: str, exc: BaseException) -> int:
 def train_cmd(argv: List[str]) -> int:
     import raygan.models  # noqa: F401  (fills FAMILIES)
     from raygan.platform.cli import train_main
-    from raygan.platform.registry import FAMILIES
+    from raygan.platform.core.registry import FAMILIES
 
     if not argv or argv[0] in ("-h", "--help"):
         lines = [f"  {name:12s} task {FAMILIES.get(name).task}, default config "
@@ -150,8 +150,8 @@ def evaluate_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) 
 
     from PIL import Image
 
-    from raygan.platform.config import resolve_tracking_uri
-    from raygan.platform.errors import CheckpointError, ConfigError, StorageError
+    from raygan.platform.core.config import resolve_tracking_uri
+    from raygan.platform.core.errors import CheckpointError, ConfigError, StorageError
     from raygan.platform.evaluation import data_config, evaluate, to_csv
     from raygan.platform.restorer import load_generator
 
@@ -256,7 +256,7 @@ def serve_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
 
     from raygan.deploy.app import read_token
     from raygan.deploy.serving import load_serve_config, run_local
-    from raygan.platform.errors import StorageError
+    from raygan.platform.core.errors import StorageError
 
     try:
         if not args.write_config:  # a written config's token is the cluster's (never in the file)
@@ -391,8 +391,8 @@ def shards_folder_main(argv: Optional[List[str]] = None, prog: Optional[str] = N
         p.error(f"--min-size must be >= 0, got {args.min_size}")
 
     from raygan.datasets.shards import write_shards
-    from raygan.platform.config import StorageConfig
-    from raygan.platform.errors import ShardError, StorageError
+    from raygan.platform.core.config import StorageConfig
+    from raygan.platform.core.errors import ShardError, StorageError
 
     try:
         manifest = write_shards(
@@ -459,8 +459,8 @@ def shards_faces_main(argv: Optional[List[str]] = None, prog: Optional[str] = No
         p.error(f"--synthetic must be >= 1, got {args.synthetic}")
 
     from raygan.datasets.faces import make_synthetic_celebamask, write_face_shards
-    from raygan.platform.config import StorageConfig
-    from raygan.platform.errors import ShardError, StorageError
+    from raygan.platform.core.config import StorageConfig
+    from raygan.platform.core.errors import ShardError, StorageError
 
     tmp = None
     try:
@@ -534,8 +534,8 @@ def shards_paired_main(argv: Optional[List[str]] = None, prog: Optional[str] = N
         p.error(f"--shard-size must be >= 1, got {args.shard_size}")
 
     from raygan.datasets.paired import write_paired_shards
-    from raygan.platform.config import StorageConfig
-    from raygan.platform.errors import ShardError, StorageError
+    from raygan.platform.core.config import StorageConfig
+    from raygan.platform.core.errors import ShardError, StorageError
 
     try:
         manifest = write_paired_shards(
@@ -592,7 +592,7 @@ or fail. Exit status 1 when an item fails.
 
 
 def _weights_line(filename: str, what: str, key: str, off: str) -> Tuple[str, str]:
-    from raygan.platform.perceptual import hub_checkpoint_path
+    from raygan.platform.core.perceptual import hub_checkpoint_path
 
     path = hub_checkpoint_path(filename)
     if path.is_file():
@@ -603,7 +603,7 @@ def _weights_line(filename: str, what: str, key: str, off: str) -> Tuple[str, st
 
 def check_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     import raygan.models  # noqa: F401  (fills FAMILIES)
-    from raygan.platform.registry import FAMILIES
+    from raygan.platform.core.registry import FAMILIES
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FAMILIES:
@@ -624,7 +624,7 @@ def check_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
         try:
             items.append(fn())
         except Exception as exc:  # noqa: BLE001 -- every failure is one item, never a traceback
-            from raygan.platform.errors import error_line
+            from raygan.platform.core.errors import error_line
 
             items.append(("fail", f"{what}: {error_line(exc)[0]}"))
 
@@ -646,12 +646,12 @@ def check_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
 
     def families() -> Tuple[str, str]:
         import raygan.datasets.tasks  # noqa: F401
-        from raygan.platform.registry import TASKS
+        from raygan.platform.core.registry import TASKS
 
         return "ok", f"families: {', '.join(sorted(FAMILIES))}; data tasks: {', '.join(sorted(TASKS))}"
 
     def tracking() -> Tuple[str, str]:
-        from raygan.platform.config import resolve_tracking_uri
+        from raygan.platform.core.config import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri)
         local = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
@@ -673,7 +673,7 @@ def check_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> 
 
     def data() -> Tuple[str, str]:
         from raygan.datasets.pipeline import ShardSet
-        from raygan.platform.config import StorageConfig
+        from raygan.platform.core.config import StorageConfig
 
         ss = ShardSet.open(args.data, "train", StorageConfig(endpoint_url=args.endpoint_url))
         how = "manifest" if ss.manifest is not None else "indexed, no manifest of ours"
@@ -718,7 +718,7 @@ def completion_cmd(argv: List[str]) -> int:
         print("usage: raygan completion bash   (then: eval \"$(raygan completion bash)\")", file=sys.stderr)
         return 2
     import raygan.models  # noqa: F401  (fills FAMILIES)
-    from raygan.platform.registry import FAMILIES
+    from raygan.platform.core.registry import FAMILIES
 
     words = {"": " ".join(COMMANDS), "train": " ".join(sorted(FAMILIES)),
              "check": " ".join(sorted(FAMILIES)) + " --data --model --json",

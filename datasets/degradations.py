@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from raygan.platform.errors import SkipRecord
-from raygan.platform.registry import TASKS
+from raygan.platform.core.colour import rgb_to_y_uint8
+from raygan.platform.core.errors import SkipRecord
+from raygan.platform.core.registry import TASKS
 
 __all__ = [
     "SkipRecord", "Task", "TASKS", "register_task", "get_task", "task_tag", "key_rng",
@@ -82,20 +83,6 @@ def _check_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise ValueError(f"{name}: expected HxW or HxWx3, got shape {img.shape}")
     return img
-
-
-def rgb_to_y_uint8(img: np.ndarray) -> np.ndarray:
-    """MATLAB ``rgb2ycbcr`` luma (BT.601, studio range) of a uint8 RGB image, as uint8 HxW.
-
-    ``Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255)``; MATLAB rounds halves away
-    from zero, hence ``floor(y + 0.5)`` (Y is always positive).
-    """
-    img = np.asarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"rgb_to_y_uint8: expected uint8 HxWx3 RGB, got {img.dtype} {img.shape}")
-    f = img.astype(np.float64)
-    y = 16.0 + (65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]) / 255.0
-    return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
 
 
 def is_gray(img: np.ndarray) -> bool:
@@ -547,7 +534,7 @@ class EdgesTask(Task):
 
 def register_task(task: Any) -> Any:
     """Register a Task instance (or a Task subclass, instantiated) under ``task.name`` in
-    :data:`raygan.platform.registry.TASKS`. Usable as a class decorator; returns its argument."""
+    :data:`raygan.platform.core.registry.TASKS`. Usable as a class decorator; returns its argument."""
     inst = task() if isinstance(task, type) else task
     if not isinstance(inst, Task) or not inst.name:
         raise TypeError(f"register_task: expected a named Task, got {task!r}")

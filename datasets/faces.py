@@ -63,7 +63,7 @@ import numpy as np
 
 from raygan.datasets.degradations import Task, bicubic_down, register_task
 from raygan.datasets.shards import ShardSetWriter, ray_map_ordered, split_of
-from raygan.platform import storage
+from raygan.platform.core import storage
 
 __all__ = [
     "PARTS", "N_MAPS", "FLIP_PERM", "IMG_DIR", "MASK_DIR", "PARSING_FORMAT", "FaceSRTask",

@@ -35,7 +35,7 @@ import numpy as np
 
 from raygan.datasets.degradations import Task, register_task
 from raygan.datasets.shards import IMAGE_EXTENSIONS, ShardSetWriter, encode_image, sanitize_key, split_of
-from raygan.platform import storage
+from raygan.platform.core import storage
 
 __all__ = ["PairedTask", "split_ab", "write_paired_shards", "decode_image_field"]
 

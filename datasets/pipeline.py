@@ -9,9 +9,10 @@
   as bad data; a missing shard is an error; a corrupt tar ends that shard and the records
   it lost are counted as skipped (exactly, when the manifest gives the shard's count).
 * :class:`TrainStream` is an infinite ``IterableDataset`` split over (Ray Train rank,
-  DataLoader worker); every yielded sample carries ``n_skipped``, the number of records
-  skipped (corrupt, undecodable, too small) in that worker since its previous sample, so
-  the collated batch sum is exact.
+  DataLoader worker); every yielded sample carries ``counters``
+  (:mod:`raygan.platform.core.counters`): the records that worker skipped (corrupt,
+  undecodable, too small) and the storage retries it waited through since its previous
+  sample, so the collated batch's sums are exact.
 * :func:`resolve_data` decides once where a run's training and validation shards are
   (a :class:`DataPlan`, sent to the workers as plain data).
 * :func:`make_val_loader` is deterministic: val shards in order, the first
@@ -49,14 +50,15 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from raygan.datasets.degradations import Task, get_task, key_rng
-from raygan.platform.errors import ShardError, SkipRecord, StorageError, TooManySkipped
+from raygan.platform.core.errors import ShardError, SkipRecord, StorageError, TooManySkipped
 from raygan.datasets.samples import ensure_demo_shards
 from raygan.datasets.reader import (IMAGE_FIELDS, Skipped, index_folder, indexed_split, is_shard_file, prefetched,
                                     iter_shard, list_shards, own_manifest, target_field)
 from raygan.datasets.shards import MANIFEST_NAME, read_manifest
 from raygan.datasets.shards import _to_rgb as to_rgb
-from raygan.platform import storage
-from raygan.platform.config import DEFAULT_WORKDIR
+from raygan.platform.core import storage
+from raygan.platform.core.config import DEFAULT_WORKDIR
+from raygan.platform.core.counters import Counters
 
 __all__ = [
     "ShardSet", "Skipped", "iter_shard", "decode_record", "TrainStream", "ValStream",
@@ -521,8 +523,8 @@ class TrainStream(IterableDataset):
         rng = np.random.default_rng([self.seed, gid, 7919])
         buffer: List[Dict[str, Any]] = []
         skipped = 0
-        fetched: Dict[str, float] = {}  # storage retries and seconds waited (iter_shard), at the fetch
-        reported_retries, reported_wait = 0, 0.0  # as of the last sample handed out
+        fetched = Counters()  # storage retries and seconds waited (iter_shard), at the fetch
+        reported = Counters()  # fetched, as of the last sample handed out
         index = 0  # record counter of the sample-level split
         passes_since_progress = 0
         pass_no = 0
@@ -541,12 +543,12 @@ class TrainStream(IterableDataset):
                 for uri, expected in sequence:
                     for item in iter_shard(uri, self.storage_cfg, expected, fetched):
                         # the storage counters as they stood when this record arrived
-                        yield item, fetched.get("retries", 0), fetched.get("wait_s", 0.0)
+                        yield item, fetched.copy()
 
             # fetch and tar parsing run ahead in a thread, off the decode (data.prefetch_records);
             # the counters travel with the records, so a retry is reported with the sample
             # after the record it delayed, however far ahead the fetch runs
-            for item, retries_now, wait_now in prefetched(shard_items(), int(getattr(cfg, "prefetch_records", 0))):
+            for item, fetched_now in prefetched(shard_items(), int(getattr(cfg, "prefetch_records", 0))):
                 if isinstance(item, Skipped):
                     if shard_mode:
                         mine_lost = item.count
@@ -581,11 +583,11 @@ class TrainStream(IterableDataset):
                         continue
                     k = int(rng.integers(len(buffer)))
                     out, buffer[k] = buffer[k], sample
-                    out["n_skipped"], skipped = skipped, 0
-                    # what the storage cost since the previous sample (summed per batch)
-                    out["n_storage_retries"] = int(retries_now - reported_retries)
-                    out["storage_wait_s"] = float(wait_now - reported_wait)
-                    reported_retries, reported_wait = retries_now, wait_now
+                    # what was skipped and what the storage cost since the previous sample
+                    # (the collated batch sums them)
+                    counted = fetched_now.since(reported)
+                    counted.add("skipped_records", skipped)
+                    out["counters"], skipped, reported = counted.values, 0, fetched_now
                     yield out
             if skiplog.read:
                 skiplog.check(where, end_of_pass=True)

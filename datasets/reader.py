@@ -5,7 +5,7 @@ members with the same key form one sample (the WebDataset convention, whatever w
 shard: raygan's ShardSetWriter, ``webdataset.ShardWriter``, img2dataset, or ``tar`` of a
 folder of photos). What comes from where:
 
-* the bytes: :func:`raygan.platform.storage.open_stream` (local file or the S3 body,
+* the bytes: :func:`raygan.platform.core.storage.open_stream` (local file or the S3 body,
   ranged), re-opened by :func:`iter_shard` after an outage;
 * tar member -> sample grouping, the key rule and lower-cased extensions
   (``IMG_1.JPG`` -> ``jpg``): ``webdataset.tariterators.group_by_keys``;
@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from raygan.datasets.shards import FORMAT, MANIFEST_NAME, read_manifest
-from raygan.platform import storage
-from raygan.platform.errors import ShardError, StorageError
+from raygan.platform.core import storage
+from raygan.platform.core.counters import Counters
+from raygan.platform.core.errors import ShardError, StorageError
 
 __all__ = ["Skipped", "iter_shard", "prefetched", "SHARD_SUFFIXES", "IMAGE_FIELDS", "is_shard_file",
            "list_shards", "index_folder", "indexed_split", "target_field", "own_manifest"]
@@ -120,7 +121,7 @@ def _tar_samples(stream, url: str, start: int = 0,
 
 
 def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None,
-               stats: Optional[Dict[str, float]] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
+               counters: Optional[Counters] = None) -> Iterator[Union[Dict[str, Any], Skipped]]:
     """Raw samples (``{"__key__": ..., "png": bytes, ...}``) of one shard, or Skipped markers.
 
     Three kinds of failure, told apart:
@@ -129,12 +130,13 @@ def iter_shard(uri: str, storage_cfg: Any = None, expected: Optional[int] = None
       backoff and jitter for up to ``storage.outage_budget_s`` (then StorageUnavailable,
       naming the endpoint and the cause), re-opening the shard at the record where it
       stopped (a ranged read; a ``.tar.gz`` is re-read from its start, the samples already
-      yielded skipped); ``stats`` counts the retries and the time waited;
+      yielded skipped); ``counters`` (default: the process's) counts the retries and the
+      time waited;
     * the shard is missing: StorageError (the data plan named it: a setup problem);
     * the tar is corrupt: the shard ends there and the records it lost are Skipped
       (exactly, when the manifest gives the shard's count).
     """
-    clock = storage.OutageClock(storage_cfg, f"reading {uri}", stats, uri)
+    clock = storage.OutageClock(storage_cfg, f"reading {uri}", counters, uri)
     gzipped = _gzipped(uri)
     done = 0
     offset = 0  # where the first sample not yet yielded starts (a .tar.gz: always 0)

@@ -41,8 +41,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from raygan.platform import storage
-from raygan.platform.errors import ShardError
+from raygan.platform.core import storage
+from raygan.platform.core.errors import ShardError
 
 __all__ = [
     "ShardError", "ShardSetWriter", "write_shards", "encode_image", "sanitize_key",

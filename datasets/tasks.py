@@ -1,4 +1,4 @@
-"""Importing this module registers every built-in data task in ``raygan.platform.registry.TASKS``.
+"""Importing this module registers every built-in data task in ``raygan.platform.core.registry.TASKS``.
 
 The generic tasks (jpeg, bitdepth, sr, inpaint, edges) live in ``degradations``; the tasks
 that read extra record fields live beside their ingesters (``face_sr`` in ``faces``,

@@ -48,7 +48,7 @@ from typing import Any, Dict, Optional
 from raygan.deploy.settings import ServeSettings, read_token
 from raygan.deploy.task_model import (CPU_FORWARD_PIXELS, SERVABLE_TASKS, TaskModel,
                                       resolve_model_ref)
-from raygan.platform.errors import ModelRefError
+from raygan.platform.core.errors import ModelRefError
 
 # what callers import from here (the offline restore, the benchmark, the CLI, the tests)
 __all__ = ["CPU_FORWARD_PIXELS", "SERVABLE_TASKS", "ModelRefError", "ServeSettings", "TaskModel",
@@ -68,7 +68,7 @@ def build_application(args: Optional[Dict[str, Any]] = None,
     """:func:`build_app` with ``deployment_options`` (name -> ``.options()`` kwargs, the
     ``deployments`` entries of a Serve config) applied here, for programmatic runs
     (:mod:`raygan.deploy.serving`), where no Serve config file does it."""
-    from raygan.platform.config import resolve_tracking_uri
+    from raygan.platform.core.config import resolve_tracking_uri
 
     settings = ServeSettings.from_args(args)
     # an absolute URI: replicas need not share the deployer's working directory

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from raygan.deploy.images import FORMATS, MIN_SIDE, BadImage, decode_image, encode_image
 from raygan.deploy.settings import ServeSettings, read_token
 from raygan.deploy.tiling import TilePlan
-from raygan.platform import submitted_code
+from raygan.platform.core import submitted_code
 
 
 # defined before the deployment: Serve serializes the Ingress class when it is decorated,

@@ -128,7 +128,7 @@ def restore_paths(model: Any, src: str, dst: str, *, fmt: Optional[str] = None, 
     :class:`TaskModel`). Returns ``{"restored", "failed": [(input, message)], "outputs",
     "model", "version", "device", "threads", "tile"}``; ``report(input, message)`` is called
     per failed file (default: one line on stderr). Raises :class:`RestorePlanError` (bad
-    paths) and :class:`raygan.platform.errors.ModelRefError` before restoring anything."""
+    paths) and :class:`raygan.platform.core.errors.ModelRefError` before restoring anything."""
     import torch
     from PIL import Image
     from tqdm import tqdm

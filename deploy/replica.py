@@ -11,7 +11,7 @@ from ray import serve
 
 from raygan.deploy.settings import ServeSettings
 from raygan.deploy.task_model import TaskModel
-from raygan.platform import submitted_code
+from raygan.platform.core import submitted_code
 
 
 @serve.deployment(name="restore")

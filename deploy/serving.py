@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from raygan.platform import submitted_code
+from raygan.platform.core import submitted_code
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
 
@@ -91,7 +91,7 @@ def skip_unpromoted(config: Dict[str, Any]) -> None:
     ``make demo``, which promotes one), with one warning line each. Any other reference that
     does not resolve, or no task left, fails with one line (:class:`ModelRefError`)."""
     from raygan.deploy.app import resolve_model_ref
-    from raygan.platform.errors import ModelRefError
+    from raygan.platform.core.errors import ModelRefError
 
     app = config["app"]
     args = app.get("args") or {}

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from raygan.platform.errors import ModelRefError
+from raygan.platform.core.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from raygan.platform.core.errors import ModelRefError
 
 #: data tasks a deployment can serve: one image in, one image out
 SERVABLE_TASKS = ("jpeg", "bitdepth", "sr", "face_sr")
@@ -29,7 +30,7 @@ CPU_FORWARD_PIXELS = 128 * 128
 def _registry_client(tracking_uri: Optional[str]):
     from mlflow import MlflowClient
 
-    from raygan.platform.config import resolve_tracking_uri
+    from raygan.platform.core.config import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
@@ -38,7 +39,7 @@ def _registry_client(tracking_uri: Optional[str]):
 def resolve_model_ref(ref: str, tracking_uri: Optional[str] = None, storage_cfg: Any = None) -> Dict[str, str]:
     """``{"model": URI pinned to a version, "name", "version", "source": ref}`` or
     :class:`ModelRefError` naming what does not exist."""
-    from raygan.platform import storage
+    from raygan.platform.core import storage
 
     if ref.startswith("models:/"):
         body = ref[len("models:/"):]
@@ -90,20 +91,6 @@ def resolve_model_ref(ref: str, tracking_uri: Optional[str] = None, storage_cfg:
 
 
 # ------------------------------------------------------------------- a task's model
-
-
-def _rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 studio range (MATLAB rgb2ycbcr) of (B, 3, H, W) in [0, 1], in [0, 1]."""
-    m = x.new_tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
-    off = x.new_tensor([16.0, 128.0, 128.0]).view(1, 3, 1, 1)
-    return (torch.einsum("ij,bjhw->bihw", m, x) + off) / 255.0
-
-
-def _ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    m = torch.linalg.inv(x.new_tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
-                                       [112.0, -93.786, -18.214]]))
-    off = x.new_tensor([16.0, 128.0, 128.0]).view(1, 3, 1, 1)
-    return torch.einsum("ij,bjhw->bihw", m, x * 255.0 - off)
 
 
 class TaskModel:
@@ -169,13 +156,13 @@ class TaskModel:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels == 3:
             return self.restorer(x)
-        ycc = _rgb_to_ycbcr(x)
+        ycc = rgb_to_ycbcr(x)
         y = self.restorer(ycc[:, :1])
         chroma = ycc[:, 1:]
         if self.scale > 1:
             chroma = torch.nn.functional.interpolate(chroma, scale_factor=self.scale, mode="bicubic",
                                                      align_corners=False)
-        return _ycbcr_to_rgb(torch.cat([y, chroma], 1)).clamp(0, 1)
+        return ycbcr_to_rgb(torch.cat([y, chroma], 1)).clamp(0, 1)
 
     def degrade(self, rgb: np.ndarray) -> np.ndarray:
         """``rgb`` degraded as this model's training inputs were (for before/after views)."""

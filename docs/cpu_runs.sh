@@ -42,7 +42,7 @@ run wcdgan models/configs/wcdgan_cpu_20min.yaml input "${SETS[@]}"
 run dagan models/configs/dagan_cpu_20min.yaml zp mig br "${SETS[@]}"
 # DequantizerNet's own protocol resizes a centred square to 96 px (its paper's); whole photos here
 run dequantizer models/configs/dequantizer_cpu_20min.yaml input --protocol rgb "${SETS[@]}"
-run dequantizer_q50 models/configs/dequantizer_cpu_q50.yaml input --protocol rgb "${SETS[@]}"
-run pan_sr models/configs/pan_sr_cpu.yaml bicubic "${SETS[@]}"
+run dequantizer_q50 models/configs/dequantizer_q50_cpu_20min.yaml input --protocol rgb "${SETS[@]}"
+run pan_sr models/configs/pan_sr_cpu_20min.yaml bicubic "${SETS[@]}"
 DATA_URI=.raygan/face_shards
 run facesr models/configs/facesr_gan_cpu_20min.yaml bicubic --sets .raygan/face_shards

@@ -27,7 +27,7 @@ import numpy as np
 import raygan.datasets.tasks  # noqa: F401  (register the built-in tasks and families)
 import raygan.models  # noqa: F401
 from raygan.datasets.samples import ensure_demo_shards
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 from raygan.platform.trainer import run_loop
 
 STEPS, K = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (200, 100)

@@ -3,7 +3,7 @@
 Every ``jobs/*.py`` imports this module first (standard library only, so it works on a node
 where raygan is not installed at all). Under ``ray job submit --working-dir .`` the driver
 then runs the submitted code; the training and sweep drivers ship that same code to every
-worker (``raygan.platform.submitted_code``). Outside a raygan checkout it does nothing.
+worker (``raygan.platform.core.submitted_code``). Outside a raygan checkout it does nothing.
 """
 import importlib.util
 import sys

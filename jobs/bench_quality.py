@@ -53,7 +53,7 @@ def whole_photos(sets, data_cfg):
 @torch.no_grad()
 def gains(model, photos):
     """Mean (PSNR-Y gain, PSNR-RGB gain) of ``model`` over the degraded input."""
-    from raygan.platform import metrics as M
+    from raygan.platform.core import metrics as M
 
     model.eval()
     gy = gr = 0.0
@@ -70,7 +70,7 @@ def train_curve(name, config, overrides, minutes, eval_every, sets, workdir, ran
     its curve; with ``world`` > 1 this is one DDP rank of the preset's own layout."""
     import raygan.models  # noqa: F401  (registers the families: a spawned rank starts bare)
     from raygan.datasets.pipeline import make_train_loader, resolve_data, resolve_schedule
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
     from raygan.platform.engine import GANEngine, count_parameters
 
     dist = torch.distributed if world > 1 else None
@@ -145,7 +145,7 @@ def run_variant(name, config, overrides, minutes, eval_every, sets, workdir):
     import torch.multiprocessing as mp
 
     import raygan.models  # noqa: F401  (registers the families)
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     args = (name, config, overrides, minutes, eval_every, sets, workdir)
     world = int(load_config(config, list(overrides)).ray.workers)

@@ -58,7 +58,7 @@ TARGET = 2  # the benchmark's autoscaling target_ongoing_requests per replica
 def demo_checkpoint(workdir: str) -> str:
     """The WCDGAN CPU demo generator, random init, saved as a servable checkpoint folder."""
     from raygan.platform.checkpoint import save_checkpoint
-    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.core.config import load_config, to_dict
     from raygan.platform.engine import GANEngine
 
     cfg = load_config("wcdgan_cpu_demo.yaml", [f"workdir={workdir}"])

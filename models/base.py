@@ -7,9 +7,16 @@ its generator and discriminator, and computes its losses. The engine
 (``raygan.platform.engine``) owns everything else: devices, DDP wrapping, optimizers,
 schedulers, AMP, EMA, clipping, checkpoints, validation.
 
-Log keys, the same for every family (sweeps and dashboards compare them): a family reports
-each unweighted loss term as ``g_<term>`` (generator) or ``d_<term>`` (discriminator); the
-engine adds the weighted totals it optimised, ``g_total`` and ``d_total``.
+Loss terms have one shape in every family. A family declares its generator's terms
+(``loss_terms``, and the ``content_terms`` that generator-only pretraining uses) and computes
+their unweighted values (``compute_terms``); each term's weight is the key of the same name
+under ``loss.``, and that key means the same thing in every family (:data:`LOSS_VOCABULARY`:
+``loss.adversarial`` is the adversarial weight everywhere, so a sweep names keys, not
+family-specific spellings). This class forms the weighted sum.
+
+Log keys, the same for every family (sweeps and dashboards compare them): each unweighted
+generator term is logged as ``g_<term>``, each discriminator term as ``d_<term>``; the engine
+adds the weighted totals it optimised, ``g_total`` and ``d_total``.
 """
 
 from __future__ import annotations
@@ -23,11 +30,24 @@ import torch
 from torch import nn
 
 from raygan.datasets.degradations import task_tag
-from raygan.platform.errors import ConfigError
-from raygan.platform.losses import PerceptualLoss, gan_loss
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.losses import PerceptualLoss, gan_loss
+from raygan.platform.core.registry import FAMILIES
 
 LossAndLogs = Tuple[torch.Tensor, Dict[str, float]]
+
+#: every generator loss term, by its weight key under ``loss.`` (and log key ``g_<term>``):
+#: what it is, the same in every family that has it; each family's docstring gives its paper's name
+LOSS_VOCABULARY = {
+    "pixel": "distance to the target in pixel space (L1 or MSE: the family's paper says which)",
+    "perceptual": "distance in a feature space: VGG19 features; PAN: its discriminators' features",
+    "adversarial": "the generator's adversarial loss (PAN: the conditional high-frequency GANs)",
+    "adversarial_low": "PAN's second adversarial loss: the unconditional low-frequency GANs",
+    "tv": "total variation of the restored image",
+    "coarse": "face SR: MSE of the coarse SR network's output to the target",
+    "prior": "face SR: MSE of the estimated parsing maps to the ground-truth maps",
+    "fine": "face SR: MSE of the final output to the target",
+}
 
 
 class GANFamily:
@@ -55,7 +75,7 @@ class GANFamily:
     #: Table 2 on RGB); channel counts not listed use ``eval_protocol``
     eval_protocol_by_channels: ClassVar[Dict[int, str]] = {}
     #: ``(tile, overlap)``: evaluation restores whole images in tiles of this many input
-    #: pixels (raygan.platform.tiling), for generators whose memory grows faster than the
+    #: pixels (raygan.platform.core.tiling), for generators whose memory grows faster than the
     #: image (DAGAN's self-attention); None: whole images in one pass
     eval_tile: ClassVar[Optional[Tuple[int, int]]] = None
     #: dataclass types of the ``model:`` and ``loss:`` config sections
@@ -72,6 +92,15 @@ class GANFamily:
     #: (overrides of the sweep's base config; ``{}`` is the full model)
     ablations: ClassVar[Dict[str, Dict[str, Any]]] = {}
 
+    #: the generator's loss terms (keys of :data:`LOSS_VOCABULARY`): each is also its weight
+    #: key under ``loss.`` and its log key ``g_<term>``
+    loss_terms: ClassVar[Tuple[str, ...]] = ()
+    #: the terms of generator-only pretraining (a subset of ``loss_terms``)
+    content_terms: ClassVar[Tuple[str, ...]] = ()
+    #: loss keys of configs written before the terms were named alike -> today's key;
+    #: a stored run's config is translated when it is loaded (:meth:`translate_loss_keys`)
+    renamed_loss_keys: ClassVar[Dict[str, str]] = {}
+
     #: VGG19 weights spec ("auto" | path | "random"); the engine sets it from
     #: train.perceptual_weights before ``setup``
     perceptual_weights: str = "auto"
@@ -87,6 +116,21 @@ class GANFamily:
     def ablation_variants(cls, cfg: Any) -> Dict[str, Dict[str, Any]]:
         """The ablation's variants for base config ``cfg`` (default: :attr:`ablations`)."""
         return dict(cls.ablations)
+
+    @classmethod
+    def translate_loss_keys(cls, section: Any) -> Any:
+        """A ``loss:`` mapping with :attr:`renamed_loss_keys` under today's names (a config
+        stored by an older raygan, or a user's old YAML)."""
+        if not isinstance(section, dict):
+            return section
+        out = dict(section)
+        for old, new in cls.renamed_loss_keys.items():
+            if old in out:
+                if new in out:
+                    raise ConfigError(f"loss.{old} and loss.{new} set one weight ({old} is its old "
+                                      f"name): keep loss.{new}")
+                out[new] = out.pop(old)
+        return out
 
     @classmethod
     def paper_protocol(cls, channels: int) -> str:
@@ -151,18 +195,38 @@ class GANFamily:
         """The restored image in [0, 1] from the generator output (for D, metrics, grids)."""
         return out
 
-    def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+    def term_weight(self, term: str) -> float:
+        """The weight of ``term``: ``loss.<term>``."""
+        return float(getattr(self.loss_cfg, term))
+
+    def active_terms(self, terms: Tuple[str, ...]) -> Tuple[str, ...]:
+        """Those of ``terms`` that count: weight > 0."""
+        return tuple(t for t in terms if self.term_weight(t) > 0)
+
+    def compute_terms(self, D: Optional[nn.Module], out: Any, batch: Dict[str, torch.Tensor],
+                      terms: Tuple[str, ...]) -> Dict[str, torch.Tensor]:
+        """The unweighted values of ``terms`` (scalars). Adversarial terms are left out when
+        ``D`` is None (pretraining, or no discriminator)."""
         raise NotImplementedError
 
+    def weighted_loss(self, values: Dict[str, torch.Tensor]) -> LossAndLogs:
+        """``sum(loss.<term> x value)`` and the logs ``g_<term>`` (unweighted)."""
+        if not values:
+            raise ConfigError(f"{self.name}: every loss term in use has weight 0 "
+                              f"(loss.{', loss.'.join(self.loss_terms)})")
+        total = None
+        for term, value in values.items():
+            weighted = self.term_weight(term) * value
+            total = weighted if total is None else total + weighted
+        return total, {f"g_{t}": float(v.detach()) for t, v in values.items()}
+
+    def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
+        """Generator-only pretraining: the weighted :attr:`content_terms`."""
+        return self.weighted_loss(self.compute_terms(None, out, batch, self.active_terms(self.content_terms)))
+
     def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
-        """Default: ``content_loss`` + ``loss.adversarial`` x the adversarial term."""
-        total, logs = self.content_loss(out, batch)
-        weight = float(getattr(self.loss_cfg, "adversarial", 0.0))
-        adv = self.adversarial_term(D, self.restored(out), weight)
-        if adv is not None:
-            total = total + weight * adv
-            logs["g_adv"] = float(adv.detach())
-        return total, logs
+        """The weighted :attr:`loss_terms` (the adversarial ones only with a ``D``)."""
+        return self.weighted_loss(self.compute_terms(D, out, batch, self.active_terms(self.loss_terms)))
 
     def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
         """Unconditional D on the target (real) and the restored image (fake), with
@@ -172,10 +236,9 @@ class GANFamily:
         d_fake = gan_loss(kind, D(fake.detach()), real=False)
         return d_real + d_fake, {"d_real": float(d_real.detach()), "d_fake": float(d_fake.detach())}
 
-    def adversarial_term(self, D: Optional[nn.Module], fake: torch.Tensor,
-                         weight: float) -> Optional[torch.Tensor]:
-        """The generator's adversarial loss on ``fake`` (None without D or with weight 0)."""
-        if D is None or weight <= 0:
+    def adversarial_term(self, D: Optional[nn.Module], fake: torch.Tensor) -> Optional[torch.Tensor]:
+        """The generator's adversarial loss on ``fake`` with ``loss.gan_kind`` (None without D)."""
+        if D is None:
             return None
         return gan_loss(self.loss_cfg.gan_kind, D(fake), real=True, for_discriminator=False)
 
@@ -191,9 +254,17 @@ def _check_family(cls: Type[GANFamily]) -> None:
     for section in ("ModelConfig", "LossConfig"):
         if not dataclasses.is_dataclass(getattr(cls, section)):
             raise TypeError(f"{cls.__name__}.{section} must be a dataclass")
+    # one shape for loss terms: named from the vocabulary, each weighted by loss.<term>
+    fields = {f.name for f in dataclasses.fields(cls.LossConfig)}
+    unknown = [t for t in cls.loss_terms if t not in LOSS_VOCABULARY]
+    unweighted = [t for t in cls.loss_terms if t not in fields]
+    if not cls.loss_terms or unknown or unweighted or not set(cls.content_terms) <= set(cls.loss_terms):
+        raise TypeError(f"{cls.__name__}.loss_terms {cls.loss_terms!r}: each must be a term of "
+                        f"LOSS_VOCABULARY (not {unknown}) with its weight loss.<term> in LossConfig "
+                        f"(missing {unweighted}), and content_terms a subset of them")
 
 
-#: class decorator: ``@register_family`` puts a family into raygan.platform.registry.FAMILIES
+#: class decorator: ``@register_family`` puts a family into raygan.platform.core.registry.FAMILIES
 register_family = FAMILIES.decorator(_check_family)
 
-__all__ = ["ConfigError", "GANFamily", "LossAndLogs", "register_family"]
+__all__ = ["ConfigError", "GANFamily", "LOSS_VOCABULARY", "LossAndLogs", "register_family"]

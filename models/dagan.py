@@ -61,7 +61,11 @@ Discriminator (VGG-like, SRGAN's layout, width doubling 64 -> 512)::
 The adaptive pool is the identity at the training patch (64 -> 4x4), so the head is SRGAN's
 dense layer on flattened features, yet D still accepts other sizes.
 
-Loss: G = beta*MSE + (1-beta)*MSE(VGG19 relu5_4 features) + 1e-2*adversarial, beta = 0.5.
+Loss: G = beta*MSE + (1-beta)*MSE(VGG19 relu5_4 features) + 1e-2*adversarial, beta = 0.5:
+``loss.pixel`` is the paper's beta (the MSE's weight), ``loss.perceptual`` its 1 - beta (the
+VGG term's), ``loss.adversarial`` the 1e-2. A config of an older raygan (``loss.content``
+mse | vgg | both with ``loss.beta``) is translated on load: mse -> pixel 1, perceptual 0;
+vgg -> 0, 1; both -> beta, 1 - beta.
 The paper writes the log loss (Eq. 16-17) but trains with the hinge version: ``gan_kind``
 "hinge" (default) or "vanilla" (BCE on logits, non-saturating for G). Generator-only
 pretraining (if configured) uses the same content term.
@@ -78,13 +82,14 @@ the first step).
 Evaluation (``eval_tile``): the paper scores whole images; self-attention over a whole photo
 costs time and memory in (H*W)^2, so ``jobs/evaluate.py`` restores 64x64 tiles overlapping by
 16 px (our choice: the paper's training patch, so attention spans what it spanned in training)
-and blends them (``raygan.platform.tiling``); the table header says so. Measured on the
+and blends them (``raygan.platform.core.tiling``); the table header says so. Measured on the
 CPU preset's generator, one thread: 0.29 s per 64 px tile, 1.35 s per 96 px tile; whole Set5
 + Set14 (4.4 Mpx) in 64 px tiles takes minutes, in 256 px tiles over an hour.
 
 Ablations: ``model.self_attention: false`` (DAGAN*, no attention in G or D),
 ``model.discriminator: false`` or ``loss.adversarial: 0`` (DA-net: no D at all),
-``loss.content`` mse | vgg | both, ``model.modules`` (number of DenseResAtt modules).
+the content term MSE only (``loss.perceptual: 0``), VGG only (``loss.pixel: 0``) or both,
+``model.modules`` (number of DenseResAtt modules).
 
 Parameter counts (RGB, defaults C = 64, 4 modules x 4 groups; see tests/test_dagan.py):
 generator 1,503,116 (1,419,900 without self-attention: 16 attention blocks of 5,201 each);
@@ -95,17 +100,19 @@ the SRGAN dense layer 8192 -> 1024). The paper gives no count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, register_family
 from raygan.models.blocks import VGGStyleDiscriminator, srgan_stages, zero_init_
-from raygan.platform.errors import ConfigError
+from raygan.platform.core.errors import ConfigError
 
-CONTENT_KINDS = ("mse", "vgg", "both")
+#: an older raygan's loss.content modes -> (loss.pixel, loss.perceptual), beta = loss.beta
+CONTENT_KINDS = {"mse": lambda beta: (1.0, 0.0), "vgg": lambda beta: (0.0, 1.0),
+                 "both": lambda beta: (beta, 1.0 - beta)}
 DAGAN_GAN_KINDS = ("hinge", "vanilla")
 
 
@@ -135,26 +142,21 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    content: str = "both"         # mse | vgg | both (beta*MSE + (1-beta)*VGG)
-    beta: float = 0.5             # weight of the pixel MSE in "both"
+    pixel: float = 0.5            # beta: weight of the pixel MSE
+    perceptual: float = 0.5       # 1 - beta: weight of the VGG19 relu5_4 feature MSE
     adversarial: float = 1e-2     # weight of the adversarial term (0: DA-net, no D)
     gan_kind: str = "hinge"       # hinge (used by the paper) | vanilla (its Eq. 16-17)
     vgg_layer: int = 35           # torchvision VGG19 features index: relu5_4 (SRGAN "VGG54")
 
     def validate(self) -> None:
-        if self.content not in CONTENT_KINDS:
-            raise ConfigError(f"loss.content: {self.content!r} is not one of {', '.join(CONTENT_KINDS)}")
         if self.gan_kind not in DAGAN_GAN_KINDS:
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                              f"{', '.join(DAGAN_GAN_KINDS)}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"loss.beta: must be in [0, 1], got {self.beta}")
-        if self.adversarial < 0:
-            raise ConfigError(f"loss.adversarial: weight must be >= 0, got {self.adversarial}")
-
-    @property
-    def uses_vgg(self) -> bool:
-        return self.content == "vgg" or (self.content == "both" and self.beta < 1.0)
+        for name in ("pixel", "perceptual", "adversarial"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
+        if self.pixel == 0 and self.perceptual == 0:
+            raise ConfigError("loss.pixel and loss.perceptual are both 0: the generator has no content loss")
 
 
 # ------------------------------------------------------------------------- building blocks
@@ -285,14 +287,17 @@ class DAGANFamily(GANFamily):
     eval_protocol = "rgb-y"
     #: the paper scores whole images; self-attention over a whole 481x321 photo (154k
     #: positions) does not fit in memory, so evaluation restores 256x256 tiles overlapping by
-    #: 32 px, blended (raygan.platform.tiling). Tile and overlap are our choice (the paper
+    #: 32 px, blended (raygan.platform.core.tiling). Tile and overlap are our choice (the paper
     #: gives none); the table header records them. jobs/evaluate.py --tile/--overlap change them.
     eval_tile = (64, 16)
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dagan.yaml"
+    loss_terms = ("pixel", "perceptual", "adversarial")
+    content_terms = ("pixel", "perceptual")
     search_spaces = {"losses": {
-        "loss.beta": {"uniform": [0.0, 1.0]},                 # paper 0.5
+        "loss.pixel": {"uniform": [0.05, 1.0]},               # beta, paper 0.5 (> 0: a preset may have no VGG term)
+        "loss.perceptual": {"uniform": [0.0, 1.0]},           # 1 - beta, paper 0.5
         "loss.adversarial": {"loguniform": [1e-4, 1e-1]},     # paper 1e-2
         "loss.gan_kind": {"choice": ["hinge", "vanilla"]},    # hinge vs log loss
     }}
@@ -300,8 +305,8 @@ class DAGANFamily(GANFamily):
         "DAGAN (full)": {},
         "DAGAN* (no attention)": {"model.self_attention": False},
         "DA-net (no discriminator)": {"model.discriminator": False, "loss.adversarial": 0.0},
-        "MSE only": {"loss.content": "mse"},
-        "VGG only": {"loss.content": "vgg"},
+        "MSE only": {"loss.pixel": 1.0, "loss.perceptual": 0.0},
+        "VGG only": {"loss.pixel": 0.0, "loss.perceptual": 1.0},
     }
 
     @classmethod
@@ -326,21 +331,35 @@ class DAGANFamily(GANFamily):
         return DAGANDiscriminator(self.channels, self.model_cfg, patch)
 
     def perceptual_spec(self):
-        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.uses_vgg else None
+        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.perceptual > 0 else None
 
-    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
-        lc, target = self.loss_cfg, batch["target"]
-        logs: Dict[str, float] = {}
-        total = out.new_zeros((), dtype=torch.float32)
-        if lc.content in ("mse", "both"):
-            mse = F.mse_loss(out.float(), target.float())
-            total = total + (lc.beta if lc.content == "both" else 1.0) * mse
-            logs["g_mse"] = mse.item()
-        if lc.uses_vgg:
-            vgg = self.perceptual_distance(out, target)
-            total = total + ((1.0 - lc.beta) if lc.content == "both" else 1.0) * vgg
-            logs["g_vgg"] = vgg.item()
-        return total, logs
+    def compute_terms(self, D: Optional[nn.Module], out: torch.Tensor, batch, terms) -> Dict[str, torch.Tensor]:
+        """pixel: MSE; perceptual: MSE of VGG19 relu5_4 features; adversarial: ``gan_kind``."""
+        target, values = batch["target"], {}
+        if "pixel" in terms:
+            values["pixel"] = F.mse_loss(out.float(), target.float())
+        if "perceptual" in terms:
+            values["perceptual"] = self.perceptual_distance(out, target)
+        if "adversarial" in terms and D is not None:
+            values["adversarial"] = self.adversarial_term(D, out)
+        return values
+
+    @classmethod
+    def translate_loss_keys(cls, section: Any) -> Any:
+        section = super().translate_loss_keys(section)
+        if not isinstance(section, dict) or not {"content", "beta"} & set(section):
+            return section
+        mode, beta = section.pop("content", "both"), section.pop("beta", 0.5)
+        if mode not in CONTENT_KINDS:
+            raise ConfigError(f"loss.content: {mode!r} is not one of {', '.join(CONTENT_KINDS)} "
+                              f"(an older raygan's key: today loss.pixel and loss.perceptual)")
+        if not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"loss.beta: must be in [0, 1], got {beta!r} (an older raygan's key: "
+                              f"today loss.pixel = beta and loss.perceptual = 1 - beta)")
+        pixel, perceptual = CONTENT_KINDS[mode](float(beta))
+        section.setdefault("pixel", pixel)
+        section.setdefault("perceptual", perceptual)
+        return section
 
 
 __all__ = ["DAGANDiscriminator", "DAGANFamily", "DAGANGenerator", "DenseResAtt", "LossConfig",

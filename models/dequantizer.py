@@ -22,10 +22,12 @@ Discriminator (SRGAN's, with a global average pool)::
     [conv3x3 (stride 2 on every second layer) BN LReLU(0.2)] x 7, widths 64,128,128,256,256,512,512
     AdaptiveAvgPool2d(1) -> conv1x1 1024 -> LReLU(0.2) -> conv1x1 1 -> (B, 1) raw logit
 
-Loss: ``alpha`` * BCE-with-logits adversarial (non-saturating G) + ``beta`` * MSE between
-VGG19 ``features`` index 35 (relu5_4) maps of output and target (ImageNet-normalised inputs),
-plus an optional pixel MSE (``pixel``, default 0 = the paper). alpha = 1e-3, beta = 1 (the
-reference ``params.yaml``). Generator-only pretraining (if configured) uses the content term.
+Loss: alpha * BCE-with-logits adversarial (non-saturating G) + beta * MSE between VGG19
+``features`` index 35 (relu5_4) maps of output and target (ImageNet-normalised inputs), plus
+an optional pixel MSE (not in the paper). Keys: ``loss.adversarial`` is the paper's alpha
+(1e-3), ``loss.perceptual`` its beta (1; an older raygan's ``loss.content``, translated on
+load), ``loss.pixel`` the pixel MSE (default 0 = the paper); the reference ``params.yaml``.
+Generator-only pretraining (if configured) uses the perceptual and pixel terms.
 
 Defects of the public reference code that this file does NOT reproduce (tests guard the
 model-level ones, see tests/test_dequantizer.py):
@@ -78,9 +80,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, register_family
 from raygan.models.blocks import VGGStyleDiscriminator, skip_base, srgan_stages, zero_init_
-from raygan.platform.errors import ConfigError
+from raygan.platform.core.errors import ConfigError
 
 DEQUANTIZER_GAN_KINDS = ("vanilla", "bce", "lsgan", "hinge")
 
@@ -111,7 +113,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     adversarial: float = 1e-3   # alpha
-    content: float = 1.0        # beta: VGG feature MSE
+    perceptual: float = 1.0     # beta: VGG feature MSE
     pixel: float = 0.0          # optional pixel MSE (not in the paper)
     gan_kind: str = "vanilla"   # BCE on logits, as the paper
     vgg_layer: int = 35         # torchvision VGG19 features index (relu5_4)
@@ -120,11 +122,11 @@ class LossConfig:
         if self.gan_kind not in DEQUANTIZER_GAN_KINDS:
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                              f"{', '.join(DEQUANTIZER_GAN_KINDS)}")
-        for name in ("adversarial", "content", "pixel"):
+        for name in ("adversarial", "perceptual", "pixel"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
-        if self.content == 0 and self.pixel == 0:
-            raise ConfigError("loss.content and loss.pixel are both 0: the generator has no "
+        if self.perceptual == 0 and self.pixel == 0:
+            raise ConfigError("loss.perceptual and loss.pixel are both 0: the generator has no "
                              "content loss")
 
 
@@ -199,9 +201,12 @@ class DequantizerFamily(GANFamily):
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "dequantizer.yaml"
+    loss_terms = ("perceptual", "pixel", "adversarial")
+    content_terms = ("perceptual", "pixel")
+    renamed_loss_keys = {"content": "perceptual"}
     search_spaces = {"losses": {
         "loss.adversarial": {"loguniform": [1e-5, 1e-1]},   # alpha, paper 1e-3
-        "loss.content": {"loguniform": [0.1, 10.0]},        # beta, paper 1
+        "loss.perceptual": {"loguniform": [0.1, 10.0]},     # beta, paper 1
     }}
     # The paper's runs by name; Phi (q = 50, R = 10) starts from Gimel's weights, which a
     # grid of independent trials cannot do, so its cell trains from scratch.
@@ -219,21 +224,18 @@ class DequantizerFamily(GANFamily):
         return DequantizerDiscriminator(self.channels, self.model_cfg)
 
     def perceptual_spec(self):
-        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.content > 0 else None
+        return (self.loss_cfg.vgg_layer, "mse") if self.loss_cfg.perceptual > 0 else None
 
-    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
-        lc, target = self.loss_cfg, batch["target"]
-        total = out.new_zeros((), dtype=torch.float32)
-        logs: Dict[str, float] = {}
-        if lc.content > 0:
-            vgg = self.perceptual_distance(out, target)
-            total = total + lc.content * vgg
-            logs["g_vgg"] = vgg.item()
-        if lc.pixel > 0:
-            mse = F.mse_loss(out.float(), target.float())
-            total = total + lc.pixel * mse
-            logs["g_mse"] = mse.item()
-        return total, logs
+    def compute_terms(self, D: Optional[nn.Module], out: torch.Tensor, batch, terms) -> Dict[str, torch.Tensor]:
+        """perceptual: MSE of VGG19 relu5_4 features; pixel: MSE; adversarial: BCE on logits."""
+        target, values = batch["target"], {}
+        if "perceptual" in terms:
+            values["perceptual"] = self.perceptual_distance(out, target)
+        if "pixel" in terms:
+            values["pixel"] = F.mse_loss(out.float(), target.float())
+        if "adversarial" in terms and D is not None:
+            values["adversarial"] = self.adversarial_term(D, out)
+        return values
 
 
 __all__ = ["DequantizerDiscriminator", "DequantizerFamily", "DequantizerGenerator", "LossConfig",

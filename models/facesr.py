@@ -56,9 +56,13 @@ It judges the **fine** output only (unconditional, as SRGAN). G loss =
 ``alpha * content + beta * VGG + gamma * adversarial`` with content the three-term MSE
 above, VGG the MSE between VGG19 relu5_4 features (torchvision ``features[:36]``, SRGAN's
 "VGG54") and the adversarial term ``loss.gan_kind`` (vanilla BCE, non-saturating, as
-SRGAN). The thesis gives no numeric alpha, beta, gamma; the defaults are ours: alpha=1,
-beta=0.006 (SRGAN's 1/12.75^2 feature rescaling folded into the weight), gamma=1e-3
-(SRGAN's). Optimizer: RMSProp (``optim.optimizer:
+SRGAN). Keys: ``loss.coarse``, ``loss.prior``, ``loss.fine`` weigh the three content terms
+(the thesis's alpha times each term's weight: alpha is 1 here, so scale all three for
+another alpha), ``loss.perceptual`` is beta, ``loss.adversarial`` gamma. The thesis gives
+no numbers; the defaults are ours: alpha=1, beta=0.006 (SRGAN's 1/12.75^2 feature
+rescaling folded into the weight), gamma=1e-3 (SRGAN's). A config of an older raygan
+(``w_coarse``, ``w_prior``, ``w_fine``, ``alpha``, ``beta``, ``gamma``) is translated on
+load, alpha multiplied into the three content weights. Optimizer: RMSProp (``optim.optimizer:
 rmsprop`` in facesr_gan.yaml).
 
 Parameter counts (paper-size defaults: nf=64, prior_nf=128, 16 blocks, one hourglass of
@@ -77,9 +81,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, register_family
 from raygan.models.blocks import VGGStyleDiscriminator, skip_base, srgan_stages, zero_init_
-from raygan.platform.errors import ConfigError
+from raygan.platform.core.errors import ConfigError
 
 N_PARSING = 11
 
@@ -122,13 +126,12 @@ class FaceSRModelConfig:
 
 @dataclass
 class FaceSRLossConfig:
-    w_coarse: float = 1.0         # MSE(coarse SR, HR)
-    w_prior: float = 1.0          # MSE(parsing maps, ground-truth maps)
-    w_fine: float = 1.0           # MSE(final SR, HR)
+    coarse: float = 1.0           # MSE(coarse SR, HR)
+    prior: float = 1.0            # MSE(parsing maps, ground-truth maps)
+    fine: float = 1.0             # MSE(final SR, HR)
     # the GAN variant's weights; the thesis gives no numbers, these are ours (after SRGAN)
-    alpha: float = 1.0            # content (the three MSE terms) in the GAN variant
-    beta: float = 0.006           # VGG19 relu5_4 MSE
-    gamma: float = 1e-3           # adversarial
+    perceptual: float = 0.006     # beta: VGG19 relu5_4 MSE
+    adversarial: float = 1e-3     # gamma
     gan_kind: str = "vanilla"     # vanilla (BCE, SRGAN) | lsgan | hinge
     vgg_layer: int = 35           # torchvision VGG19 features index (35 = relu5_4)
 
@@ -136,7 +139,7 @@ class FaceSRLossConfig:
         if self.gan_kind not in ("vanilla", "bce", "lsgan", "hinge"):
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of "
                               "vanilla, bce, lsgan, hinge")
-        for key in ("w_coarse", "w_prior", "w_fine", "alpha", "beta", "gamma"):
+        for key in ("coarse", "prior", "fine", "perceptual", "adversarial"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"loss.{key}: must be >= 0, got {getattr(self, key)}")
 
@@ -330,12 +333,16 @@ class FaceSRFamily(GANFamily):
     ModelConfig = FaceSRModelConfig
     LossConfig = FaceSRLossConfig
     default_config = "facesr_cnn.yaml"
-    # method 2 (model.variant: gan). The thesis gives no numeric alpha, beta, gamma: the
-    # centres are our defaults (alpha 1; beta 0.006 and gamma 1e-3 after SRGAN)
+    loss_terms = ("coarse", "prior", "fine", "perceptual", "adversarial")
+    content_terms = ("coarse", "prior", "fine")
+    renamed_loss_keys = {"w_coarse": "coarse", "w_prior": "prior", "w_fine": "fine",
+                         "beta": "perceptual", "gamma": "adversarial"}
+    # method 2 (model.variant: gan). The thesis gives no numeric weights: the centres are
+    # our defaults (prior 1; perceptual 0.006 and adversarial 1e-3 after SRGAN)
     search_spaces = {"losses": {
-        "loss.alpha": {"loguniform": [0.1, 10.0]},      # content, ours 1
-        "loss.beta": {"loguniform": [6e-4, 6e-2]},      # VGG, ours 0.006 (SRGAN's)
-        "loss.gamma": {"loguniform": [1e-4, 1e-2]},     # adversarial, ours 1e-3 (SRGAN's)
+        "loss.prior": {"loguniform": [0.1, 10.0]},          # the parsing prior, ours 1
+        "loss.perceptual": {"loguniform": [6e-4, 6e-2]},    # beta, ours 0.006 (SRGAN's)
+        "loss.adversarial": {"loguniform": [1e-4, 1e-2]},   # gamma, ours 1e-3 (SRGAN's)
     }}
     ablations = {
         "method 1 (CNN)": {"model.variant": "cnn"},
@@ -356,41 +363,49 @@ class FaceSRFamily(GANFamily):
         return SRGANDiscriminator(self.channels, self.model_cfg.d_nf, self.image_size)
 
     def perceptual_spec(self):
-        on = self.model_cfg.variant == "gan" and self.loss_cfg.beta > 0
+        on = self.model_cfg.variant == "gan" and self.loss_cfg.perceptual > 0
         return (self.loss_cfg.vgg_layer, "mse") if on else None
 
     def restored(self, out: Any) -> torch.Tensor:
         return out["fine"].clamp(0, 1)
 
-    def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
-        c = self.loss_cfg
-        target = batch["target"]
+    @classmethod
+    def translate_loss_keys(cls, section: Any) -> Any:
+        alpha = section.get("alpha") if isinstance(section, dict) else None
+        section = super().translate_loss_keys(
+            {k: v for k, v in section.items() if k != "alpha"} if alpha is not None else section)
+        if alpha is not None:  # the old GAN variant's content scale: into the three weights
+            if not isinstance(alpha, (int, float)) or alpha < 0:
+                raise ConfigError(f"loss.alpha: must be >= 0, got {alpha!r} (an older raygan's key: "
+                                  f"today it scales loss.coarse, loss.prior and loss.fine)")
+            for key in cls.content_terms:
+                section[key] = float(section.get(key, 1.0)) * float(alpha)
+        return section
+
+    def active_terms(self, terms):
+        """Method 1 (the CNN) trains on the three content terms alone."""
+        if self.model_cfg.variant == "cnn":
+            terms = tuple(t for t in terms if t in self.content_terms)
+        return super().active_terms(terms)
+
+    def compute_terms(self, D: Optional[nn.Module], out: Any, batch, terms) -> Dict[str, torch.Tensor]:
+        """coarse, prior, fine: the three MSE terms; perceptual: VGG19 relu5_4 MSE of the fine
+        output; adversarial: ``gan_kind`` on the fine output."""
+        target, values = batch["target"], {}
         if "parsing" not in batch:
             raise KeyError("facesr needs batch['parsing'] (the 11 face-parsing maps): "
                            "use data.task=face_sr with shards made by jobs/make_face_shards.py")
-        l_coarse = F.mse_loss(out["coarse"].float(), target.float())
-        l_prior = F.mse_loss(out["parsing"].float(), batch["parsing"].float())
-        l_fine = F.mse_loss(out["fine"].float(), target.float())
-        loss = c.w_coarse * l_coarse + c.w_prior * l_prior + c.w_fine * l_fine
-        return loss, {"g_coarse": float(l_coarse.detach()), "g_prior": float(l_prior.detach()),
-                      "g_fine": float(l_fine.detach())}
-
-    def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
-        content, logs = self.content_loss(out, batch)
-        if self.model_cfg.variant == "cnn":
-            return content, logs
-        c = self.loss_cfg
-        loss = c.alpha * content
-        if c.beta > 0:
-            l_vgg = self.perceptual_distance(out["fine"], batch["target"])
-            loss = loss + c.beta * l_vgg
-            logs["g_vgg"] = float(l_vgg.detach())
-        l_adv = self.adversarial_term(D, self.restored(out), c.gamma)
-        if l_adv is not None:
-            loss = loss + c.gamma * l_adv
-            logs["g_adv"] = float(l_adv.detach())
-        return loss, logs
-
+        if "coarse" in terms:
+            values["coarse"] = F.mse_loss(out["coarse"].float(), target.float())
+        if "prior" in terms:
+            values["prior"] = F.mse_loss(out["parsing"].float(), batch["parsing"].float())
+        if "fine" in terms:
+            values["fine"] = F.mse_loss(out["fine"].float(), target.float())
+        if "perceptual" in terms:
+            values["perceptual"] = self.perceptual_distance(out["fine"], target)
+        if "adversarial" in terms and D is not None:
+            values["adversarial"] = self.adversarial_term(D, self.restored(out))
+        return values
 
 
 __all__ = ["BasicBlock", "FaceSRFamily", "FaceSRLossConfig", "FaceSRModelConfig", "FaceSRNet",

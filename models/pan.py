@@ -62,15 +62,18 @@ level keeps only the low-pass). The coarsest residual ``h_2`` of a 256 patch is 
 scaled or whether a discriminator also sees ``p_3``, so they are used raw and ``p_3`` is not.
 
 A group is only built (and trained) when the generator loss uses it: ``high`` if
-``loss.high > 0`` or the perceptual term reads it, ``low`` likewise; with neither,
+``loss.adversarial > 0`` or the perceptual term reads it, ``low`` likewise; with neither,
 ``build_discriminator`` returns None and G trains on L1 alone. The forward returns
 ``{"high": [(logits, [activations])...], "low": [...]}``; the activations are the outputs
 of the 4 LeakyReLUs (the "ReLU activations" of the paper).
 
 Losses
 ------
-``G = high * L_cGAN^high + low * L_GAN^low + perceptual * L_perc + l1 * L1`` with defaults
-(1, 5, 1, 100). Adversarial terms use ``loss.gan_kind`` (``vanilla`` = pix2pix's BCE with
+``G = alpha1 * L_cGAN^high + alpha2 * L_GAN^low + alpha3 * L_perc + alpha4 * L1`` with the
+paper's (1, 5, 1, 100): the keys ``loss.adversarial`` (alpha1: the conditional high-frequency
+GANs, pix2pix's adversarial term), ``loss.adversarial_low`` (alpha2), ``loss.perceptual``
+(alpha3) and ``loss.pixel`` (alpha4). A config of an older raygan (``high``, ``low``, ``l1``)
+is translated on load. Adversarial terms use ``loss.gan_kind`` (``vanilla`` = pix2pix's BCE with
 logits, non-saturating for G), averaged over the scales of a group. D minimises
 ``0.5 * (real + fake)`` per group (pix2pix halves D's loss), groups summed.
 
@@ -103,8 +106,8 @@ from torch import nn
 
 from raygan.models.base import GANFamily, LossAndLogs, register_family
 from raygan.models.blocks import zero_init_
-from raygan.platform.errors import ConfigError
-from raygan.platform.losses import gan_loss
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.losses import gan_loss
 
 # --------------------------------------------------------------------------- config
 
@@ -154,10 +157,10 @@ class PANModelConfig:
 
 @dataclass
 class PANLossConfig:
-    high: float = 1.0             # alpha1: conditional high-frequency GAN loss (0: ablation)
-    low: float = 5.0              # alpha2: low-frequency GAN loss (0: ablation)
+    adversarial: float = 1.0      # alpha1: conditional high-frequency GAN loss (0: ablation)
+    adversarial_low: float = 5.0  # alpha2: low-frequency GAN loss (0: ablation)
     perceptual: float = 1.0       # alpha3: discriminator-feature perceptual loss
-    l1: float = 100.0             # alpha4
+    pixel: float = 100.0          # alpha4: L1
     gan_kind: str = "vanilla"     # vanilla (pix2pix BCE) | lsgan | hinge
     perceptual_d: str = "high"    # which discriminators' features: high | low | both
     #: weight of each discriminator activation in the perceptual loss (d_layers + 1 values)
@@ -171,7 +174,7 @@ class PANLossConfig:
         if self.perceptual_d not in ("high", "low", "both"):
             raise ConfigError(f"loss.perceptual_d: {self.perceptual_d!r} is not one of "
                               "high, low, both")
-        for key in ("high", "low", "perceptual", "l1", "perceptual_margin"):
+        for key in ("adversarial", "adversarial_low", "perceptual", "pixel", "perceptual_margin"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"loss.{key}: must be >= 0, got {getattr(self, key)}")
 
@@ -406,17 +409,20 @@ class PANFamily(GANFamily):
     ModelConfig = PANModelConfig
     LossConfig = PANLossConfig
     default_config = "pan_sr.yaml"
+    loss_terms = ("pixel", "adversarial", "adversarial_low", "perceptual")
+    content_terms = ("pixel",)
+    renamed_loss_keys = {"high": "adversarial", "low": "adversarial_low", "l1": "pixel"}
     search_spaces = {"losses": {  # alpha1..alpha4, paper (1, 5, 1, 100)
-        "loss.high": {"loguniform": [0.1, 10.0]},
-        "loss.low": {"loguniform": [0.5, 50.0]},
+        "loss.adversarial": {"loguniform": [0.1, 10.0]},
+        "loss.adversarial_low": {"loguniform": [0.5, 50.0]},
         "loss.perceptual": {"loguniform": [0.1, 10.0]},
-        "loss.l1": {"loguniform": [10.0, 1000.0]},
+        "loss.pixel": {"loguniform": [10.0, 1000.0]},
     }}
     ablations = {
         "PAN (full)": {},
         "w/o conditioning": {"model.conditional": False},
-        "w/o high-frequency loss": {"loss.high": 0.0},
-        "w/o low-frequency loss": {"loss.low": 0.0},
+        "w/o high-frequency loss": {"loss.adversarial": 0.0},
+        "w/o low-frequency loss": {"loss.adversarial_low": 0.0},
     }
 
     def __init__(self, model_cfg: Any, loss_cfg: Any, data_cfg: Any = None):
@@ -434,8 +440,8 @@ class PANFamily(GANFamily):
                               f"cannot be added to the output ({self.channels} channels)")
         c = loss_cfg
         perc = c.perceptual > 0
-        self.use_high = c.high > 0 or (perc and c.perceptual_d in ("high", "both"))
-        self.use_low = c.low > 0 or (perc and c.perceptual_d in ("low", "both"))
+        self.use_high = c.adversarial > 0 or (perc and c.perceptual_d in ("high", "both"))
+        self.use_low = c.adversarial_low > 0 or (perc and c.perceptual_d in ("low", "both"))
 
     # -- builders ----------------------------------------------------------------------
     @property
@@ -482,34 +488,25 @@ class PANFamily(GANFamily):
     def restored(self, out: Any) -> torch.Tensor:
         return out
 
-    def content_loss(self, out: Any, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
-        l1 = F.l1_loss(out.float(), batch["target"].float())
-        return l1, {"g_l1": float(l1.detach())}
-
-    def generator_loss(self, D: Optional[nn.Module], out: Any, batch) -> LossAndLogs:
-        c = self.loss_cfg
-        l1 = F.l1_loss(out.float(), batch["target"].float())
-        loss = c.l1 * l1
-        logs = {"g_l1": float(l1.detach())}
+    def compute_terms(self, D: Optional[nn.Module], out: Any, batch, terms) -> Dict[str, torch.Tensor]:
+        """pixel: L1; adversarial / adversarial_low: ``gan_kind`` over the high / low group's
+        scales; perceptual: the D-feature distance. One D forward of ``out`` serves all three."""
+        values = {}
+        if "pixel" in terms:
+            values["pixel"] = F.l1_loss(out.float(), batch["target"].float())
         if D is None:
-            return loss, logs
+            return values
         cond = self.condition(batch)
         d_fake = D(out, cond)
-        if c.high > 0 and d_fake["high"]:
-            l_high = gan_loss(c.gan_kind, [o[0] for o in d_fake["high"]], True, for_discriminator=False)
-            loss = loss + c.high * l_high
-            logs["g_adv_high"] = float(l_high.detach())
-        if c.low > 0 and d_fake["low"]:
-            l_low = gan_loss(c.gan_kind, [o[0] for o in d_fake["low"]], True, for_discriminator=False)
-            loss = loss + c.low * l_low
-            logs["g_adv_low"] = float(l_low.detach())
-        if c.perceptual > 0:
+        for term, part in (("adversarial", "high"), ("adversarial_low", "low")):
+            if term in terms and d_fake[part]:
+                values[term] = gan_loss(self.loss_cfg.gan_kind, [o[0] for o in d_fake[part]], True,
+                                        for_discriminator=False)
+        if "perceptual" in terms:
             with torch.no_grad():
                 d_real = D(batch["target"], cond, parts=self._perceptual_parts())
-            l_perc = self._perceptual(d_real, d_fake)
-            loss = loss + c.perceptual * l_perc
-            logs["g_perceptual"] = float(l_perc.detach())
-        return loss, logs
+            values["perceptual"] = self._perceptual(d_real, d_fake)
+        return values
 
     def discriminator_loss(self, D: nn.Module, fake: torch.Tensor, batch) -> LossAndLogs:
         c = self.loss_cfg

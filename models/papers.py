@@ -108,10 +108,10 @@ PAPER_ROWS: List[PaperRow] = [
                family="pan", match=match, metrics={"psnr": None, "ssim": None}, source=_NOT,
                note="the paper's SR test set is not named here")
       for label, extra, match in (
-          ("PAN (full)", "", {"model.conditional": True, "loss.high": 1.0, "loss.low": 5.0}),
+          ("PAN (full)", "", {"model.conditional": True, "loss.adversarial": 1.0, "loss.adversarial_low": 5.0}),
           ("w/o conditioning", " + model.conditional=false", {"model.conditional": False}),
-          ("w/o high-frequency loss", " + loss.high=0", {"loss.high": 0.0}),
-          ("w/o low-frequency loss", " + loss.low=0", {"loss.low": 0.0}))],
+          ("w/o high-frequency loss", " + loss.adversarial=0", {"loss.adversarial": 0.0}),
+          ("w/o low-frequency loss", " + loss.adversarial_low=0", {"loss.adversarial_low": 0.0}))],
 ]
 
 

@@ -96,10 +96,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.models.base import GANFamily, LossAndLogs, register_family
+from raygan.models.base import GANFamily, register_family
 from raygan.models.blocks import VGGStyleDiscriminator, zero_init_
-from raygan.platform.errors import ConfigError
-from raygan.platform.losses import GAN_KINDS, tv_loss
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.losses import GAN_KINDS, tv_loss
 
 
 @dataclass
@@ -136,10 +136,10 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    l1: float = 1.0                     # weight of the pixel L1 term
+    pixel: float = 1.0                  # weight of the pixel L1 term (the paper's L1 loss)
     perceptual: float = 1.0             # weight of the VGG19 feature term (needs VGG19 weights)
-    adversarial: float = 1.0            # weight of the adversarial term
-    tv: float = 1.0                     # weight of the total-variation term
+    adversarial: float = 1.0            # weight of the adversarial term (LSGAN)
+    tv: float = 1.0                     # weight of the total-variation term (TV loss)
     gan_kind: str = "lsgan"             # lsgan | vanilla | bce | hinge
     perceptual_layer: int = 34          # torchvision VGG19 features index: conv5_4 (pre-ReLU)
     perceptual_criterion: str = "l1"    # l1 | mse
@@ -149,7 +149,7 @@ class LossConfig:
             raise ConfigError(f"loss.gan_kind: {self.gan_kind!r} is not one of {', '.join(GAN_KINDS)}")
         if self.perceptual_criterion not in ("l1", "mse"):
             raise ConfigError(f"loss.perceptual_criterion: {self.perceptual_criterion!r} is not l1 or mse")
-        for name in ("l1", "perceptual", "adversarial", "tv"):
+        for name in ("pixel", "perceptual", "adversarial", "tv"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name}: weight must be >= 0, got {getattr(self, name)}")
 
@@ -276,8 +276,11 @@ class WCDGANFamily(GANFamily):
     ModelConfig = ModelConfig
     LossConfig = LossConfig
     default_config = "wcdgan.yaml"
+    loss_terms = ("pixel", "perceptual", "adversarial", "tv")
+    content_terms = ("pixel",)
+    renamed_loss_keys = {"l1": "pixel"}
     search_spaces = {"losses": {  # the paper weighs all four terms 1
-        "loss.l1": {"loguniform": [0.1, 10.0]},
+        "loss.pixel": {"loguniform": [0.1, 10.0]},
         "loss.perceptual": {"loguniform": [0.1, 10.0]},
         "loss.adversarial": {"loguniform": [0.01, 10.0]},
         "loss.tv": {"loguniform": [0.01, 10.0]},
@@ -299,27 +302,20 @@ class WCDGANFamily(GANFamily):
         lc = self.loss_cfg
         return (lc.perceptual_layer, lc.perceptual_criterion) if lc.perceptual > 0 else None
 
-    def content_loss(self, out: torch.Tensor, batch: Dict[str, torch.Tensor]) -> LossAndLogs:
-        loss = F.l1_loss(out.float(), batch["target"].float())
-        return loss, {"g_l1": loss.item()}
+    def compute_terms(self, D: Optional[nn.Module], out: torch.Tensor, batch, terms) -> Dict[str, torch.Tensor]:
+        """L = pixel x L1 + perceptual x VGG19 + adversarial x LSGAN + tv x TV (the paper: all 1);
+        pretraining uses the pixel term alone."""
+        target, values = batch["target"], {}
+        if "pixel" in terms:
+            values["pixel"] = F.l1_loss(out.float(), target.float())
+        if "perceptual" in terms:
+            values["perceptual"] = self.perceptual_distance(out, target)
+        if "adversarial" in terms and D is not None:
+            values["adversarial"] = self.adversarial_term(D, out)
+        if "tv" in terms:
+            values["tv"] = tv_loss(out.float())
+        return values
 
-    def generator_loss(self, D: Optional[nn.Module], out: torch.Tensor, batch) -> LossAndLogs:
-        lc, target = self.loss_cfg, batch["target"]
-        l1 = F.l1_loss(out.float(), target.float())
-        total, logs = lc.l1 * l1, {"g_l1": l1.item()}
-        if lc.perceptual > 0:
-            vgg = self.perceptual_distance(out, target)
-            total = total + lc.perceptual * vgg
-            logs["g_vgg"] = vgg.item()
-        adv = self.adversarial_term(D, out, lc.adversarial)
-        if adv is not None:
-            total = total + lc.adversarial * adv
-            logs["g_adv"] = adv.item()
-        if lc.tv > 0:
-            tv = tv_loss(out.float())
-            total = total + lc.tv * tv
-            logs["g_tv"] = tv.item()
-        return total, logs
 
 __all__ = ["LossConfig", "ModelConfig", "WCDB", "WCDGANDiscriminator", "WCDGANFamily",
            "WCDGANGenerator", "MixedAttention", "MixedConv"]

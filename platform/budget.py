@@ -152,7 +152,7 @@ def estimate(config: str, overrides, dataset: Optional[str], tflops: float) -> D
     import raygan.datasets.tasks  # noqa: F401  (the registries the config names)
     import raygan.models  # noqa: F401
     from raygan.datasets.pipeline import resolve_schedule
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     cfg = load_config(config, ["train.init_from=null", *overrides])
     shards = _Sizes(DATASETS[dataset]) if dataset else None

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from raygan.platform.errors import CheckpointError, StorageError
+from raygan.platform.core.errors import CheckpointError, StorageError
 
 WEIGHT_FILES = ("generator", "generator_ema", "discriminator")
 STATE_FILE = "training_state.pt"
@@ -88,7 +88,7 @@ def newest_complete_checkpoint(run_uri: str, storage_cfg: Any, local_root: str |
     checkpoint off the record although it was uploaded whole; the folders themselves are the
     ground truth. A folder cut off mid-upload is skipped with a line saying why.
     """
-    from raygan.platform import storage
+    from raygan.platform.core import storage
 
     folders: Dict[int, List[str]] = {}
     for f in storage.list_files(run_uri, storage_cfg=storage_cfg):

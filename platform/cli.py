@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from raygan.platform.errors import (OWN_ERRORS, CapacityError, CheckpointError, ConfigError, StorageError,
+from raygan.platform.core.errors import (OWN_ERRORS, CapacityError, CheckpointError, ConfigError, StorageError,
                                     error_line)
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 from raygan.platform.trainer import check_run, run_training
 
 
@@ -72,7 +72,7 @@ def score_whole_photos(summary: dict, cfg, sets: List[str]) -> dict:
     import time
 
     from raygan.platform.evaluation import data_config, evaluate
-    from raygan.platform.config import to_dict
+    from raygan.platform.core.config import to_dict
 
     t0 = time.time()
     data = {k: v for k, v in to_dict(cfg)["data"].items() if k not in ("val_crop", "val_max_images")}

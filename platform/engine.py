@@ -38,9 +38,9 @@ from torch import nn
 import raygan.datasets.tasks  # noqa: F401  (registers the built-in data tasks)
 import raygan.models  # noqa: F401  (registers the built-in families)
 from raygan.models.base import GANFamily
-from raygan.platform import metrics as M
-from raygan.platform.config import RunConfigSpec
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core import metrics as M
+from raygan.platform.core.config import RunConfigSpec
+from raygan.platform.core.registry import FAMILIES
 
 WrapFn = Callable[..., nn.Module]
 

@@ -40,7 +40,7 @@ only, the task decides (:data:`TASK_PROTOCOLS`: jpeg ``y`` as WCDGAN's Table 1, 
 
 Tiles: a family may declare ``eval_tile = (tile, overlap)`` (DAGAN: its self-attention over a
 whole photo does not fit in memory); its trained models then restore each image in
-overlapping tiles blended back (:mod:`raygan.platform.tiling`, as serving does), and the
+overlapping tiles blended back (:mod:`raygan.platform.core.tiling`, as serving does), and the
 header records tile and overlap. ``tile=0`` turns tiling off, ``tile=N`` sets it for any
 family. Baselines (pixel-wise or bicubic) always run whole.
 
@@ -64,17 +64,17 @@ import torch
 from torch import nn
 
 from raygan.datasets.degradations import center_square_resize, get_task, key_rng, task_tag
-from raygan.platform.errors import ConfigError, EvaluationError, SkipRecord
+from raygan.platform.core.errors import ConfigError, EvaluationError, SkipRecord
 from raygan.datasets.pipeline import ShardSet, Skipped, decode_record, iter_shard
 from raygan.datasets.shards import IMAGE_EXTENSIONS, read_manifest
 from raygan.models.baselines import BASELINES, build_baseline, expand_bits
 from raygan.models.papers import METRIC_NAMES, PaperRow, matching_rows
-from raygan.platform import metrics as M
-from raygan.platform import storage
-from raygan.platform.config import DataConfig, apply_overrides, from_dict, to_dict
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core import metrics as M
+from raygan.platform.core import storage
+from raygan.platform.core.config import DataConfig, apply_overrides, from_dict, to_dict
+from raygan.platform.core.registry import FAMILIES
 from raygan.platform.restorer import load_generator
-from raygan.platform.tiling import TilePlan
+from raygan.platform.core.tiling import TilePlan
 
 METRICS = M.SCORES
 
@@ -368,7 +368,7 @@ def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *
     if tiling is not None:
         header += (f"; trained models restore each image in {tiling[0]}x{tiling[0]} tiles "
                    f"overlapping by {tiling[1]} px, blended with a linear cross-fade "
-                   f"({tile_why}; raygan.platform.tiling): global operations such as "
+                   f"({tile_why}; raygan.platform.core.tiling): global operations such as "
                    f"self-attention see one tile at a time")
     notes = []
     bits = getattr(data_cfg, "bits", None)

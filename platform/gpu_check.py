@@ -100,7 +100,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _config(family: str, extra: List[str]):
     import raygan.datasets.tasks  # noqa: F401  (the registries the configs name)
     import raygan.models  # noqa: F401
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     return load_config(PAPER_RUNS[family][0], COMMON + extra)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from raygan.platform.checkpoint import generator_weights
 from raygan.platform.tracking import fetch_checkpoint
-from raygan.platform.config import StorageConfig, build_config
+from raygan.platform.core.config import StorageConfig, build_config
 from raygan.platform.engine import build_family
 
 

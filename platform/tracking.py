@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from raygan.platform import storage
+from raygan.platform.core import storage
 from raygan.platform.checkpoint import META_FILE, generator_weights
-from raygan.platform.config import StorageConfig, resolve_tracking_uri
-from raygan.platform.errors import CheckpointError, ModelRefError
+from raygan.platform.core.config import StorageConfig, resolve_tracking_uri
+from raygan.platform.core.errors import CheckpointError, ModelRefError
 
 RUN_NAME_TAG = "raygan.ray_run_name"
 
@@ -46,7 +46,7 @@ def mlflow_store(uri: str) -> Iterator[None]:
 
 
 def run_tracking_uri(cfg) -> str:
-    """The tracking URI of a run config (see raygan.platform.config.resolve_tracking_uri)."""
+    """The tracking URI of a run config (see raygan.platform.core.config.resolve_tracking_uri)."""
     return resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.workdir)
 
 
@@ -118,19 +118,17 @@ def mlflow_transient(exc: BaseException) -> bool:
 class RunLogger:
     """Thin logger used by rank 0 inside a Ray worker (or the plain loop). Every call is
     retried through transient tracking/artifact-store failures for up to
-    ``storage.outage_budget_s`` (then StorageUnavailable names the outage); ``stats``
-    counts the retries and the seconds waited."""
+    ``storage.outage_budget_s`` (then StorageUnavailable names the outage); the retries
+    count in ``counters.PROCESS``."""
 
-    def __init__(self, tracking_uri: str, run_id: str, storage_cfg: Any = None,
-                 stats: Optional[Dict[str, float]] = None):
+    def __init__(self, tracking_uri: str, run_id: str, storage_cfg: Any = None):
         self.client = _client(tracking_uri)
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.storage_cfg = storage_cfg
-        self.stats = stats if stats is not None else {}
 
     def _retry(self, what: str, fn) -> Any:
-        return storage.retry_transient(fn, self.storage_cfg, what, self.stats,
+        return storage.retry_transient(fn, self.storage_cfg, what,
                                        transient=mlflow_transient, endpoint=f"MLflow {self.tracking_uri}")
 
     def metrics(self, values: Dict[str, float], step: int) -> None:
@@ -211,7 +209,7 @@ def fetch_checkpoint(uri: str, tracking_uri: Optional[str] = None,
     ``uri``: a local checkpoint directory (returned as it is), ``s3://.../checkpoint_*``
     (downloaded), or an MLflow model, ``models:/name/version``, ``models:/name@alias``,
     ``runs:/<id>/generator`` (downloaded from the tracking server resolved by
-    :func:`raygan.platform.config.resolve_tracking_uri`, and given a ``meta.json`` holding its
+    :func:`raygan.platform.core.config.resolve_tracking_uri`, and given a ``meta.json`` holding its
     config, so it reads like a checkpoint with a generator only).
     """
     if uri.startswith(MLFLOW_SCHEMES):

@@ -22,12 +22,13 @@ from PIL import Image
 
 from raygan.datasets.pipeline import (DataPlan, make_train_loader, make_val_loader, resolve_data,
                                       resolve_schedule)
-from raygan.platform import metrics as M
-from raygan.platform import storage, submitted_code, tracking
+from raygan.platform.core import metrics as M
+from raygan.platform.core import counters, storage, submitted_code
+from raygan.platform import tracking
 from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_complete_checkpoint, read_meta,
                                         save_checkpoint)
-from raygan.platform.config import RunConfigSpec, build_config, flatten, to_dict
-from raygan.platform.errors import CapacityError, ConfigError
+from raygan.platform.core.config import RunConfigSpec, build_config, flatten, to_dict
+from raygan.platform.core.errors import CapacityError, ConfigError
 from raygan.platform.engine import GANEngine, build_family, count_parameters
 from raygan.platform.tracking import RunLogger, fetch_checkpoint, run_tracking_uri
 
@@ -42,18 +43,17 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
              device: Optional[torch.device] = None, wrap_model=None,
              restore_dir: Optional[str] = None, logger=None,
              report: Optional[Callable[[Dict[str, Any], Optional[str]], None]] = None,
-             checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None,
-             write_stats: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+             checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None) -> Dict[str, Any]:
     """The training loop shared by Ray workers and plain single-process runs.
 
     ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
     ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory; ``plan`` is
-    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None);
-    ``write_stats`` counts the storage retries of MLflow logging; the data stream and Ray's
-    checkpoint I/O (``storage.RAY_IO_STATS``) count their own; all are reported together as
-    ``storage_retries`` / ``storage_wait_s``.
+    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None).
+    The counters (:mod:`~raygan.platform.core.counters`): what the training stream counted,
+    carried in its batches, plus what this process's other storage calls (MLflow logging,
+    Ray's checkpoint I/O, validation reads) counted since the run started.
     """
-    write_stats = write_stats if write_stats is not None else {}
+    process_at_start = counters.PROCESS.copy()
     if plan is None:
         plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
     torch.manual_seed(cfg.seed + rank)
@@ -75,8 +75,7 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     loader = make_train_loader(plan, cfg.data, rank, world, seed=cfg.seed + 7919 * engine.step)
     val_loader = make_val_loader(plan, cfg.data, rank, world)
     batches = iter(loader)
-    skipped = 0
-    outage = [0.0, 0.0]  # storage retries, seconds waited: this rank's, since the run started
+    streamed = counters.Counters()  # what the training stream's batches carried, this rank
     running: Dict[str, float] = {}
     n_running = 0
     last: Dict[str, Any] = {}
@@ -86,15 +85,10 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
     def validate_and_report() -> None:
         nonlocal last
         val = engine.validate(val_loader, lpips, grid_images=cfg.train.val_grid_images if rank == 0 else 0)
-        writes = [s.get(k, 0) for k in ("retries", "wait_s") for s in (write_stats, storage.RAY_IO_STATS)]
-        totals = torch.tensor([skipped, outage[0] + writes[0] + writes[1], outage[1] + writes[2] + writes[3]],
-                              dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(totals)
+        counted = streamed.copy().merge(counters.PROCESS.since(process_at_start))
         metrics = {f"val_{k}": v for k, v in val["metrics"].items()}
         # skipped_records counts bad records only; storage outages are counted apart
-        metrics.update(step=engine.step, val_images=val["count"], skipped_records=int(totals[0]),
-                       storage_retries=int(totals[1]), storage_wait_s=float(totals[2]),
+        metrics.update(step=engine.step, val_images=val["count"], **counted.reduce(),
                        resumed_from_step=resumed_from,
                        images_per_s=images / max(time.time() - t0, 1e-9) * world)
         last = metrics
@@ -115,10 +109,7 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
 
     while engine.step < cfg.train.steps:
         batch = next(batches)
-        skipped += int(batch.pop("n_skipped").sum()) if "n_skipped" in batch else 0
-        if "n_storage_retries" in batch:  # storage outages the data stream waited through
-            outage[0] += float(batch.pop("n_storage_retries").sum())
-            outage[1] += float(batch.pop("storage_wait_s").sum())
+        streamed.merge(batch.pop("counters", {}))
         logs = engine.train_step(batch)
         images += batch["target"].shape[0]
         for k, v in logs.items():
@@ -128,8 +119,8 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
             means = {k: v / n_running for k, v in running.items()}
             if logger is not None:
                 logger.metrics({f"train_{k}": v for k, v in means.items()}, step=engine.step)
-                logger.metrics({"skipped_records_rank0": skipped, "storage_retries_rank0": outage[0]},
-                               step=engine.step)
+                mine = streamed.copy().merge(counters.PROCESS.since(process_at_start))  # rank 0's
+                logger.metrics({f"{k}_rank0": v for k, v in mine.values.items()}, step=engine.step)
             if rank == 0:
                 print(progress_line(engine.step, cfg.train.steps, means, images * world,
                                     time.time() - t0, resumed_from), flush=True)
@@ -161,12 +152,12 @@ def weights_digest(engine: GANEngine) -> str:
 
 
 #: loss keys shown on the console, in this order, when a family logs them
-_PROGRESS_KEYS = ("g_total", "d_total", "g_l1", "g_mse", "g_vgg", "g_adv", "g_fine")
+_PROGRESS_KEYS = ("g_total", "d_total", "g_pixel", "g_perceptual", "g_adversarial", "g_fine")
 
 
 def progress_line(step: int, total: int, losses: Dict[str, float], images: int,
                   elapsed_s: float, start_step: int = 0) -> str:
-    """``step 40/400 (10%) | g_total 0.0213 g_l1 0.0213 | 12.3 img/s | ETA 4m05s``.
+    """``step 40/400 (10%) | g_total 0.0213 g_pixel 0.0213 | 12.3 img/s | ETA 4m05s``.
 
     ``images`` is counted over all ranks since ``start_step`` (a resumed run's first step).
     """
@@ -211,11 +202,9 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             f"driver's {loop_config['code']}")
     if rank == 0:
         print(f"raygan: {world} worker(s) x {torch.get_num_threads()} torch thread(s)", flush=True)
-    write_stats: Dict[str, float] = {}  # storage retries of uploads (checkpoints, MLflow)
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.storage,
-                           write_stats)
+        logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.storage)
     def report(metrics, ckpt_dir):
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=ckpt,
@@ -238,15 +227,15 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             elif restore_dir is not None and rank == 0:
                 print(f"raygan: resuming from {Path(checkpoint.path).name} in {loop_config['run_storage']} "
                       f"(step {known}) on {world} worker(s)", flush=True)
-        _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats)
+        _run_worker(cfg, plan, rank, world, logger, report, restore_dir)
 
 
-def _run_worker(cfg, plan, rank, world, logger, report, restore_dir, write_stats):
+def _run_worker(cfg, plan, rank, world, logger, report, restore_dir):
     import ray.train.torch
 
     run_loop(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
              wrap_model=ray.train.torch.prepare_model, restore_dir=restore_dir,
-             logger=logger, report=report, plan=plan, write_stats=write_stats)
+             logger=logger, report=report, plan=plan)
 
 
 # ---------------------------------------------------------------------------- driver

@@ -185,7 +185,7 @@ def s3_server():
 @pytest.fixture
 def s3_storage_cfg(s3_server):
     """A StorageConfig pointing at the moto server, with small timeouts."""
-    from raygan.platform.config import StorageConfig
+    from raygan.platform.core.config import StorageConfig
 
     return StorageConfig(endpoint_url=s3_server, max_attempts=2, connect_timeout_s=2.0,
                          read_timeout_s=20.0)
@@ -194,7 +194,7 @@ def s3_storage_cfg(s3_server):
 @pytest.fixture
 def s3_bucket(s3_server, s3_storage_cfg):
     """Name of a fresh, empty bucket on the moto server."""
-    from raygan.platform.storage import s3_client
+    from raygan.platform.core.storage import s3_client
 
     name = f"raygan-test-{uuid.uuid4().hex[:12]}"
     s3_client(s3_storage_cfg).create_bucket(Bucket=name)
@@ -269,7 +269,7 @@ def fit_content(family, generator, batch, steps: int = 40, lr: float = 1e-3):
 
 def tiny_family(cls, task: str, tiny: dict, model=None, loss=None, channels: int = 3, patch: int = 16):
     """A family built directly (no YAML) with small model settings and a random VGG19."""
-    from raygan.platform.config import DataConfig
+    from raygan.platform.core.config import DataConfig
 
     fam = cls(cls.ModelConfig(**{**tiny, **(model or {})}), cls.LossConfig(**(loss or {})),
               DataConfig(task=task, patch=patch, channels=channels))

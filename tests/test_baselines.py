@@ -7,7 +7,7 @@ import torch
 from raygan.models.baselines import (
     BASELINES, MIG, Bicubic, BitReplication, Identity, ZeroPadding, build_baseline, expand_bits,
 )
-from raygan.platform.config import DataConfig
+from raygan.platform.core.config import DataConfig
 
 
 def as_tensor(values_8bit):

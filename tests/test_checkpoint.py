@@ -17,10 +17,10 @@ import torch.serialization
 
 from raygan.platform.checkpoint import (checkpoint_step, generator_weights, load_checkpoint,
                                         newest_complete_checkpoint, read_meta, save_checkpoint)
-from raygan.platform.config import to_dict
+from raygan.platform.core.config import to_dict
 from raygan.platform.engine import GANEngine
-from raygan.platform import storage
-from raygan.platform.errors import CheckpointError, StorageError
+from raygan.platform.core import storage
+from raygan.platform.core.errors import CheckpointError, StorageError
 from test_engine import batch, tiny_cfg
 
 torch.set_num_threads(1)

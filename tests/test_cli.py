@@ -156,7 +156,7 @@ WORKER_TRACEBACK = ('Traceback (most recent call last):\n  File "/w/raygan/datas
 
 def test_a_workers_own_error_is_its_message_with_the_rank(monkeypatch, capsys, tmp_path):
     from ray.train import WorkerGroupError
-    from raygan.platform.errors import TooManySkipped
+    from raygan.platform.core.errors import TooManySkipped
 
     failures = {1: TooManySkipped("skipped 18 of the 18 training records (18 x unreadable shard)"),
                 0: TooManySkipped("skipped 17 of the 18 training records")}
@@ -187,7 +187,7 @@ def test_a_library_error_in_a_worker_names_type_file_rank_and_frame(monkeypatch,
 
 def test_a_controller_storage_outage_is_one_line(monkeypatch, capsys, tmp_path):
     from ray.train import ControllerError
-    from raygan.platform.storage import StorageUnavailable
+    from raygan.platform.core.storage import StorageUnavailable
 
     def fail():
         raise ControllerError(StorageUnavailable("storage unreachable for 301 s: http://127.0.0.1:9 (put)"))

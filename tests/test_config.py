@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from raygan.platform.config import ConfigError, flatten, load_config, to_dict, build_config
+from raygan.platform.core.config import ConfigError, flatten, load_config, to_dict, build_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 ROOT = CONFIGS.parent.parent

@@ -12,8 +12,8 @@ from raygan.models.dagan import (
     DAGANDiscriminator, DAGANFamily, DAGANGenerator, DenseResAtt, LossConfig, ModelConfig,
     SelfAttention,
 )
-from raygan.platform.config import load_config
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.config import load_config
+from raygan.platform.core.registry import FAMILIES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(features=8, modules=1, groups=3, d_features=8, d_fc=16)
@@ -116,12 +116,12 @@ def test_dense_res_att_connectivity_and_long_skip():
 
 def test_generator_drives_mse_down():
     torch.manual_seed(0)
-    fam = family(loss={"content": "mse"})
+    fam = family(loss={"pixel": 1.0, "perceptual": 0.0})
     g = fam.build_generator()
     target = torch.rand(2, 3, 16, 16)
     batch = {"input": (target * 15).round() / 15, "target": target}
     first, last, logs = fit_content(fam, g, batch, lr=1e-3)
-    assert "g_vgg" not in logs
+    assert "g_perceptual" not in logs
     assert last < 0.5 * first
 
 
@@ -136,11 +136,11 @@ def test_ablation_self_attention_off():
 
 def test_ablation_no_discriminator():
     assert family(model={"discriminator": False}).build_discriminator() is None
-    fam = family(loss={"adversarial": 0.0, "content": "mse"})
+    fam = family(loss={"adversarial": 0.0, "pixel": 1.0, "perceptual": 0.0})
     assert fam.build_discriminator() is None
     out, batch = torch.rand(2, 3, 8, 8), {"target": torch.rand(2, 3, 8, 8)}
     loss, logs = fam.generator_loss(None, out, batch)
-    assert "g_adv" not in logs
+    assert "g_adversarial" not in logs
     torch.testing.assert_close(loss, F.mse_loss(out, batch["target"]))
 
 
@@ -156,29 +156,29 @@ def test_content_switches():
     batch = {"target": target}
     mse = F.mse_loss(out, target)
 
-    only_mse = family(loss={"content": "mse"})
+    only_mse = family(loss={"pixel": 1.0, "perceptual": 0.0})
     only_mse.setup(torch.device("cpu"))
     assert only_mse.perceptual is None  # VGG is never built
     loss, logs = only_mse.content_loss(out, batch)
     torch.testing.assert_close(loss, mse)
-    assert "g_vgg" not in logs
+    assert "g_perceptual" not in logs
 
-    both = family(loss={"content": "both", "vgg_layer": 8})
+    both = family(loss={"vgg_layer": 8})  # the paper: beta 0.5
     both.setup(torch.device("cpu"))
     assert both.perceptual is not None
     loss, logs = both.content_loss(out, batch)
     vgg = both.perceptual(out, target)
     torch.testing.assert_close(loss, 0.5 * mse + 0.5 * vgg)
 
-    only_vgg = family(loss={"content": "vgg", "vgg_layer": 8})
+    only_vgg = family(loss={"pixel": 0.0, "perceptual": 1.0, "vgg_layer": 8})
     loss, logs = only_vgg.content_loss(out, batch)  # builds VGG lazily
-    assert "g_mse" not in logs
+    assert "g_pixel" not in logs
     torch.testing.assert_close(loss, only_vgg.perceptual(out, target))
 
 
 @pytest.mark.parametrize("kind", ["hinge", "vanilla"])
 def test_adversarial_losses_exact(kind):
-    fam = family(loss={"gan_kind": kind, "content": "mse"})
+    fam = family(loss={"gan_kind": kind, "pixel": 1.0, "perceptual": 0.0})
     out, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     batch = {"input": out, "target": target}
     c = 0.5
@@ -190,14 +190,14 @@ def test_adversarial_losses_exact(kind):
     else:  # log loss: -log sigmoid(c) - log(1 - sigmoid(c)); non-saturating G
         expect_d, expect_adv = sp(-c) + sp(c), sp(-c)
     assert d_loss.item() == pytest.approx(expect_d, rel=1e-6)
-    assert g_logs["g_adv"] == pytest.approx(expect_adv, rel=1e-6)
+    assert g_logs["g_adversarial"] == pytest.approx(expect_adv, rel=1e-6)
     assert g_loss.item() == pytest.approx(F.mse_loss(out, target).item() + 1e-2 * expect_adv, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["hinge", "vanilla"])
 def test_losses_backprop_with_real_discriminator(kind):
     torch.manual_seed(0)
-    fam = family(loss={"gan_kind": kind, "content": "mse"})
+    fam = family(loss={"gan_kind": kind, "pixel": 1.0, "perceptual": 0.0})
     g, d = fam.build_generator(), fam.build_discriminator()
     batch = {"input": torch.rand(2, 3, 16, 16), "target": torch.rand(2, 3, 16, 16)}
     out = fam.generator_forward(g, batch)
@@ -206,17 +206,21 @@ def test_losses_backprop_with_real_discriminator(kind):
     assert all(p.grad is not None for p in d.parameters())
     g_loss, logs = fam.generator_loss(d, out, batch)
     g_loss.backward()
-    assert torch.isfinite(g_loss) and "g_adv" in logs
+    assert torch.isfinite(g_loss) and "g_adversarial" in logs
     assert all(p.grad is not None for p in g.parameters())
 
 
 def test_config_validation_names_keys():
     with pytest.raises(ValueError, match="loss.gan_kind"):
         LossConfig(gan_kind="lsgan").validate()
-    with pytest.raises(ValueError, match="loss.content"):
-        LossConfig(content="l1").validate()
-    with pytest.raises(ValueError, match="loss.beta"):
-        LossConfig(beta=1.5).validate()
+    with pytest.raises(ValueError, match="loss.pixel: weight must be >= 0"):
+        LossConfig(pixel=-0.5).validate()
+    with pytest.raises(ValueError, match="loss.pixel and loss.perceptual are both 0"):
+        LossConfig(pixel=0.0, perceptual=0.0).validate()
+    with pytest.raises(ValueError, match="loss.content: 'l1' is not one of mse, vgg, both"):
+        DAGANFamily.translate_loss_keys({"content": "l1"})  # an older raygan's config
+    with pytest.raises(ValueError, match="loss.beta: must be in"):
+        DAGANFamily.translate_loss_keys({"beta": 1.5})
 
 
 def test_yaml_configs_load():
@@ -225,7 +229,7 @@ def test_yaml_configs_load():
     assert cfg.family == "dagan" and cfg.preset == "paper"
     assert cfg.data.task == "bitdepth" and cfg.data.patch == 64 and cfg.data.bits == 4
     assert cfg.model.modules == 4 and cfg.model.groups == 4 and cfg.model.self_attention
-    assert cfg.loss.gan_kind == "hinge" and cfg.loss.beta == 0.5 and cfg.loss.adversarial == 1e-2
+    assert cfg.loss.gan_kind == "hinge" and (cfg.loss.pixel, cfg.loss.perceptual) == (0.5, 0.5) and cfg.loss.adversarial == 1e-2
     assert cfg.optim.lr_g == 1e-4 and cfg.optim.lr_gamma == 0.1
     # DIV2K's 800 images, 80 epochs of 64x64 patches at stride 64, lr / 10 every 10 epochs
     # (resolved from the manifest: 2,604,000 and 325,500 iterations at batch 16 on one
@@ -248,15 +252,15 @@ def test_engine_train_step():
         "train.perceptual_weights=random", "train.device=cpu", "model.features=8",
         "model.modules=1", "model.groups=2", "model.d_features=8", "model.d_fc=16",
         "data.patch=16", "loss.vgg_layer=3", "train.pretrain_steps=1",
-        "loss.content=both",  # the preset trains on MSE alone (no pretrained VGG offline)
+        "loss.pixel=0.5", "loss.perceptual=0.5",  # the preset: MSE alone (no pretrained VGG offline)
     ])
     engine = GANEngine(cfg)
     engine.set_pretraining(10)
     target = torch.rand(2, 3, 16, 16)
     batch = {"input": (target * 15).round() / 15, "target": target}
     pre = engine.train_step(batch)
-    assert "g_adv" not in pre and "d_real" not in pre  # the one pretraining step: content only
+    assert "g_adversarial" not in pre and "d_real" not in pre  # the one pretraining step: content only
     logs = engine.train_step(batch)
-    assert {"g_mse", "g_vgg", "g_adv", "d_real", "d_fake"} <= set(logs)
+    assert {"g_pixel", "g_perceptual", "g_adversarial", "d_real", "d_fake"} <= set(logs)
     val = engine.validate([batch])
     assert val["count"] == 2 and "psnr" in val["metrics"]

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from raygan.datasets.pipeline import make_val_loader, resolve_data
 from raygan.datasets.samples import DEMO_VAL
-from raygan.platform.config import load_config, to_dict
+from raygan.platform.core.config import load_config, to_dict
 from raygan.platform.engine import GANEngine
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def ddp_worker(config):
     import ray.train
     import ray.train.torch
 
-    from raygan.platform.config import build_config
+    from raygan.platform.core.config import build_config
 
     cfg = build_config(config["cfg"])
     out = Path(config["out"])

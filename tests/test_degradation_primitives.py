@@ -35,7 +35,7 @@ from PIL import Image
 
 from conftest import random_image
 from raygan.datasets import degradations as dg
-from raygan.platform.errors import SkipRecord
+from raygan.platform.core.errors import SkipRecord
 
 
 def _pil_bicubic(a, h, w):

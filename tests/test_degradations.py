@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import random_image
 from raygan.datasets import degradations as dg
-from raygan.platform.config import DataConfig
+from raygan.platform.core.config import DataConfig
 
 
 def _cfg(**kw):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from raygan.platform.cli import build_parser, collect_overrides
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

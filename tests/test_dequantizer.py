@@ -14,8 +14,8 @@ from raygan.models.dequantizer import (
     DequantizerDiscriminator, DequantizerFamily, DequantizerGenerator, LossConfig, ModelConfig,
     ResidualBlock, UpsampleBlock,
 )
-from raygan.platform.config import load_config
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.config import load_config
+from raygan.platform.core.registry import FAMILIES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 TINY = dict(features=8, res_blocks=2, d_features=8, d_fc=16)
@@ -90,12 +90,12 @@ def test_parameter_counts():
 
 def test_generator_drives_mse_down():
     torch.manual_seed(0)
-    fam = family(loss={"content": 0.0, "pixel": 1.0})
+    fam = family(loss={"perceptual": 0.0, "pixel": 1.0})
     g = fam.build_generator()
     target = torch.rand(4, 3, 16, 16) * 0.8 + 0.1
     batch = {"input": (target + 0.1 * torch.randn_like(target)).clamp(0, 1), "target": target}
     first, last, logs = fit_content(fam, g, batch, lr=2e-3)
-    assert "g_vgg" not in logs and fam.perceptual is None
+    assert "g_perceptual" not in logs and fam.perceptual is None
     assert last < 0.5 * first
 
 
@@ -109,10 +109,10 @@ def test_losses_exact_bce_on_logits():
                                           + F.softplus(torch.tensor(c)).item(), rel=1e-6)
     g_loss, logs = fam.generator_loss(ConstD(c), out, batch)
     vgg = fam.perceptual(out, target).item()
-    assert fam.perceptual.layer == 3 and logs["g_vgg"] == pytest.approx(vgg)
+    assert fam.perceptual.layer == 3 and logs["g_perceptual"] == pytest.approx(vgg)
     assert g_loss.item() == pytest.approx(vgg + 1e-3 * F.softplus(torch.tensor(-c)).item(), rel=1e-5)
     # no D (e.g. generator-only): no adversarial term
-    assert "g_adv" not in fam.generator_loss(None, out, batch)[1]
+    assert "g_adversarial" not in fam.generator_loss(None, out, batch)[1]
 
 
 def test_losses_backprop_with_real_discriminator():
@@ -165,7 +165,7 @@ def test_default_and_cpu_configs():
     cpu = load_config(CONFIGS / "dequantizer_cpu.yaml", ["train.perceptual_weights=random"])
     # the documented preset: random 32 px crops (not the paper's 96), R = 5, pixel MSE only
     assert (cpu.preset, cpu.data.patch, cpu.model.res_blocks) == ("cpu-small", 32, 5)
-    assert (cpu.loss.content, cpu.loss.pixel) == (0.0, 1.0)
+    assert (cpu.loss.perceptual, cpu.loss.pixel) == (0.0, 1.0)
     assert (cpu.data.crop, cpu.data.augment, cpu.train.epochs) == ("random", True, None)
 
 
@@ -239,19 +239,19 @@ def test_dequantize_with_module():
 def test_engine_step_checkpoint_and_dequantize_by_uri(tmp_path):
     from raygan.deploy.dequantize import dequantize, quantize
     from raygan.platform.checkpoint import save_checkpoint
-    from raygan.platform.config import to_dict
+    from raygan.platform.core.config import to_dict
     from raygan.platform.engine import GANEngine
 
     cfg = load_config(CONFIGS / "dequantizer_cpu.yaml", [
         "train.perceptual_weights=random", "train.device=cpu", "model.features=8",
         "model.res_blocks=1", "model.d_features=8", "model.d_fc=16", "data.patch=16",
-        "loss.vgg_layer=3", "loss.content=1.0", "train.pretrain_steps=0",
+        "loss.vgg_layer=3", "loss.perceptual=1.0", "train.pretrain_steps=0",
     ])
     engine = GANEngine(cfg)
     target = torch.rand(2, 3, 16, 16)
     batch = {"input": target, "target": target}
     logs = engine.train_step(batch)
-    assert {"g_vgg", "g_adv", "d_real", "d_fake"} <= set(logs)
+    assert {"g_perceptual", "g_adversarial", "d_real", "d_fake"} <= set(logs)
     ckpt = save_checkpoint(tmp_path / "checkpoint_000001", engine, {"config": to_dict(cfg)})
     low = quantize(_image(), 10)
     by_uri = dequantize(low, str(ckpt))

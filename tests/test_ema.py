@@ -3,7 +3,7 @@ import copy
 
 import torch
 
-from raygan.platform import metrics as M
+from raygan.platform.core import metrics as M
 from test_engine import batch, tiny_cfg
 
 from raygan.platform.engine import GANEngine

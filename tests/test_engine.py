@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raygan.platform.checkpoint import load_checkpoint, save_checkpoint
-from raygan.platform.config import load_config, to_dict
+from raygan.platform.core.config import load_config, to_dict
 from raygan.platform.engine import GANEngine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -42,7 +42,7 @@ def test_pretraining_touches_only_g_then_d_and_g_alternate():
     assert "d_total" not in logs
     assert all(torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
     logs = eng.train_step(batch(1))
-    assert "d_total" in logs and "g_adv" in logs
+    assert "d_total" in logs and "g_adversarial" in logs
     assert any(not torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
     assert eng.step == 2
 
@@ -125,7 +125,7 @@ def test_g_step_leaves_discriminator_frozen_and_without_grads():
     out = eng.family.generator_forward(eng.G, b)
     loss, logs = eng.family.generator_loss(d, out, b)
     loss.backward()
-    assert "g_adv" in logs
+    assert "g_adversarial" in logs
     assert all(p.grad is None for p in d.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in eng.generator.parameters())
 

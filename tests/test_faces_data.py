@@ -12,7 +12,7 @@ from raygan.datasets.faces import (FLIP_PERM, IMG_DIR, MASK_DIR, PARTS, decode_p
                                    encode_parsing, find_faces, make_synthetic_celebamask,
                                    write_face_shards)
 from raygan.datasets.pipeline import ShardSet, decode_record, iter_shard
-from raygan.platform.config import DataConfig
+from raygan.platform.core.config import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import torch
 from raygan.datasets.degradations import get_task
 from raygan.models.facesr import (FaceSRFamily, FaceSRLossConfig, FaceSRModelConfig, FaceSRNet,
                                   SqueezeExcite, SRGANDiscriminator)
-from raygan.platform.config import ConfigError, DataConfig, load_config
+from raygan.platform.core.config import ConfigError, DataConfig, load_config
 from raygan.platform.engine import GANEngine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -108,16 +108,16 @@ def test_gan_variant_losses_and_gradients():
     assert d.features[0].weight.grad is not None and {"d_real", "d_fake"} <= set(dlogs)
     d.requires_grad_(False)
     lg, logs = fam.generator_loss(d, out, batch)
-    assert {"g_vgg", "g_adv", "g_coarse", "g_prior", "g_fine"} <= set(logs)
+    assert {"g_perceptual", "g_adversarial", "g_coarse", "g_prior", "g_fine"} <= set(logs)
     c = fam.loss_cfg
-    content = c.w_coarse * logs["g_coarse"] + c.w_prior * logs["g_prior"] + c.w_fine * logs["g_fine"]
-    assert lg.item() == pytest.approx(c.alpha * content + c.beta * logs["g_vgg"]
-                                      + c.gamma * logs["g_adv"], rel=1e-5)
+    content = c.coarse * logs["g_coarse"] + c.prior * logs["g_prior"] + c.fine * logs["g_fine"]
+    assert lg.item() == pytest.approx(content + c.perceptual * logs["g_perceptual"]
+                                      + c.adversarial * logs["g_adversarial"], rel=1e-5)
     lg.backward()
     assert g.sr.head.weight.grad is not None
     # without D (switched off) the adversarial term disappears
     _, logs2 = fam.generator_loss(None, fam.generator_forward(g, batch), batch)
-    assert "g_adv" not in logs2
+    assert "g_adversarial" not in logs2
 
 
 def test_face_sr_task_builds_the_16px_input_and_parsing_maps():
@@ -198,7 +198,7 @@ def test_both_branches_read_the_lr_input_by_default():
 
 
 def test_no_generator_pretraining_unless_configured():
-    from raygan.platform.config import TrainConfig
+    from raygan.platform.core.config import TrainConfig
 
     assert TrainConfig().pretrain_epochs == 0 and TrainConfig().pretrain_steps is None
     for name in ("facesr_cnn.yaml", "facesr_gan.yaml"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "models" / "configs"

@@ -56,7 +56,7 @@ def test_peaks_and_utilisation_by_hand():
 
 
 def test_paper_runs_name_real_configs_and_hours_follow_the_rate():
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     for family, (config, _) in G.PAPER_RUNS.items():
         assert load_config(config, G.COMMON).family == family
@@ -82,7 +82,7 @@ def test_the_steps_of_the_check_run_on_the_cpu():
 def test_compiled_and_channels_last_steps_match_eager():
     """train.compile (torch.compile in place, gcc on the CPU) and train.channels_last give the
     eager step's losses, and the compiled G keeps its state_dict keys."""
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
     from raygan.platform.engine import GANEngine
 
     logs, keys = {}, {}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from raygan.platform.config import ConfigError, load_config
+from raygan.platform.core.config import ConfigError, load_config
 from raygan.platform.trainer import (RAY_JOB_ENV, check_node_local_storage, local_tracking_path,
                                      place_job_outputs, ray_job_copy, stable_workdir)
 

@@ -65,14 +65,14 @@ def _wheel_install(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, capture_output=True)
-    out = subprocess.run([sys.executable, "-c", "import raygan.platform.config as c; print(c.__file__)"],
+    out = subprocess.run([sys.executable, "-c", "import raygan.platform.core.config as c; print(c.__file__)"],
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(target))
     # ... and finds the families' default configs in the wheel (package data), by family and by name
     code = ("import raygan.models, raygan.datasets.tasks\n"
-            "from raygan.platform.config import find_config, load_config\n"
+            "from raygan.platform.core.config import find_config, load_config\n"
             "cfg = load_config(None, family='wcdgan', overrides=['train.perceptual_weights=random'])\n"
             "print(cfg.family, cfg.train.steps, find_config('wcdgan_cpu_demo.yaml'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 from raygan.platform.engine import build_family
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,35 +35,51 @@ CASES = {
                ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_features=8",
                 "model.d_max_features=16", "model.d_fc=16", "model.d_pool=2", "data.patch=16"],
                lambda: _batch(2, 3, 16),
-               {"l1": 0.7, "perceptual": 0.3, "adversarial": 0.05, "tv": 0.2},
-               lambda c, g: c.l1 * g["g_l1"] + c.perceptual * g["g_vgg"] + c.adversarial * g["g_adv"]
-               + c.tv * g["g_tv"]),
+               {"pixel": 0.7, "perceptual": 0.3, "adversarial": 0.05, "tv": 0.2},
+               lambda c, g: c.pixel * g["g_pixel"] + c.perceptual * g["g_perceptual"]
+               + c.adversarial * g["g_adversarial"] + c.tv * g["g_tv"]),
+    # the paper's beta * MSE + (1 - beta) * VGG + 1e-2 * adversarial, beta = loss.pixel
     "dagan": ("dagan.yaml",
               ["model.features=8", "model.modules=1", "model.groups=2", "model.d_features=8",
-               "model.d_fc=16", "data.patch=16", "loss.content=both", "loss.vgg_layer=8"],
+               "model.d_fc=16", "data.patch=16", "loss.vgg_layer=8"],
               lambda: _batch(2, 3, 16),
-              {"beta": 0.3, "adversarial": 0.02},
-              lambda c, g: c.beta * g["g_mse"] + (1 - c.beta) * g["g_vgg"] + c.adversarial * g["g_adv"]),
+              {"pixel": 0.3, "perceptual": 0.7, "adversarial": 0.02},
+              lambda c, g: c.pixel * g["g_pixel"] + c.perceptual * g["g_perceptual"]
+              + c.adversarial * g["g_adversarial"]),
+    # alpha * adversarial + beta * VGG (+ the optional pixel MSE)
     "dequantizer": ("dequantizer.yaml",
                     ["model.features=8", "model.res_blocks=1", "model.d_features=8", "model.d_fc=16",
                      "data.patch=16", "loss.vgg_layer=8"],
                     lambda: _batch(2, 3, 16),
-                    {"adversarial": 0.003, "content": 0.6, "pixel": 0.4},
-                    lambda c, g: c.adversarial * g["g_adv"] + c.content * g["g_vgg"] + c.pixel * g["g_mse"]),
+                    {"adversarial": 0.003, "perceptual": 0.6, "pixel": 0.4},
+                    lambda c, g: c.adversarial * g["g_adversarial"] + c.perceptual * g["g_perceptual"]
+                    + c.pixel * g["g_pixel"]),
+    # alpha * (coarse + prior + fine MSE) + beta * VGG + gamma * adversarial, alpha folded in
     "facesr": ("facesr_gan.yaml",
                ["model.nf=8", "model.n_blocks=1", "model.prior_nf=8", "model.prior_depth=2",
                 "model.d_nf=8", "data.patch=32", "loss.vgg_layer=8"],
                lambda: _batch(2, 3, 32, scale=8, parsing=True),
-               {"w_coarse": 0.5, "w_prior": 0.25, "w_fine": 2.0, "alpha": 0.7, "beta": 0.3, "gamma": 0.01},
-               lambda c, g: c.alpha * (c.w_coarse * g["g_coarse"] + c.w_prior * g["g_prior"]
-                                       + c.w_fine * g["g_fine"]) + c.beta * g["g_vgg"] + c.gamma * g["g_adv"]),
+               {"coarse": 0.5, "prior": 0.25, "fine": 2.0, "perceptual": 0.3, "adversarial": 0.01},
+               lambda c, g: c.coarse * g["g_coarse"] + c.prior * g["g_prior"] + c.fine * g["g_fine"]
+               + c.perceptual * g["g_perceptual"] + c.adversarial * g["g_adversarial"]),
+    # alpha1 * L_cGAN^high + alpha2 * L_GAN^low + alpha3 * L_perc + alpha4 * L1
     "pan": ("pan_sr.yaml",
             ["model.ngf=4", "model.ndf=4", "model.num_downs=5", "model.d_layers=1",
              "loss.layer_weights=[5.0,1.5]", "data.patch=32"],
             lambda: _batch(2, 3, 32, scale=4),
-            {"high": 1.5, "low": 3.0, "perceptual": 0.8, "l1": 50.0},
-            lambda c, g: c.high * g["g_adv_high"] + c.low * g["g_adv_low"] + c.perceptual * g["g_perceptual"]
-            + c.l1 * g["g_l1"]),
+            {"adversarial": 1.5, "adversarial_low": 3.0, "perceptual": 0.8, "pixel": 50.0},
+            lambda c, g: c.adversarial * g["g_adversarial"] + c.adversarial_low * g["g_adversarial_low"]
+            + c.perceptual * g["g_perceptual"] + c.pixel * g["g_pixel"]),
+}
+
+#: an older raygan's loss keys (a stored run's config) -> the same weights today
+OLD_KEYS = {
+    "wcdgan": ({"l1": 0.7}, {"pixel": 0.7}),
+    "dagan": ({"content": "both", "beta": 0.3}, {"pixel": 0.3, "perceptual": 0.7}),
+    "dequantizer": ({"content": 0.6}, {"perceptual": 0.6}),
+    "facesr": ({"w_coarse": 0.5, "w_prior": 0.25, "w_fine": 2.0, "alpha": 2.0, "beta": 0.3, "gamma": 0.01},
+               {"coarse": 1.0, "prior": 0.5, "fine": 4.0, "perceptual": 0.3, "adversarial": 0.01}),
+    "pan": ({"high": 1.5, "low": 3.0, "l1": 50.0}, {"adversarial": 1.5, "adversarial_low": 3.0, "pixel": 50.0}),
 }
 
 
@@ -101,3 +117,50 @@ def test_each_key_changes_the_loss_by_its_own_term(family_name):
         expected = formula(cfg, base_logs) - formula(base_cfg, base_logs)
         assert expected != 0, f"loss.{key} has no term in the formula"
         assert loss - base == pytest.approx(expected, rel=1e-4, abs=1e-6), f"loss.{key}"
+
+
+@pytest.mark.parametrize("family_name", sorted(CASES))
+def test_every_family_names_its_terms_from_one_vocabulary(family_name):
+    """Each term is its weight key and its log key; loss.adversarial is the adversarial weight
+    of every family, so one sweep key means one thing."""
+    from raygan.models.base import LOSS_VOCABULARY
+    from raygan.platform.core.registry import FAMILIES
+
+    fam = FAMILIES.get(family_name)
+    assert set(fam.loss_terms) <= set(LOSS_VOCABULARY) and "adversarial" in fam.loss_terms
+    _, _, logs = generator_loss(family_name, CASES[family_name][3])
+    assert set(logs) == {f"g_{t}" for t in fam.loss_terms}  # every term logged, unweighted
+
+
+@pytest.mark.parametrize("family_name", sorted(OLD_KEYS))
+def test_a_stored_config_with_old_loss_keys_loads_with_the_same_weights(family_name):
+    """A checkpoint's or registered model's config written with the old keys builds the
+    same weights; an old key beside its new name is an error naming both."""
+    from raygan.platform.core.config import ConfigError, build_config, to_dict
+    from raygan.platform.core.registry import FAMILIES
+
+    old, new = OLD_KEYS[family_name]
+    stored = to_dict(load_config(ROOT / "models" / "configs" / CASES[family_name][0], RANDOM))
+    for key in new:
+        stored["loss"].pop(key, None)
+    translated = build_config(dict(stored, loss={**stored["loss"], **old}))
+    for key, value in new.items():
+        assert getattr(translated.loss, key) == pytest.approx(value), key
+    renamed = FAMILIES.get(family_name).renamed_loss_keys
+    for old_key, new_key in renamed.items():
+        with pytest.raises(ConfigError, match=f"loss.{old_key} and loss.{new_key}"):
+            build_config(dict(stored, loss={**stored["loss"], old_key: 1.0, new_key: 1.0}))
+
+
+def test_content_loss_is_the_weighted_content_terms():
+    """Pretraining uses the same weights as the adversarial phase (PAN's L1 at alpha4)."""
+    _, _, logs = generator_loss("pan", CASES["pan"][3])
+    yaml, tiny, make_batch, weights, _ = CASES["pan"]
+    cfg = load_config(ROOT / "models" / "configs" / yaml, RANDOM + tiny + [f"loss.{k}={v}" for k, v in weights.items()])
+    torch.manual_seed(0)
+    family = build_family(cfg)
+    G, batch = family.build_generator(), make_batch()
+    with torch.no_grad():
+        loss, content_logs = family.content_loss(family.generator_forward(G, batch), batch)
+    assert set(content_logs) == {"g_pixel"}
+    assert float(loss) == pytest.approx(50.0 * content_logs["g_pixel"], rel=1e-6)

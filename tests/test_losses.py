@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raygan.platform.losses import PerceptualLoss, gan_loss, tv_loss
+from raygan.platform.core.losses import PerceptualLoss, gan_loss, tv_loss
 
 
 def test_lsgan_known_values():
@@ -77,7 +77,7 @@ def test_perceptual_loss_random_weights_mechanics():
     assert y.grad is None  # the target is detached
     # reference: L1 between torchvision VGG19 features[:9] (the same fixed-seed random
     # weights) of ImageNet-normalised inputs, and its gradient
-    from raygan.platform.perceptual import _vgg19_feature_stack
+    from raygan.platform.core.perceptual import _vgg19_feature_stack
 
     vgg = _vgg19_feature_stack()[:9].eval()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -174,7 +174,7 @@ def test_tv_loss_of_an_irregular_image_against_the_neighbour_differences():
 
 
 def test_default_weights_are_torchvisions_file_in_the_hub_cache(torch_home):
-    from raygan.platform import perceptual
+    from raygan.platform.core import perceptual
 
     reference = perceptual._vgg19_feature_stack(seed=7)[:4]  # not the "random" network
     ckpt = torch_home / "hub" / "checkpoints"
@@ -210,7 +210,7 @@ def test_only_the_vgg_weights_are_state_and_the_layer_is_recorded():
 
 
 def test_perceptual_mse_criterion_and_a_gray_batch():
-    from raygan.platform.perceptual import _vgg19_feature_stack
+    from raygan.platform.core.perceptual import _vgg19_feature_stack
 
     g = torch.Generator().manual_seed(3)
     loss = PerceptualLoss(layer=3, weights="random", criterion="mse")

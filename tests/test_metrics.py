@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from raygan.platform.metrics import (
+from raygan.platform.core.metrics import (
     METRIC_CONVENTIONS, metric_conventions, psnr, quantize_uint8, rgb_to_y, ssim,
 )
 

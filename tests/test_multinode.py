@@ -29,7 +29,7 @@ import psutil
 import pytest
 from conftest import BASELINE_LISTENERS, BIN, LOOPBACK, free_port, job_env, probe_cluster
 
-from raygan.platform import submitted_code
+from raygan.platform.core import submitted_code
 
 pytestmark = pytest.mark.slow
 

@@ -46,20 +46,20 @@ def test_globs_take_exactly_their_areas_mutants():
     assert any(fnmatch.fnmatchcase(hit, g) for g in ema)
     assert not any(fnmatch.fnmatchcase(other, g) for g in ema)
     losses = mutate.mutant_globs("losses")
-    assert any(fnmatch.fnmatchcase("raygan.platform.losses.x_tv_loss__mutmut_1", g) for g in losses)
-    assert any(fnmatch.fnmatchcase("raygan.platform.losses.x\u01c1PerceptualLoss\u01c1forward__mutmut_2", g)
+    assert any(fnmatch.fnmatchcase("raygan.platform.core.losses.x_tv_loss__mutmut_1", g) for g in losses)
+    assert any(fnmatch.fnmatchcase("raygan.platform.core.losses.x\u01c1PerceptualLoss\u01c1forward__mutmut_2", g)
                for g in losses)
-    assert not any(fnmatch.fnmatchcase("raygan.platform.metrics.x_psnr__mutmut_1", g) for g in losses)
+    assert not any(fnmatch.fnmatchcase("raygan.platform.core.metrics.x_psnr__mutmut_1", g) for g in losses)
     sched = mutate.mutant_globs("schedule")
     assert any(fnmatch.fnmatchcase("raygan.datasets.pipeline.x_resolve_schedule__mutmut_9", g) for g in sched)
     assert not any(fnmatch.fnmatchcase("raygan.datasets.pipeline.x_resolve_data__mutmut_9", g) for g in sched)
 
 
 def test_score_counts_timeouts_as_caught_and_untested_as_survived():
-    name = "raygan.platform.tiling.x_tile_starts__mutmut_{}"
+    name = "raygan.platform.core.tiling.x_tile_starts__mutmut_{}"
     status = {name.format(1): "killed", name.format(2): "timeout", name.format(3): "survived",
               name.format(4): "no tests", name.format(5): "survived",
-              "raygan.platform.metrics.x_psnr__mutmut_1": "survived"}
+              "raygan.platform.core.metrics.x_psnr__mutmut_1": "survived"}
     [row] = mutate.summarize(status, {name.format(5): "same result"}, ["tiling and blending"])
     assert (row["mutants"], row["equivalent"], row["killed"], row["timeout"]) == (5, 1, 1, 1)
     assert row["survived"] == [name.format(3), name.format(4)]
@@ -68,10 +68,10 @@ def test_score_counts_timeouts_as_caught_and_untested_as_survived():
 
 def test_an_equivalent_mutant_needs_its_reason(tmp_path):
     good = tmp_path / "eq.txt"
-    good.write_text("# header\nraygan.platform.tiling.x_f__mutmut_1  # the sum is symmetric\n\n")
-    assert mutate.read_equivalent(good) == {"raygan.platform.tiling.x_f__mutmut_1": "the sum is symmetric"}
+    good.write_text("# header\nraygan.platform.core.tiling.x_f__mutmut_1  # the sum is symmetric\n\n")
+    assert mutate.read_equivalent(good) == {"raygan.platform.core.tiling.x_f__mutmut_1": "the sum is symmetric"}
     bad = tmp_path / "bad.txt"
-    bad.write_text("raygan.platform.tiling.x_f__mutmut_1\n")
+    bad.write_text("raygan.platform.core.tiling.x_f__mutmut_1\n")
     with pytest.raises(SystemExit, match="has no reason"):
         mutate.read_equivalent(bad)
     assert mutate.read_equivalent(mutate.EQUIVALENT) is not None  # the shipped list parses

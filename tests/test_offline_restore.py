@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory):
 
     from safetensors.torch import save_file
 
-    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.core.config import load_config, to_dict
     from raygan.platform.engine import build_family
 
     folder = tmp_path_factory.mktemp("ckpt") / "run" / "checkpoint_00000002"

@@ -15,7 +15,7 @@ from PIL import Image
 from raygan.datasets.degradations import get_task
 from raygan.datasets.paired import split_ab, write_paired_shards
 from raygan.datasets.pipeline import ShardSet, decode_record, iter_shard
-from raygan.platform.config import DataConfig
+from raygan.platform.core.config import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import torch
 
 from raygan.models.pan import (PANFamily, PANLossConfig, PANModelConfig, PatchGAN, UnetGenerator,
                                down, gaussian_pyramid, laplacian_pyramid, reconstruct, up)
-from raygan.platform.config import ConfigError, DataConfig, load_config
+from raygan.platform.core.config import ConfigError, DataConfig, load_config
 from raygan.platform.engine import GANEngine
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
@@ -108,8 +108,8 @@ def test_generator_drives_its_loss_down_against_the_discriminators():
         og.zero_grad()
         lg.backward()
         og.step()
-        l1s.append(logs["g_l1"])
-    assert {"g_adv_high", "g_adv_low", "g_perceptual", "g_l1"} <= set(logs)
+        l1s.append(logs["g_pixel"])
+    assert {"g_adversarial", "g_adversarial_low", "g_perceptual", "g_pixel"} <= set(logs)
     assert np.mean(l1s[-5:]) < 0.5 * np.mean(l1s[:3]), l1s[::5]
 
 
@@ -131,28 +131,28 @@ def test_high_and_low_ablations_remove_their_terms():
     g = full.build_generator()
     out = full.generator_forward(g, batch)
 
-    no_high = family("sr", high=0.0)
+    no_high = family("sr", adversarial=0.0)
     d = no_high.build_discriminator()
     assert len(d.high) == 3 and len(d.low) == 3   # high Ds still feed the perceptual term
     loss, logs = no_high.generator_loss(d, out, batch)
-    assert "g_adv_high" not in logs and "g_adv_low" in logs
-    assert loss.item() == pytest.approx(5 * logs["g_adv_low"] + logs["g_perceptual"] + 100 * logs["g_l1"], rel=1e-5)
+    assert "g_adversarial" not in logs and "g_adversarial_low" in logs
+    assert loss.item() == pytest.approx(5 * logs["g_adversarial_low"] + logs["g_perceptual"] + 100 * logs["g_pixel"], rel=1e-5)
 
-    no_low = family("sr", low=0.0)
+    no_low = family("sr", adversarial_low=0.0)
     d = no_low.build_discriminator()
     assert len(d.low) == 0 and len(d.high) == 3
     loss, logs = no_low.generator_loss(d, out, batch)
-    assert "g_adv_low" not in logs and "g_adv_high" in logs
+    assert "g_adversarial_low" not in logs and "g_adversarial" in logs
     ld, dlogs = no_low.discriminator_loss(d, out.detach(), batch)
     assert not any(k.startswith("d_low") for k in dlogs)
 
-    neither = family("sr", high=0.0, low=0.0, perceptual=0.0)
+    neither = family("sr", adversarial=0.0, adversarial_low=0.0, perceptual=0.0)
     assert neither.build_discriminator() is None
     loss, logs = neither.generator_loss(None, out, batch)
-    assert set(logs) == {"g_l1"} and loss.item() == pytest.approx(100 * logs["g_l1"])
+    assert set(logs) == {"g_pixel"} and loss.item() == pytest.approx(100 * logs["g_pixel"])
 
     # perceptual on the low discriminators only, and PAN's D-side margin
-    fam = family("sr", high=0.0, perceptual_d="low", perceptual_margin=10.0)
+    fam = family("sr", adversarial=0.0, perceptual_d="low", perceptual_margin=10.0)
     d = fam.build_discriminator()
     assert len(d.high) == 0 and len(d.low) == 3
     _, dlogs = fam.discriminator_loss(d, out.detach(), batch)
@@ -226,7 +226,7 @@ def test_configs_load_and_engine_step():
             assert cfg.family == "pan" and cfg.data.task == t
             assert cfg.preset == ("paper" if not suffix else f"cpu-pan-{t}")
             assert (cfg.optim.lr_g, cfg.optim.betas) == (2e-4, (0.5, 0.999))
-            assert (cfg.loss.high, cfg.loss.low, cfg.loss.perceptual, cfg.loss.l1) == (1, 5, 1, 100)
+            assert (cfg.loss.adversarial, cfg.loss.adversarial_low, cfg.loss.perceptual, cfg.loss.pixel) == (1, 5, 1, 100)
             assert len(cfg.loss.layer_weights) == cfg.model.d_layers + 1
     assert load_config(CONFIGS / "pan_sr.yaml").data.scale == 4
     cfg = load_config(CONFIGS / "pan_sr_cpu.yaml", [
@@ -237,7 +237,7 @@ def test_configs_load_and_engine_step():
     eng = GANEngine(cfg)
     for _ in range(2):
         logs = eng.train_step(sr_batch())
-    assert {"d_total", "g_adv_high", "g_adv_low", "g_perceptual"} <= set(logs)
+    assert {"d_total", "g_adversarial", "g_adversarial_low", "g_perceptual"} <= set(logs)
     assert np.isfinite(logs["g_total"])
     # validation images of any size (a 136 x 151 Set14 photo is not a multiple of 2**5):
     # padded to what the U-Net needs, scored at their own size

@@ -12,7 +12,7 @@ import raygan.models  # noqa: F401
 from raygan.datasets.pipeline import ShardSet, epoch_samples, resolve_schedule
 from raygan.datasets.shards import FORMAT
 from raygan.platform.budget import ASSUMED_GPU, flops_per_iteration, gpu_hours, implied_tflops
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "models" / "configs"
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
-from raygan.platform import perceptual
-from raygan.platform.losses import PerceptualLoss
-from raygan.platform.metrics import LPIPSMetric, lpips_distance
-from raygan.platform.perceptual import (
+from raygan.platform.core import perceptual
+from raygan.platform.core.losses import PerceptualLoss
+from raygan.platform.core.metrics import LPIPSMetric, lpips_distance
+from raygan.platform.core.perceptual import (
     ALEXNET_FILE, VGG19_FILE, WeightsNotFoundError, build_lpips, resolve_weights,
 )
 

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from conftest import random_image
+from raygan.platform.core.counters import Counters
 from raygan.datasets import pipeline as pl
 from raygan.datasets.shards import ShardError, ShardSetWriter, write_shards
-from raygan.platform.config import DataConfig, StorageConfig
-from raygan.platform.errors import StorageError, StorageUnavailable
+from raygan.platform.core.config import DataConfig, StorageConfig
+from raygan.platform.core.errors import StorageError, StorageUnavailable
 
 
 torch.set_num_threads(1)
@@ -96,11 +97,11 @@ def test_corrupt_records_are_skipped_and_counted(tmp_path):
     ds = pl.TrainStream(pl.ShardSet(dst), cfg, rank=0, world=1, seed=0)
     out = list(itertools.islice(iter(ds), 12))
     assert all(s["key"].startswith("good") for s in out)
-    assert [s["n_skipped"] for s in out] == [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]
+    assert [s["counters"]["skipped_records"] for s in out] == [2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]
     # through a DataLoader the per-batch sum is exact too
     loader = torch.utils.data.DataLoader(ds, batch_size=4, drop_last=True)
     batches = list(itertools.islice(iter(loader), 3))
-    assert [int(b["n_skipped"].sum()) for b in batches] == [4, 2, 2]
+    assert [int(b["counters"]["skipped_records"].sum()) for b in batches] == [4, 2, 2]
     assert batches[0]["input"].shape == (4, 3, 32, 32)
 
 
@@ -337,15 +338,15 @@ def test_stream_errors_are_retried_without_duplicates(shard_root, monkeypatch, c
         return Flaky(real_open(uri, storage_cfg, start), fail_at if len(opened) == 1 else None)
 
     monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
-    stats = {}
-    items = list(pl.iter_shard(path, expected=expected, stats=stats))
+    stats = Counters()
+    items = list(pl.iter_shard(path, expected=expected, counters=stats))
     with tarfile.open(path) as tar:  # resumed at the header of the last sample's first member
         last_key = tar.getmembers()[-1].name.split(".")[0]
         resume = min(m.offset for m in tar.getmembers() if m.name.split(".")[0] == last_key)
     assert opened == [0, resume]
     assert not [i for i in items if isinstance(i, pl.Skipped)]
     assert len({i["__key__"] for i in items}) == len(items) == expected
-    assert stats["retries"] == 1 and stats["wait_s"] > 0
+    assert stats["storage_retries"] == 1 and stats["storage_wait_s"] > 0
     assert "storage retry 1 for reading" in capsys.readouterr().err
     # bounded: a shard that always fails retries for storage.outage_budget_s, then names it
     monkeypatch.setattr(pl.storage, "open_stream",
@@ -369,7 +370,7 @@ def _sized_shards(tmp_path, sizes, name="sized"):
 
 
 def test_patch_epochs_count_patches_from_the_manifest_sizes(tmp_path):
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     # (floor((H - p) / s) + 1) * (floor((W - p) / s) + 1), p = 80, s = 75
     assert pl.patches_per_image(2040, 1356, 80, 75) == 18 * 27 == 486
@@ -401,7 +402,7 @@ def test_patch_epochs_count_patches_from_the_manifest_sizes(tmp_path):
 
 
 def test_epochs_resolve_total_steps_and_lr_steps_from_the_data(tmp_path):
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     ss = _sized_shards(tmp_path, [(2040, 1356, 800)])  # DIV2K's 800 training images
     cfg = load_config(CONFIGS / "dagan.yaml")
@@ -427,7 +428,7 @@ def test_epochs_resolve_total_steps_and_lr_steps_from_the_data(tmp_path):
 
 def test_patch_epochs_without_manifest_sizes_name_the_fix(tmp_path):
     import json as _json
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     ss = _sized_shards(tmp_path, [(100, 100, 4)])
     path = tmp_path / "sized" / "manifest.json"
@@ -461,7 +462,7 @@ def test_crops_per_record_cuts_several_patches_from_each_decoded_record(image_fo
     first = [s["target"] for s in out if s["key"] == keys[0]]
     assert len(first) == 3 and not torch.equal(first[0], first[1])  # different crops
     n = pl.ShardSet(dst).count
-    from raygan.platform.config import TrainConfig
+    from raygan.platform.core.config import TrainConfig
 
     assert pl.epoch_samples(pl.ShardSet(dst), TrainConfig(epoch_unit="images"), cfg) == 3 * n
 
@@ -505,7 +506,7 @@ def test_val_skips_are_counted_by_the_rank_that_owns_the_record(tmp_path):
 
 
 def test_schedule_edges_one_step_at_least_and_the_defaults_of_older_configs(tmp_path):
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     assert pl.steps_per_epoch(3, 2, 2) == 1 and pl.steps_per_epoch(9, 2, 2) == 2  # never 0
     assert pl.patches_per_image(3, 2, 1, 1) == 6  # 1-px patches at stride 1: every pixel
@@ -619,9 +620,9 @@ def test_sample_level_split_counts_each_workers_own_lost_and_undecodable_records
     for g in range(3):
         out = list(itertools.islice(iter(_stream(ss, rank=g, world=3)), 3 * len(good[g])))
         assert [s["key"] for s in out] == good[g] * 3, g
-        assert sum(s["n_skipped"] for s in out) == skipped[g], (g, [s["n_skipped"] for s in out])
+        assert sum(s["counters"]["skipped_records"] for s in out) == skipped[g], (g, [s["counters"]["skipped_records"] for s in out])
     out = list(itertools.islice(iter(_stream(ss, rank=2, world=3)), 3))
-    assert [s["n_skipped"] for s in out] == [4, 2, 2]  # the first sample waited a pass in the buffer
+    assert [s["counters"]["skipped_records"] for s in out] == [4, 2, 2]  # the first sample waited a pass in the buffer
 
 
 def test_tiny_sets_run_the_record_counter_on_across_passes(tmp_path):
@@ -771,13 +772,38 @@ def _stream_whose_second_open_fails(tmp_path, monkeypatch, **cfg):
     return ds, opened
 
 
+def test_validation_storage_retries_count_in_the_process_counters(tmp_path, monkeypatch):
+    """Validation reads in the training process: a retried open while reading the val shards
+    is counted in counters.PROCESS, which each report adds to the stream's counters."""
+    from raygan.platform.core import counters
+
+    ss = pl.ShardSet(_records(tmp_path, [f"v{i}" for i in range(4)], 2, split="val"), split="val")
+    real_open = pl.storage.open_stream
+    opened = []
+
+    def flaky_open(uri, storage_cfg=None, start=0):
+        opened.append(uri)
+        if len(opened) == 2:
+            raise ConnectionError("connection reset by peer")
+        return real_open(uri, storage_cfg, start)
+
+    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
+    monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)
+    before = counters.PROCESS.copy()
+    stream = pl.ValStream(ss, _cfg(val_crop=None, val_max_images=None), StorageConfig(retry_max_s=0.01),
+                          task=_Draw())
+    assert len(list(stream)) == 4
+    gained = counters.PROCESS.since(before)
+    assert (gained["storage_retries"], gained["storage_wait_s"]) == (1, pytest.approx(0.01))
+
+
 def test_storage_retries_are_reported_once_on_the_next_sample(tmp_path, monkeypatch):
     """A storage retry while opening the second shard: the sample handed out next carries
-    n_storage_retries=1 and the seconds waited; every other sample reports none."""
+    storage_retries=1 and the seconds waited in its counters; every other sample reports none."""
     ds, opened = _stream_whose_second_open_fails(tmp_path, monkeypatch)
     out = list(itertools.islice(iter(ds), 10))
-    retries = [s["n_storage_retries"] for s in out]
-    waits = [s["storage_wait_s"] for s in out]
+    retries = [s["counters"]["storage_retries"] for s in out]
+    waits = [s["counters"]["storage_wait_s"] for s in out]
     assert retries == [0, 0, 1] + [0] * 7 and waits == [0.0, 0.0, pytest.approx(0.01)] + [0.0] * 7
     assert opened[1] == opened[2]  # the same shard, opened again
 
@@ -832,4 +858,4 @@ def test_a_retry_is_reported_with_its_record_however_far_the_fetch_thread_ran_ah
         time.sleep(0.01)
     assert len(opened) >= 3
     out += [next(stream) for _ in range(9)]
-    assert [s["n_storage_retries"] for s in out] == [0, 0, 1] + [0] * 7
+    assert [s["counters"]["storage_retries"] for s in out] == [0, 0, 1] + [0] * 7

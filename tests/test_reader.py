@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from conftest import random_image
+from raygan.platform.core.counters import Counters
 from raygan.datasets import pipeline as pl
 from raygan.datasets import reader
-from raygan.platform import storage
-from raygan.platform.config import DataConfig, load_config
-from raygan.platform.errors import ShardError, StorageError
+from raygan.platform.core import storage
+from raygan.platform.core.config import DataConfig, load_config
+from raygan.platform.core.errors import ShardError, StorageError
 
 
 def _cfg(**kw):
@@ -74,7 +75,7 @@ def test_shardwriter_shards_are_indexed_once_and_train(wds_folder, capfd):
     # samples: the jpg is the target (RGB, the size written), json/txt ride along
     loader = pl.make_train_loader(plan, cfg)
     batch = next(iter(loader))
-    assert batch["input"].shape == (2, 3, 32, 32) and int(batch["n_skipped"].sum()) == 0
+    assert batch["input"].shape == (2, 3, 32, 32) and int(batch["counters"]["skipped_records"].sum()) == 0
     # no val split next to foreign shards: validation reads the same folder, as before
     assert plan.val.shards == plan.train.shards
     val = list(pl.make_val_loader(plan, _cfg(train=str(folder), val_crop=32)))
@@ -294,9 +295,9 @@ def test_a_break_mid_shard_yields_every_sample_once(tmp_path, monkeypatch, name)
 
     monkeypatch.setattr(storage, "open_stream", open_stream)
     monkeypatch.setattr(storage.OutageClock, "BASE_S", 0.01)
-    stats = {}
-    keys = [s["__key__"] for s in pl.iter_shard(str(path), stats=stats)]
-    assert keys == [f"s{i}" for i in range(6)] and stats["retries"] == 1
+    stats = Counters()
+    keys = [s["__key__"] for s in pl.iter_shard(str(path), counters=stats)]
+    assert keys == [f"s{i}" for i in range(6)] and stats["storage_retries"] == 1
     assert opened == ([0, 0] if name.endswith(".gz") else [0, s2])
 
 
@@ -369,7 +370,7 @@ def test_training_stream_is_the_same_with_and_without_the_fetch_thread(wds_folde
 
 
 def test_prefetch_records_must_not_be_negative():
-    from raygan.platform.errors import ConfigError
+    from raygan.platform.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.prefetch_records: must be >= 0"):
         load_config("wcdgan_cpu_demo.yaml", ["data.prefetch_records=-1"])

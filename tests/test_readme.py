@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from raygan.platform.checkpoint import save_checkpoint
-from raygan.platform.config import load_config, resolve_tracking_uri, to_dict
+from raygan.platform.core.config import load_config, resolve_tracking_uri, to_dict
 from raygan.platform.engine import GANEngine
 from raygan.platform.tracking import log_generator_model, start_run
 

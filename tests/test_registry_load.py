@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from raygan.platform.checkpoint import save_checkpoint
-from raygan.platform.config import to_dict
+from raygan.platform.core.config import to_dict
 from raygan.platform.engine import GANEngine
 from raygan.platform.restorer import load_generator, restore_array
 from raygan.platform.tracking import log_generator_model, mlflow_store, start_run

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 from raygan.platform.engine import GANEngine, build_family
 from raygan.platform.trainer import progress_line
 
@@ -96,7 +96,7 @@ def test_cpu_demo_preset_restores_photos_it_never_saw():
     PSNR gains over the JPEG q10 input, each above a margin set from a measured run."""
     from raygan.datasets.degradations import get_task, jpeg, to_tensor
     from raygan.datasets.samples import DEMO_TRAIN, DEMO_VAL
-    from raygan.platform import metrics as M
+    from raygan.platform.core import metrics as M
 
     torch.manual_seed(0)
     cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.lpips_weights=off"])
@@ -127,9 +127,9 @@ def test_cpu_demo_preset_restores_photos_it_never_saw():
 
 
 def test_progress_line_shows_step_losses_rate_and_eta():
-    line = progress_line(40, 400, {"g_total": 0.02131, "g_l1": 0.02131, "lr_g": 1e-3,
+    line = progress_line(40, 400, {"g_total": 0.02131, "g_pixel": 0.02131, "lr_g": 1e-3,
                                    "pretraining": 1.0}, images=320, elapsed_s=20.0)
-    assert line.startswith("step 40/400 (10%) pretrain | g_total 0.02131 g_l1 0.02131 |")
+    assert line.startswith("step 40/400 (10%) pretrain | g_total 0.02131 g_pixel 0.02131 |")
     assert "16.0 img/s" in line
     assert line.endswith("ETA 3m00s")  # 360 steps left at 2 s per step
     assert "lr_g" not in line

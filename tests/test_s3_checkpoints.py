@@ -3,9 +3,9 @@ from pathlib import Path
 
 import torch
 
-from raygan.platform import storage
+from raygan.platform.core import storage
 from raygan.platform.checkpoint import save_checkpoint
-from raygan.platform.config import to_dict
+from raygan.platform.core.config import to_dict
 from raygan.platform.engine import GANEngine
 from raygan.platform.trainer import initialize_from
 from test_engine import batch, tiny_cfg

@@ -31,7 +31,7 @@ SENT = {"hostile": 0}
 
 def _checkpoint(folder: Path, config: str, extra, seed: int) -> Path:
     from raygan.platform.checkpoint import save_checkpoint
-    from raygan.platform.config import load_config, to_dict
+    from raygan.platform.core.config import load_config, to_dict
     from raygan.platform.engine import GANEngine
 
     cfg = load_config(CONFIGS / config, list(extra) + [f"workdir={folder}", "train.lpips_weights=off"])
@@ -106,7 +106,7 @@ def photo_png(w=96, h=80, mode="RGB") -> bytes:
 
 def test_health_models_page_and_openapi(served):
     url = served["url"]
-    from raygan.platform import submitted_code
+    from raygan.platform.core import submitted_code
 
     code = submitted_code.fingerprint()  # the raygan each replica runs
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "tasks": ["jpeg", "sr"], "code": code}

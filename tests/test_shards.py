@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, random_image, write_image
 from raygan.datasets import shards as sh
-from raygan.platform import storage as st
+from raygan.platform.core import storage as st
 
 JOB = os.path.join(REPO_ROOT, "jobs", "make_shards.py")
 

@@ -6,8 +6,9 @@ import time
 import pytest
 
 from conftest import free_port
-from raygan.platform import storage as st
-from raygan.platform.config import StorageConfig
+from raygan.platform.core.counters import Counters
+from raygan.platform.core import storage as st
+from raygan.platform.core.config import StorageConfig
 
 
 def test_local_roundtrip_and_listing(tmp_path):
@@ -165,7 +166,7 @@ class _FakeTime:
 
 @pytest.fixture
 def fake_time(monkeypatch):
-    from raygan.platform import storage as S
+    from raygan.platform.core import storage as S
 
     clock = _FakeTime()
     monkeypatch.setattr(S.time, "monotonic", clock.monotonic)
@@ -175,22 +176,22 @@ def fake_time(monkeypatch):
 
 
 def test_outage_clock_backs_off_exponentially_within_the_budget_then_names_the_endpoint(fake_time, capsys):
-    from raygan.platform.config import StorageConfig
-    from raygan.platform.errors import StorageUnavailable
-    from raygan.platform.storage import OutageClock
+    from raygan.platform.core.config import StorageConfig
+    from raygan.platform.core.errors import StorageUnavailable
+    from raygan.platform.core.storage import OutageClock
 
-    stats = {}
+    stats = Counters()
     clock = OutageClock(StorageConfig(outage_budget_s=20.0, retry_max_s=4.0), "reading x", stats,
                         uri="s3://b/k", endpoint="http://127.0.0.1:9")
     for _ in range(6):
         clock.failed(ConnectionResetError("reset"))
     # 0.5 * 2^(k-1), capped at retry_max_s; the last wait is cut to what is left of the budget
     assert fake_time.sleeps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert stats == {"retries": 6, "wait_s": 15.5} and clock.attempt == 6
+    assert (stats["storage_retries"], stats["storage_wait_s"]) == (6, 15.5) and clock.attempt == 6
     clock.failed(ConnectionResetError("reset"))
     assert fake_time.sleeps[-1] == pytest.approx(4.0)
     clock.failed(ConnectionResetError("reset"))  # 19.5 s into the outage: 0.5 s are left
-    assert fake_time.sleeps[-1] == pytest.approx(0.5) and stats["retries"] == 8
+    assert fake_time.sleeps[-1] == pytest.approx(0.5) and stats["storage_retries"] == 8
     with pytest.raises(StorageUnavailable, match=r"unreachable for 20 s: http://127.0.0.1:9 \(reading x\): "
                                                  r"ConnectionResetError: reset \(storage.outage_budget_s=20\)"):
         clock.failed(ConnectionResetError("reset"))
@@ -202,7 +203,7 @@ def test_outage_clock_backs_off_exponentially_within_the_budget_then_names_the_e
 
 
 def test_the_jitter_scales_each_wait_between_half_and_all_of_it(fake_time, monkeypatch):
-    from raygan.platform import storage as S
+    from raygan.platform.core import storage as S
 
     monkeypatch.setattr(S.random, "uniform", lambda a, b: (a, b) == (0.5, 1.0) and a)
     clock = S.OutageClock(None, "x", endpoint="e")
@@ -213,7 +214,7 @@ def test_the_jitter_scales_each_wait_between_half_and_all_of_it(fake_time, monke
 
 
 def test_retry_transient_retries_what_is_transient_only(fake_time):
-    from raygan.platform.storage import retry_transient
+    from raygan.platform.core.storage import retry_transient
 
     calls = []
 
@@ -223,9 +224,9 @@ def test_retry_transient_retries_what_is_transient_only(fake_time):
             raise ConnectionRefusedError("refused")
         return "done"
 
-    stats = {}
+    stats = Counters()
     assert retry_transient(flaky, None, "x", stats, endpoint="e") == "done"
-    assert len(calls) == 3 and stats["retries"] == 2 and fake_time.sleeps == [0.5, 1.0]
+    assert len(calls) == 3 and stats["storage_retries"] == 2 and fake_time.sleeps == [0.5, 1.0]
     with pytest.raises(ValueError):  # not a storage failure: raised at once
         retry_transient(lambda: (_ for _ in ()).throw(ValueError("bad")), None, "x", endpoint="e")
     assert len(fake_time.sleeps) == 2
@@ -240,8 +241,8 @@ def test_what_is_transient():
     from botocore import exceptions as bce
     from urllib3 import exceptions as u3
 
-    from raygan.platform.errors import StorageError
-    from raygan.platform.storage import is_transient
+    from raygan.platform.core.errors import StorageError
+    from raygan.platform.core.storage import is_transient
 
     def client_error(code, status):
         return bce.ClientError({"Error": {"Code": code, "Message": code},
@@ -262,7 +263,7 @@ def test_the_clock_reads_its_budget_and_longest_wait_from_the_storage_config(fak
     import functools
     import types
 
-    from raygan.platform import storage as S
+    from raygan.platform.core import storage as S
 
     # no config: StorageConfig's own defaults, whatever they are
     monkeypatch.setattr(S, "StorageConfig", functools.partial(StorageConfig, outage_budget_s=12.0,
@@ -278,7 +279,7 @@ def test_the_clock_reads_its_budget_and_longest_wait_from_the_storage_config(fak
 
 
 def test_the_clock_names_the_endpoint_of_the_storage_it_waits_for(monkeypatch):
-    from raygan.platform.storage import OutageClock
+    from raygan.platform.core.storage import OutageClock
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     minio = StorageConfig(endpoint_url="http://minio:9000")
@@ -292,8 +293,8 @@ def test_the_clock_names_the_endpoint_of_the_storage_it_waits_for(monkeypatch):
 
 
 def test_retry_transient_gives_up_after_the_configured_budget_naming_what_and_why(fake_time, monkeypatch):
-    from raygan.platform.errors import StorageUnavailable
-    from raygan.platform.storage import is_transient, retry_transient
+    from raygan.platform.core.errors import StorageUnavailable
+    from raygan.platform.core.storage import is_transient, retry_transient
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     cfg = StorageConfig(endpoint_url="http://minio:9000", outage_budget_s=1.0, retry_max_s=0.25)
@@ -303,13 +304,13 @@ def test_retry_transient_gives_up_after_the_configured_budget_naming_what_and_wh
         calls.append(1)
         raise ConnectionResetError("peer reset")
 
-    stats = {}
+    stats = Counters()
     with pytest.raises(StorageUnavailable) as info:
         retry_transient(down, cfg, "reading shard-3", stats)  # the default URI is S3
     assert str(info.value) == ("storage unreachable for 1 s: http://minio:9000 (reading shard-3): "
                                "ConnectionResetError: peer reset (storage.outage_budget_s=1)")
     assert fake_time.sleeps == [0.25] * 4 and len(calls) == 5
-    assert stats == {"retries": 4, "wait_s": 1.0}
+    assert (stats["storage_retries"], stats["storage_wait_s"]) == (4, 1.0)
     # the outage is itself a transient failure (a restarted worker may find the storage back)
     assert info.value.transient is True and is_transient(info.value)
     # an endpoint given by the caller is the one named
@@ -320,7 +321,7 @@ def test_retry_transient_gives_up_after_the_configured_budget_naming_what_and_wh
 def test_errors_while_a_body_streams_are_transient():
     from botocore import exceptions as bce
 
-    from raygan.platform.storage import is_transient
+    from raygan.platform.core.storage import is_transient
 
     assert is_transient(bce.ResponseStreamingError(error=ConnectionResetError("reset")))
     assert is_transient(bce.IncompleteReadError(actual_bytes=10, expected_bytes=100))

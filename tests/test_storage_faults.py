@@ -7,11 +7,12 @@ import time
 import pytest
 from faultproxy import FaultProxy
 
+from raygan.platform.core.counters import PROCESS, Counters
 from raygan.datasets import pipeline as pl
 from raygan.datasets.shards import write_shards
-from raygan.platform import storage
-from raygan.platform.config import StorageConfig, load_config
-from raygan.platform.errors import StorageUnavailable
+from raygan.platform.core import storage
+from raygan.platform.core.config import StorageConfig, load_config
+from raygan.platform.core.errors import StorageUnavailable
 from raygan.platform.trainer import run_loop
 
 TINY = ["model.features=8", "model.blocks=1", "model.mixed_width=4", "model.d_features=8",
@@ -116,10 +117,10 @@ def test_a_break_mid_shard_resumes_at_the_record_by_a_ranged_read(proxied_shards
     get = f"GET /{s3_bucket}/{shard.split('/', 3)[3]} ".encode()
     proxy.requests.clear()
     proxy.break_response(get, members[-1].offset_data + 10)  # 10 bytes into the last file
-    stats = {}
-    got = [s["__key__"] for s in pl.iter_shard(shard, cfg, stats=stats)]
+    stats = Counters()
+    got = [s["__key__"] for s in pl.iter_shard(shard, cfg, counters=stats)]
     assert proxy.broke.is_set(), f"no GET of the shard broke: {proxy.requests}"
-    assert got == expected and stats["retries"] == 1
+    assert got == expected and stats["storage_retries"] == 1
     gets = [r for r in proxy.requests if r.startswith(get)]
     ranges = [re.search(rb"(?im)^range:[ \t]*(\S+)", r) for r in gets]
     assert [m.group(1).decode() if m else None for m in ranges] == [None, f"bytes={resume}-"], gets
@@ -225,13 +226,13 @@ def test_an_mlflow_artifact_upload_waits_out_a_cut(s3_server, s3_bucket, tmp_pat
         client = MlflowClient(uri)
         exp = client.create_experiment("faults", artifact_location=f"s3://{s3_bucket}/mlflow")
         run = client.create_run(exp)
-        stats = {}
-        logger = RunLogger(uri, run.info.run_id, StorageConfig(outage_budget_s=60, retry_max_s=1), stats)
+        before = PROCESS.copy()  # the logger's retries count in the process's counters
+        logger = RunLogger(uri, run.info.run_id, StorageConfig(outage_budget_s=60, retry_max_s=1))
         proxy.cut("refuse")
         threading.Timer(5.0, proxy.restore).start()
         started = time.time()
         logger.text('{"done": true}', "summary.json")
-        assert time.time() - started >= 4 and stats["retries"] >= 1
+        assert time.time() - started >= 4 and PROCESS.since(before)["storage_retries"] >= 1
         assert "storage retry 1 for uploading summary.json at MLflow sqlite" in capfd.readouterr().err
         key = f"mlflow/{run.info.run_id}/artifacts/summary.json"
         body = boto3.client("s3", endpoint_url=s3_server).get_object(Bucket=s3_bucket, Key=key)["Body"].read()

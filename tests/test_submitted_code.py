@@ -7,8 +7,8 @@ import zipfile
 import pytest
 import yaml
 
-from raygan.platform import submitted_code
-from raygan.platform.submitted_code import CodeMismatchError
+from raygan.platform.core import submitted_code
+from raygan.platform.core.submitted_code import CodeMismatchError
 
 
 def test_the_zip_holds_the_package_under_one_top_folder_and_is_reproducible(tmp_path):
@@ -31,7 +31,7 @@ def test_the_zip_holds_the_package_under_one_top_folder_and_is_reproducible(tmp_
 
 
 def test_published_to_a_folder_or_s3_as_the_uri_py_modules_takes(tmp_path, s3_bucket, s3_storage_cfg):
-    from raygan.platform import storage
+    from raygan.platform.core import storage
 
     fp = submitted_code.fingerprint()
     uri = submitted_code.publish(str(tmp_path / "code"))

@@ -14,13 +14,13 @@ import pytest
 import torch
 from conftest import job_env, ray_head_on_loopback, wait_cluster_idle
 
-from raygan.platform.config import load_config
+from raygan.platform.core.config import load_config
 from raygan.platform.engine import build_family
-from raygan.platform.errors import ConfigError, WeightsNotFoundError
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.errors import ConfigError, WeightsNotFoundError
+from raygan.platform.core.registry import FAMILIES
 from raygan.platform.sweep import (SweepSpace, load_space, size_trials, sweep_main, table_rows,
                                    trial_config, trial_values)
-from raygan.platform.config import to_dict
+from raygan.platform.core.config import to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,11 +37,11 @@ PAPER_ROWS = {
 }
 #: the searched weights (issue 9)
 PAPER_WEIGHTS = {
-    "dagan": {"loss.beta", "loss.adversarial", "loss.gan_kind"},
-    "wcdgan": {"loss.l1", "loss.perceptual", "loss.adversarial", "loss.tv"},
-    "dequantizer": {"loss.adversarial", "loss.content"},
-    "facesr": {"loss.alpha", "loss.beta", "loss.gamma"},
-    "pan": {"loss.high", "loss.low", "loss.perceptual", "loss.l1"},
+    "dagan": {"loss.pixel", "loss.perceptual", "loss.adversarial", "loss.gan_kind"},
+    "wcdgan": {"loss.pixel", "loss.perceptual", "loss.adversarial", "loss.tv"},
+    "dequantizer": {"loss.adversarial", "loss.perceptual"},
+    "facesr": {"loss.prior", "loss.perceptual", "loss.adversarial"},
+    "pan": {"loss.adversarial", "loss.adversarial_low", "loss.perceptual", "loss.pixel"},
 }
 PAPER_CONFIG = {"dagan": "dagan.yaml", "wcdgan": "wcdgan.yaml", "pan": "pan_sr.yaml",
                 "dequantizer": "dequantizer.yaml", "facesr": "facesr_gan.yaml"}
@@ -73,7 +73,7 @@ def test_ablation_rows_change_what_the_paper_says():
     assert [built[f"{n} DenseResAtt module{'s' if n > 1 else ''}"].model.modules for n in (1, 2, 3)] == [1, 2, 3]
     pan = load_space("ablation", paper_cfg("pan")).variants
     assert pan["w/o conditioning"] == {"model.conditional": False}
-    assert pan["w/o high-frequency loss"] == {"loss.high": 0.0}
+    assert pan["w/o high-frequency loss"] == {"loss.adversarial": 0.0}
 
 
 #: small model sizes on each paper config: the rows' names and switches are unchanged
@@ -133,8 +133,8 @@ def _check_wcdgan(name, fam, cfg, base):
         assert (conv, att) == (4 * blocks, blocks)
         assert lc.perceptual == 0 and lc.adversarial == 0 and fam.perceptual_spec() is None
         loss, logs = _g_logs(fam, cfg)  # with its discriminator: no adversarial term
-        assert set(logs) == {"g_l1", "g_tv"}, logs
-        assert loss.item() == pytest.approx(lc.l1 * logs["g_l1"] + lc.tv * logs["g_tv"], rel=1e-5)
+        assert set(logs) == {"g_pixel", "g_tv"}, logs
+        assert loss.item() == pytest.approx(lc.pixel * logs["g_pixel"] + lc.tv * logs["g_tv"], rel=1e-5)
     else:
         return False
     return True
@@ -148,7 +148,7 @@ def _check_dagan(name, fam, cfg, base):
     full_modules = base.model.modules
     if name == "DAGAN (full)":
         assert modules == full_modules and attention > 0 and d is not None
-        assert cfg.loss.content == "both" and cfg.loss.adversarial > 0
+        assert cfg.loss.pixel > 0 and cfg.loss.perceptual > 0 and cfg.loss.adversarial > 0
     elif name == "DAGAN* (no attention)":
         assert modules == full_modules and attention == 0
         assert d is not None and _count(d, SelfAttention) == 0
@@ -160,7 +160,7 @@ def _check_dagan(name, fam, cfg, base):
         mse = name == "MSE only"
         assert (fam.perceptual_spec() is None) == mse
         _, logs = fam.content_loss(torch.rand(2, 3, 16, 16), {"target": torch.rand(2, 3, 16, 16)})
-        assert set(logs) == ({"g_mse"} if mse else {"g_vgg"}), logs
+        assert set(logs) == ({"g_pixel"} if mse else {"g_perceptual"}), logs
     else:
         m = re.fullmatch(r"(\d+) DenseResAtt modules?", name)
         if not m:
@@ -182,9 +182,9 @@ def _check_pan(name, fam, cfg, base):
     if name not in ("PAN (full)", "w/o high-frequency loss", "w/o low-frequency loss"):
         return False
     _, logs = _g_logs(fam, cfg)
-    adv = {k for k in logs if k.startswith("g_adv_")}
-    assert adv == {"PAN (full)": {"g_adv_high", "g_adv_low"}, "w/o high-frequency loss": {"g_adv_low"},
-                   "w/o low-frequency loss": {"g_adv_high"}}[name], logs
+    adv = {k for k in logs if k.startswith("g_adversarial")}
+    assert adv == {"PAN (full)": {"g_adversarial", "g_adversarial_low"}, "w/o high-frequency loss": {"g_adversarial_low"},
+                   "w/o low-frequency loss": {"g_adversarial"}}[name], logs
     if name == "w/o low-frequency loss":
         assert len(d.low) == 0
     return True
@@ -206,9 +206,9 @@ def _check_facesr(name, fam, cfg, base):
     if name == "method 1 (CNN)":
         assert d is None
         _, logs = _g_logs(fam, cfg, with_d=False)
-        assert not {"g_adv", "g_vgg"} & set(logs), logs
+        assert not {"g_adversarial", "g_perceptual"} & set(logs), logs
     elif name == "method 2 (GAN)":
-        assert d is not None and cfg.loss.gamma > 0
+        assert d is not None and cfg.loss.adversarial > 0
     else:
         return False
     return True
@@ -236,15 +236,15 @@ def test_every_ablation_row_switches_off_what_its_name_says(family):
 
 @pytest.mark.parametrize("space,message", [
     ("params: {loss.nope: {uniform: [0, 1]}}", "unknown config key loss.nope"),
-    ("params: {loss.beta: {uniform: [0.5, 0.5]}}", "empty range uniform [0.5, 0.5]"),
+    ("params: {loss.pixel: {uniform: [0.5, 0.5]}}", "empty range uniform [0.5, 0.5]"),
     ("params: {loss.adversarial: {loguniform: [0, 1]}}", "loguniform needs low > 0"),
-    ("params: {loss.beta: {uniform: [0, 2]}}", "loss.beta: must be in [0, 1], got 2"),
-    ("params: {loss.beta: {normal: [0, 1]}}", "space parameter loss.beta: expected one of"),
+    ("params: {loss.pixel: {uniform: [-1, 2]}}", "loss.pixel: weight must be >= 0, got -1"),
+    ("params: {loss.pixel: {normal: [0, 1]}}", "space parameter loss.pixel: expected one of"),
     ("params: {loss.gan_kind: {choice: []}}", "choice needs a non-empty list"),
     ("params: {model.modules: {uniform: [1, 4]}}", "model.modules: expected an integer"),
-    ("family: wcdgan\nparams: {loss.l1: {uniform: [0.1, 1]}}", "written for family 'wcdgan'"),
+    ("family: wcdgan\nparams: {loss.pixel: {uniform: [0.1, 1]}}", "written for family 'wcdgan'"),
     ("variants: {full: {}, broken: {model.nope: 1}}", "variant 'broken': unknown config key model.nope"),
-    ("params: {loss.beta: {uniform: [0, 1]}}\nvariants: {full: {}}", "either params"),
+    ("params: {loss.pixel: {uniform: [0, 1]}}\nvariants: {full: {}}", "either params"),
     ("trials: 3", "unknown key 'trials'"),
 ])
 def test_bad_space_files_fail_naming_the_problem(tmp_path, space, message):
@@ -299,25 +299,25 @@ def test_size_trials_fits_the_cluster():
 
 def test_tables_rank_and_order():
     trials = [
-        {"trial_id": "a", "config": {"loss.l1": 1.0}, "status": "done",
+        {"trial_id": "a", "config": {"loss.pixel": 1.0}, "status": "done",
          "metrics": {"val_psnr": 20.0, "val_lpips": 0.3, "step": 8}},
-        {"trial_id": "b", "config": {"loss.l1": 2.0}, "status": "failed", "metrics": {}},
-        {"trial_id": "c", "config": {"loss.l1": 3.0}, "status": "stopped early at 4",
+        {"trial_id": "b", "config": {"loss.pixel": 2.0}, "status": "failed", "metrics": {}},
+        {"trial_id": "c", "config": {"loss.pixel": 3.0}, "status": "stopped early at 4",
          "metrics": {"val_psnr": 22.0, "val_lpips": 0.2, "step": 4}},
     ]
-    space = SweepSpace("s", params={"loss.l1": {"uniform": [1, 3]}})
+    space = SweepSpace("s", params={"loss.pixel": {"uniform": [1, 3]}})
     header, rows = table_rows(space, trials, "val_psnr", "max")
-    assert [r[1] for r in rows] == ["c", "a", "b"] and header[:3] == ["rank", "trial", "loss.l1"]
+    assert [r[1] for r in rows] == ["c", "a", "b"] and header[:3] == ["rank", "trial", "loss.pixel"]
     assert "LPIPS" in header and "SSIM" not in header  # columns nobody reported are left out
     _, rows = table_rows(space, trials, "val_lpips", "min")
     assert [r[1] for r in rows] == ["c", "a", "b"]
-    ablation = SweepSpace("a", variants={"full": {}, "w/o x": {"loss.l1": 0.0}})
+    ablation = SweepSpace("a", variants={"full": {}, "w/o x": {"loss.pixel": 0.0}})
     rows = table_rows(ablation, [{"trial_id": "t2", "config": {"variant": "w/o x"}, "status": "done",
                                   "metrics": {"val_psnr": 30.0}},
                                  {"trial_id": "t1", "config": {"variant": "full"}, "status": "done",
                                   "metrics": {"val_psnr": 29.0}}], "val_psnr", "max")[1]
     assert [r[0] for r in rows] == ["full", "w/o x"]  # the paper's row order, not the ranking
-    assert trial_values({"variant": "w/o x"}, ablation.variants) == {"loss.l1": 0.0}
+    assert trial_values({"variant": "w/o x"}, ablation.variants) == {"loss.pixel": 0.0}
 
 
 def test_steps_per_trial_keeps_the_adversarial_share(demo_shards, tmp_path):
@@ -328,7 +328,7 @@ def test_steps_per_trial_keeps_the_adversarial_share(demo_shards, tmp_path):
                                       "--data", demo_shards, "--workdir", str(tmp_path)])
     plan = plan_sweep(args)
     train = plan.base["train"]
-    from raygan.platform.config import load_config
+    from raygan.platform.core.config import load_config
 
     preset = load_config("wcdgan_cpu_demo.yaml").train  # its L1-only share, kept at 50 steps
     share = round(50 * preset.pretrain_steps / preset.steps)
@@ -345,16 +345,16 @@ def test_steps_per_trial_keeps_the_adversarial_share(demo_shards, tmp_path):
 def test_search_points_are_drawn_once_from_the_seed():
     from raygan.platform.sweep import sample_points
 
-    space = SweepSpace("s", params={"loss.beta": {"uniform": [0.2, 0.4]},
+    space = SweepSpace("s", params={"loss.pixel": {"uniform": [0.2, 0.4]},
                                     "loss.adversarial": {"loguniform": [1e-4, 1e-1]},
                                     "loss.gan_kind": {"choice": ["hinge", "vanilla"]},
                                     "optim.lr_g": {"grid": [1e-4, 2e-4]}})
     points = sample_points(space, 3, seed=5)
     assert points == sample_points(space, 3, seed=5) != sample_points(space, 3, seed=6)
     assert len(points) == 6 and [p["optim.lr_g"] for p in points] == [1e-4] * 3 + [2e-4] * 3
-    assert all(0.2 <= p["loss.beta"] <= 0.4 and 1e-4 <= p["loss.adversarial"] <= 1e-1
+    assert all(0.2 <= p["loss.pixel"] <= 0.4 and 1e-4 <= p["loss.adversarial"] <= 1e-1
                and p["loss.gan_kind"] in ("hinge", "vanilla") for p in points)
-    assert len({p["loss.beta"] for p in points}) == 6
+    assert len({p["loss.pixel"] for p in points}) == 6
 
 
 # ------------------------------------------------------------------------ real sweeps
@@ -502,8 +502,9 @@ def test_weight_search_logs_runs_plots_and_moves_the_champion(sweep_head, demo_s
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
     for child in children:
-        assert {"sweep.loss.high", "sweep.loss.low", "sweep.loss.l1", "loss.high"} <= set(child.data.params)
-        assert float(child.data.params["sweep.loss.high"]) == float(child.data.params["loss.high"])
+        assert {"sweep.loss.adversarial", "sweep.loss.adversarial_low", "sweep.loss.pixel",
+                "loss.adversarial"} <= set(child.data.params)
+        assert float(child.data.params["sweep.loss.adversarial"]) == float(child.data.params["loss.adversarial"])
         assert client.get_metric_history(child.info.run_id, "val_ssim"), "no curves in the child run"
         grids = [a.path for a in client.list_artifacts(child.info.run_id, "val")]
         assert any(p.endswith(".png") for p in grids), "no validation grid in the child run"

@@ -1,4 +1,4 @@
-"""Tiled restoration (raygan.platform.tiling, imported by serving as raygan.deploy.tiling):
+"""Tiled restoration (raygan.platform.core.tiling, imported by serving as raygan.deploy.tiling):
 seamless, equal to whole-image inference, and the generator only ever sees tile-sized inputs."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raygan.deploy.tiling import TilePlan, restore_tiled, tile_starts
-from raygan.platform.config import load_config, to_dict
+from raygan.platform.core.config import load_config, to_dict
 from raygan.platform.engine import build_family
 from raygan.platform.restorer import build_restorer
 from test_engine import CONFIGS, TINY
@@ -143,7 +143,7 @@ def test_serving_and_evaluation_share_one_tiling_core():
     """deploy.tiling is the ground floor's module re-exported (one implementation), and the
     float result (what evaluation scores) is the uint8 result before rounding."""
     import raygan.deploy.tiling as served
-    import raygan.platform.tiling as core
+    import raygan.platform.core.tiling as core
 
     assert (served.TilePlan, served.restore_tiled, served.tile_starts) == (
         core.TilePlan, core.restore_tiled, core.tile_starts)
@@ -197,7 +197,7 @@ def test_overlapping_tiles_cross_fade_with_the_papers_ramp(height, width, starts
 
 
 def test_the_ramp_is_float32_and_fades_only_the_sides_asked():
-    from raygan.platform.tiling import _ramp
+    from raygan.platform.core.tiling import _ramp
 
     both = _ramp(8, 4, True, True)
     assert both.dtype == np.float32  # the blend buffers are float32: 4 bytes a pixel

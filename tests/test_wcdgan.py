@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from raygan.platform.config import ConfigError, load_config
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.config import ConfigError, load_config
+from raygan.platform.core.registry import FAMILIES
 from raygan.models.wcdgan import (
     LossConfig, MixedAttention, MixedConv, ModelConfig, WCDB, WCDGANDiscriminator, WCDGANFamily, WCDGANGenerator,
 )
@@ -115,27 +115,27 @@ def test_losses_and_logs():
     target = batch["target"]
     l1 = (out - target).abs().mean().item()
     loss, logs = fam.content_loss(out, batch)
-    assert set(logs) == {"g_l1"}
-    assert logs["g_l1"] == pytest.approx(l1, rel=1e-6)
+    assert set(logs) == {"g_pixel"}
+    assert logs["g_pixel"] == pytest.approx(l1, rel=1e-6)
     assert loss.item() == pytest.approx(l1, rel=1e-6)
 
     loss, logs = fam.generator_loss(D, out, batch)
-    assert {"g_l1", "g_vgg", "g_adv", "g_tv"} <= set(logs)
+    assert {"g_pixel", "g_perceptual", "g_adversarial", "g_tv"} <= set(logs)
     # every logged term computed independently: L1; VGG19 features[:9] L1 (a fresh network of
     # the same fixed-seed random weights); LSGAN generator mean((D(G) - 1)^2); anisotropic TV
-    from raygan.platform.losses import PerceptualLoss
+    from raygan.platform.core.losses import PerceptualLoss
 
     with torch.no_grad():
         vgg = PerceptualLoss(layer=8, weights="random", criterion="l1")(out, target).item()
         adv = ((D(out) - 1) ** 2).mean().item()
     tv = ((out[:, :, 1:] - out[:, :, :-1]).abs().mean() + (out[..., 1:] - out[..., :-1]).abs().mean()).item()
-    assert (logs["g_l1"], logs["g_vgg"], logs["g_adv"], logs["g_tv"]) == pytest.approx((l1, vgg, adv, tv), rel=1e-5)
+    assert (logs["g_pixel"], logs["g_perceptual"], logs["g_adversarial"], logs["g_tv"]) == pytest.approx((l1, vgg, adv, tv), rel=1e-5)
     assert loss.item() == pytest.approx(l1 + vgg + adv + tv, rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in G.parameters())
 
     _, logs = fam.generator_loss(None, out.detach(), batch)  # D switched off: no adversarial term
-    assert "g_adv" not in logs
+    assert "g_adversarial" not in logs
 
     d_loss, d_logs = fam.discriminator_loss(D, fam.restored(out).detach(), batch)
     assert {"d_real", "d_fake"} <= set(d_logs)

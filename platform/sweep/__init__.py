@@ -9,7 +9,7 @@ names (``losses``, ``lr``, ``losses,lr``; ``ablation``) or a YAML file::
 
     family: dagan                 # optional: refused when it is not --family
     params:                       # a weight search ...
-      loss.beta: {uniform: [0.0, 1.0]}
+      loss.perceptual: {uniform: [0.0, 1.0]}
       loss.adversarial: {loguniform: [1.0e-4, 1.0e-1]}
       loss.gan_kind: {choice: [hinge, vanilla]}
       optim.lr_g: {grid: [1.0e-4, 2.0e-4]}

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import List, Optional
 
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.registry import FAMILIES
 from raygan.platform.sweep.plan import METRICS, load_plan, plan_sweep
 from raygan.platform.sweep.run import run_sweep
 
@@ -55,7 +55,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def sweep_main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     from raygan.platform.cli import UserFacingErrors
-    from raygan.platform.errors import error_line
+    from raygan.platform.core.errors import error_line
 
     args = build_parser(prog).parse_intermixed_args(argv)
     try:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from raygan.platform import storage
-from raygan.platform.config import apply_overrides, build_config, load_config, to_dict
-from raygan.platform.errors import ConfigError
-from raygan.platform.metrics import LPIPSMetric
+from raygan.platform.core import storage
+from raygan.platform.core.config import apply_overrides, build_config, load_config, to_dict
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.metrics import LPIPSMetric
 from raygan.platform.sweep.space import SweepSpace, load_space, sample_points, trial_key
 from raygan.platform.trainer import RAY_JOB_ENV, place_job_outputs, prepare_run, stable_workdir
 
@@ -123,7 +123,7 @@ def spec_uri(store: str, name: str) -> str:
 def load_plan(args: argparse.Namespace) -> SweepPlan:
     """``--resume [NAME]``: the plan saved by the sweep (its storage: --storage, else the
     one this workdir recorded for the family's latest sweep)."""
-    from raygan.platform.config import DEFAULT_WORKDIR, StorageConfig
+    from raygan.platform.core.config import DEFAULT_WORKDIR, StorageConfig
 
     workdir = args.workdir or (str(stable_workdir()) if RAY_JOB_ENV in os.environ else DEFAULT_WORKDIR)
     latest = latest_file(workdir, args.family)

@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from raygan.platform import storage, tracking
+from raygan.platform.core import storage
+from raygan.platform import tracking
 from raygan.platform.engine import build_family
 from raygan.platform.sweep.plan import SWEEP_TAG, TRIAL_TAG, SweepPlan
 from raygan.platform.sweep.space import VARIANT, SweepSpace, trial_config, trial_values

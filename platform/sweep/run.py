@@ -8,9 +8,10 @@ import time
 from dataclasses import asdict
 from typing import Any, Dict
 
-from raygan.platform import storage, tracking
-from raygan.platform.config import build_config, flatten
-from raygan.platform.errors import ConfigError
+from raygan.platform.core import storage
+from raygan.platform import tracking
+from raygan.platform.core.config import build_config, flatten
+from raygan.platform.core.errors import ConfigError
 from raygan.platform.sweep.plan import (KIND_TAG, SWEEP_TAG, SweepPlan, latest_file, read_records,
                                         spec_uri, trial_recorder)
 from raygan.platform.sweep.report import promote_champion, report_sweep

@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from raygan.platform.config import apply_overrides, build_config, to_dict, yaml_load
+from raygan.platform.core.config import apply_overrides, build_config, to_dict, yaml_load
 from raygan.platform.engine import build_family
-from raygan.platform.errors import ConfigError
-from raygan.platform.registry import FAMILIES
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.registry import FAMILIES
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "grid")
 #: an ablation point's key holding the variant's name

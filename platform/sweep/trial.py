@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from raygan.platform import storage, tracking
-from raygan.platform.config import flatten, to_dict
-from raygan.platform.errors import ConfigError
+from raygan.platform.core import storage
+from raygan.platform import tracking
+from raygan.platform.core.config import flatten, to_dict
+from raygan.platform.core.errors import ConfigError
 from raygan.platform.sweep.plan import SWEEP_TAG, TRIAL_TAG
 from raygan.platform.sweep.space import VARIANT, trial_config, trial_values
 from raygan.platform.trainer import build_torch_trainer

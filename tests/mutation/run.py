@@ -39,14 +39,17 @@ GOAL = 0.90
 #: area -> (module, the functions mutated ("*": all; "Class.*": a class's methods), the fast
 #: tests that pin them: no Ray cluster, no servers, seconds per mutant)
 AREAS = {
-    "losses": ("platform/losses.py", ["*"], ["tests/test_losses.py", "tests/test_loss_weights.py"]),
+    "losses": ("platform/core/losses.py", ["*"], ["tests/test_losses.py", "tests/test_loss_weights.py"]),
     # the scores; not metric_conventions (its description) nor the evaluator's pictures
-    "metrics": ("platform/metrics.py", ["_check", "quantize_uint8", "rgb_to_y", "_prepare", "psnr", "_gaussian_1d",
-                                        "_filter_valid", "ssim", "lpips_distance", "LPIPSMetric.*", "score"],
+    "metrics": ("platform/core/metrics.py", ["_check", "quantize_uint8", "_prepare", "psnr", "_gaussian_1d",
+                                             "_filter_valid", "ssim", "lpips_distance", "LPIPSMetric.*", "score"],
                 ["tests/test_metrics.py", "tests/test_perceptual.py"]),
+    # the one BT.601 conversion (metrics' Y, the Y-channel tasks, serving's luma split)
+    "colour": ("platform/core/colour.py", ["*"], ["tests/test_colour.py", "tests/test_metrics.py",
+                                                  "tests/test_degradations.py"]),
     "degradations": ("datasets/degradations.py", ["*"], ["tests/test_degradations.py", "tests/test_pipeline.py",
                                                            "tests/test_degradation_primitives.py"]),
-    "tiling and blending": ("platform/tiling.py", ["*"], ["tests/test_tiling.py"]),
+    "tiling and blending": ("platform/core/tiling.py", ["*"], ["tests/test_tiling.py"]),
     "checkpoints": ("platform/checkpoint.py", ["*"], ["tests/test_checkpoint.py", "tests/test_engine.py",
                                                       "tests/test_tiling.py", "tests/test_s3_checkpoints.py"]),
     "shard split": ("datasets/pipeline.py", ["TrainStream._worker", "TrainStream.__iter__", "ValStream.__iter__"],
@@ -59,7 +62,7 @@ AREAS = {
                                                "GANEngine.pretraining"],
                         ["tests/test_engine.py", "tests/test_paper_schedules.py"]),
     "EMA": ("platform/engine.py", ["EMA.*"], ["tests/test_ema.py"]),
-    "storage retry clock": ("platform/storage.py", ["OutageClock.*", "retry_transient", "is_transient"],
+    "storage retry clock": ("platform/core/storage.py", ["OutageClock.*", "retry_transient", "is_transient"],
                             ["tests/test_storage.py"]),
 }
 #: package folders and files staged as ``raygan/`` (what the wheel ships)
@@ -92,7 +95,7 @@ def read_equivalent(path: Path = EQUIVALENT) -> dict:
 
 def mutant_globs(area: str) -> list:
     """mutmut's names for ``area``'s mutants, as fnmatch patterns:
-    ``raygan.platform.engine.xǁEMAǁupdate__mutmut_3``, ``raygan.platform.losses.x_tv_loss__mutmut_1``."""
+    ``raygan.platform.engine.xǁEMAǁupdate__mutmut_3``, ``raygan.platform.core.losses.x_tv_loss__mutmut_1``."""
     module, functions, _ = AREAS[area]
     prefix = "raygan." + module[:-3].replace("/", ".") + "."
     out = []

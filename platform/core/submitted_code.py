@@ -40,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from raygan.platform.errors import ConfigError
+from raygan.platform.core.errors import ConfigError
 
 #: file types of the package (modules, shipped configs, the page); what the wheel holds
 PACKAGE_SUFFIXES = (".py", ".yaml", ".yml", ".html", ".json")
@@ -147,7 +147,7 @@ def package_zip(dest_dir: Path, root: Optional[Path] = None) -> Path:
 def publish(code_uri: str, storage_cfg: Any = None) -> str:
     """Write the running raygan's zip under ``code_uri`` (``s3://bucket/prefix`` or a folder
     every node mounts); the URI Ray's ``py_modules`` takes (``s3://...`` or ``file://...``)."""
-    from raygan.platform import storage
+    from raygan.platform.core import storage
 
     with tempfile.TemporaryDirectory(prefix="raygan-code-") as tmp:
         zipped = package_zip(Path(tmp))
@@ -209,7 +209,7 @@ def check_nodes(expected: str, timeout_s: float = 120.0) -> List[Dict[str, str]]
 
     @ray.remote(num_cpus=0)
     def _probe():
-        from raygan.platform.submitted_code import describe as _describe
+        from raygan.platform.core.submitted_code import describe as _describe
 
         return _describe()
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raygan.platform.perceptual import build_lpips
+from raygan.platform.core.colour import rgb_to_y
+from raygan.platform.core.perceptual import build_lpips
 
 METRIC_CONVENTIONS = (
     "PSNR/SSIM on 8-bit quantized outputs (round(clamp(x,0,1)*255)), data range 255, "
@@ -46,21 +47,6 @@ def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
 def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
     """``round(clamp(x, 0, 1) * 255)`` as float64 (values 0..255)."""
     return torch.round(x.detach().to(torch.float64).clamp(0, 1) * 255.0)
-
-
-def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 Y on the [0, 255] scale from [0, 1] images, float64, not rounded.
-
-    RGB: ``16 + 65.481 R + 128.553 G + 24.966 B`` (MATLAB ``rgb2ycbcr``, BasicSR
-    ``to_y_channel``). One channel: already Y, so ``x * 255``.
-    """
-    x = x.to(torch.float64)
-    if x.shape[1] == 1:
-        return x * 255.0
-    if x.shape[1] != 3:
-        raise ValueError(f"rgb_to_y expects 1 or 3 channels, got {x.shape[1]}")
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return 16.0 + 65.481 * r + 128.553 * g + 24.966 * b
 
 
 def _prepare(x: torch.Tensor, border: int, y: bool) -> torch.Tensor:

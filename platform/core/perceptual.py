@@ -21,7 +21,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from raygan.platform.errors import WeightsNotFoundError
+from raygan.platform.core.errors import WeightsNotFoundError
 
 VGG19_FILE = "vgg19-dcbbe1a2.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raygan.platform.perceptual import vgg19_features
+from raygan.platform.core.perceptual import vgg19_features
 
 GAN_KINDS = ("lsgan", "vanilla", "bce", "hinge")
 
@@ -66,7 +66,7 @@ class PerceptualLoss(nn.Module):
     (WCDGAN's "last conv"), 35 is relu5_4 (SRGAN/DAGAN "VGG54", DequantizerNet's index 35).
     Inputs are images in [0, 1] with 1 or 3 channels (1 channel is replicated to 3), then
     normalised with the ImageNet mean/std. ``weights`` is a spec for
-    :func:`raygan.platform.perceptual.resolve_weights` ("auto", a path, or "random");
+    :func:`raygan.platform.core.perceptual.resolve_weights` ("auto", a path, or "random");
     ``self.init`` records what was loaded: ``"pretrained:<path>"`` or ``"random"``.
     """
 

@@ -2,7 +2,7 @@
 
 Every section is a dataclass. Unknown keys and values of the wrong type fail with a
 :class:`ConfigError` naming the dotted key. The ``model`` and ``loss`` sections are typed
-by the family's own dataclasses (see ``raygan.platform.registry``).
+by the family's own dataclasses (see ``raygan.platform.core.registry``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from raygan.platform.errors import ConfigError
-from raygan.platform.registry import FAMILIES, TASKS
+from raygan.platform.core.errors import ConfigError
+from raygan.platform.core.registry import FAMILIES, TASKS
 
 
 
@@ -467,7 +467,7 @@ def _validate(cfg: RunConfigSpec) -> None:
 def build_config(raw: Dict[str, Any]) -> RunConfigSpec:
     """Validate a raw mapping (YAML + overrides) into a RunConfigSpec.
 
-    Families and tasks are looked up in ``raygan.platform.registry``, which the entry points
+    Families and tasks are looked up in ``raygan.platform.core.registry``, which the entry points
     fill (``import raygan.models``, ``import raygan.datasets.tasks``)."""
     raw = dict(raw)
     family_name = raw.get("family", RunConfigSpec.family)
@@ -478,7 +478,8 @@ def build_config(raw: Dict[str, Any]) -> RunConfigSpec:
     except KeyError as exc:
         raise ConfigError(f"family: {exc.args[0]}") from None
     model = from_dict(family.ModelConfig, raw.pop("model", None), "model")
-    loss = from_dict(family.LossConfig, raw.pop("loss", None), "loss")
+    # loss keys an older raygan wrote (a stored run's config, an old YAML) under today's names
+    loss = from_dict(family.LossConfig, family.translate_loss_keys(raw.pop("loss", None)), "loss")
     cfg = from_dict(RunConfigSpec, raw)
     cfg.model, cfg.loss = model, loss
     if cfg.data.task is None:

@@ -26,8 +26,9 @@ from urllib.parse import urlparse
 
 from pyarrow import fs as _pafs  # Ray Train's storage layer (a Ray dependency)
 
-from raygan.platform.config import StorageConfig
-from raygan.platform.errors import StorageError, StorageUnavailable
+from raygan.platform.core.config import StorageConfig
+from raygan.platform.core.counters import PROCESS, Counters
+from raygan.platform.core.errors import StorageError, StorageUnavailable
 
 __all__ = [
     "StorageError", "s3_client", "join", "is_s3", "is_local", "local_path", "list_files",
@@ -433,19 +434,20 @@ class OutageClock:
     ``failed(exc)`` waits before the next try (logging the retry once, with its cause) or,
     when the outage has lasted ``storage.outage_budget_s``, raises StorageUnavailable
     naming the endpoint and the cause; ``ok()`` ends the outage (progress was made).
-    ``stats`` (a dict) accumulates ``retries`` and ``wait_s`` for the run's metrics.
+    ``counters`` (:class:`~raygan.platform.core.counters.Counters`, default the process's)
+    counts each retry and the seconds it waited, for the run's metrics.
     """
 
     BASE_S = 0.5
 
-    def __init__(self, storage_cfg: Any, what: str, stats: Optional[Dict[str, float]] = None,
+    def __init__(self, storage_cfg: Any, what: str, counters: Optional[Counters] = None,
                  uri: str = "s3://", endpoint: Optional[str] = None):
         cfg = storage_cfg if storage_cfg is not None else StorageConfig()
         self.budget = float(getattr(cfg, "outage_budget_s", 300.0))
         self.max_wait = float(getattr(cfg, "retry_max_s", 30.0))
         self.endpoint = endpoint or (_describe_endpoint(storage_cfg) if is_s3(uri) else "local storage")
         self.what = what
-        self.stats = stats if stats is not None else {}
+        self.counters = counters if counters is not None else PROCESS
         self.start: Optional[float] = None
         self.attempt = 0
 
@@ -467,16 +469,15 @@ class OutageClock:
         print(f"raygan: storage retry {self.attempt} for {self.what} at {self.endpoint} in "
               f"{delay:.1f} s ({elapsed:.0f} s into the outage, budget {self.budget:g} s): {cause}",
               file=sys.stderr, flush=True)
-        self.stats["retries"] = self.stats.get("retries", 0) + 1
-        self.stats["wait_s"] = self.stats.get("wait_s", 0.0) + delay
+        self.counters.storage_wait(delay)
         time.sleep(delay)
 
 
-def retry_transient(fn: Any, storage_cfg: Any, what: str, stats: Optional[Dict[str, float]] = None,
+def retry_transient(fn: Any, storage_cfg: Any, what: str, counters: Optional[Counters] = None,
                     uri: str = "s3://", transient: Any = None, endpoint: Optional[str] = None) -> Any:
     """``fn()``, retried through transient storage failures (see :class:`OutageClock`);
     ``transient(exc)`` decides what is worth retrying (default :func:`is_transient`)."""
-    clock = OutageClock(storage_cfg, what, stats, uri, endpoint)
+    clock = OutageClock(storage_cfg, what, counters, uri, endpoint)
     while True:
         try:
             return fn()
@@ -484,11 +485,6 @@ def retry_transient(fn: Any, storage_cfg: Any, what: str, stats: Optional[Dict[s
             if not (transient or is_transient)(exc):
                 raise
             clock.failed(exc)
-
-
-#: storage retries of the writes and reads Ray Train makes through RetryingFileSystem in this
-#: process (checkpoint uploads and restores in a worker; run snapshots in the controller)
-RAY_IO_STATS: Dict[str, float] = {}
 
 
 class RetryingFileSystem(_pafs.FileSystemHandler):
@@ -508,7 +504,9 @@ class RetryingFileSystem(_pafs.FileSystemHandler):
         self.fs, self.storage_cfg, self.uri = fs, storage_cfg, uri
 
     def _retry(self, what: str, fn: Any) -> Any:
-        return retry_transient(fn, self.storage_cfg, what, RAY_IO_STATS, uri=self.uri)
+        # counted in counters.PROCESS: checkpoint uploads and restores in a worker, run
+        # snapshots in the controller
+        return retry_transient(fn, self.storage_cfg, what, uri=self.uri)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RetryingFileSystem) and self.fs.equals(other.fs)
