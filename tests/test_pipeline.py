@@ -753,10 +753,9 @@ def test_too_many_skipped_names_the_data_and_the_worker_mid_pass_or_at_its_end(t
     assert msg.startswith("training data <data>, worker 0 of 1: skipped 200 of the 200 training records")
 
 
-def _stream_whose_second_open_fails(tmp_path, monkeypatch, **cfg):
-    """Two shards of 3 records; opening the second fails once (a retry, the longest jitter of
-    0.01 s). Returns the stream and the list of URIs opened so far."""
-    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
+def _second_open_fails(monkeypatch):
+    """Storage whose second open fails once (a retry, at the longest jitter); returns the list
+    of URIs opened so far."""
     real_open = pl.storage.open_stream
     opened = []
 
@@ -768,6 +767,14 @@ def _stream_whose_second_open_fails(tmp_path, monkeypatch, **cfg):
 
     monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
     monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)  # the longest jitter
+    return opened
+
+
+def _stream_whose_second_open_fails(tmp_path, monkeypatch, **cfg):
+    """Two shards of 3 records; opening the second fails once (a retry, the longest jitter of
+    0.01 s). Returns the stream and the list of URIs opened so far."""
+    ss = pl.ShardSet(_records(tmp_path, [f"k{i}" for i in range(6)], 3))
+    opened = _second_open_fails(monkeypatch)
     ds = pl.TrainStream(ss, _cfg(shuffle_buffer=1, **cfg), StorageConfig(retry_max_s=0.01), task=_Draw())
     return ds, opened
 
@@ -778,21 +785,11 @@ def test_validation_storage_retries_count_in_the_process_counters(tmp_path, monk
     from raygan.platform.core import counters
 
     ss = pl.ShardSet(_records(tmp_path, [f"v{i}" for i in range(4)], 2, split="val"), split="val")
-    real_open = pl.storage.open_stream
-    opened = []
-
-    def flaky_open(uri, storage_cfg=None, start=0):
-        opened.append(uri)
-        if len(opened) == 2:
-            raise ConnectionError("connection reset by peer")
-        return real_open(uri, storage_cfg, start)
-
-    monkeypatch.setattr(pl.storage, "open_stream", flaky_open)
-    monkeypatch.setattr(pl.storage.random, "uniform", lambda a, b: b)
+    opened = _second_open_fails(monkeypatch)
     before = counters.PROCESS.copy()
     stream = pl.ValStream(ss, _cfg(val_crop=None, val_max_images=None), StorageConfig(retry_max_s=0.01),
                           task=_Draw())
-    assert len(list(stream)) == 4
+    assert len(list(stream)) == 4 and opened[1] == opened[2]  # the retried shard, opened again
     gained = counters.PROCESS.since(before)
     assert (gained["storage_retries"], gained["storage_wait_s"]) == (1, pytest.approx(0.01))
 
