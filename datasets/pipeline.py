@@ -28,8 +28,9 @@ What an epoch is (``train.epoch_unit``): ``images`` = one sample per training im
 ``p`` counts once: the image is resized or padded to one patch, see ``data.small_images``),
 from the manifest's ``image_sizes`` (:func:`epoch_samples`). A manifest without sizes is an
 error naming the fix (re-run the shard job), never a silent fall-back to images.
-:func:`resolve_schedule` turns every epoch-valued key (``train.epochs``,
-``train.pretrain_epochs``, ``optim.lr_step_epochs``) into iterations for a world size.
+The run plan (``raygan.platform.plan.resolve_schedule``, on the driver) turns every
+epoch-valued key (``train.epochs``, ``train.pretrain_epochs``, ``optim.lr_step_epochs``)
+into iterations for a world size with these counts.
 
 Too many skipped records stop the run: a worker that has skipped more than
 ``data.max_skip_fraction`` of the records it read (after a pass, or after 200 records)
@@ -38,10 +39,8 @@ raises :class:`TooManySkipped` with the counts and the most common reasons.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -62,7 +61,7 @@ from raygan.platform.core.counters import Counters
 
 __all__ = [
     "ShardSet", "Skipped", "iter_shard", "decode_record", "TrainStream", "ValStream",
-    "steps_per_epoch", "patches_per_image", "epoch_samples", "resolve_schedule",
+    "steps_per_epoch", "patches_per_image", "epoch_samples",
     "TooManySkipped", "make_train_loader", "make_val_loader", "DataPlan", "resolve_data",
 ]
 
@@ -257,25 +256,24 @@ def resolve_data(data_cfg: Any, storage_cfg: Any = None, workdir: str = DEFAULT_
     """Where a run's data is, decided once.
 
     ``data.train``, or the embedded demo shards (built on first use under ``workdir``) when
-    unset; local paths are made absolute (Ray workers may run in another directory), and
-    ``data_cfg`` is updated to what was chosen. Validation: ``data.val`` (its val split when
-    it is a shard-set root), else the val split next to the training set (``dst`` for
-    ``dst/train``). Missing or empty shard sets fail here with a :class:`ShardError`.
+    unset; local paths are made absolute (Ray workers may run in another directory); the
+    plan's ``train.uri`` (and ``val.uri`` when ``data.val`` is set) is what was chosen, and
+    ``data_cfg`` is only read. Validation: ``data.val`` (its val split when it is a shard-set
+    root), else the val split next to the training set (``dst`` for ``dst/train``). Missing
+    or empty shard sets fail here with a :class:`ShardError`.
     """
-    if not data_cfg.train:
-        data_cfg.train = ensure_demo_shards(workdir)
-    for key in ("train", "val"):
-        uri = getattr(data_cfg, key)
-        if uri and storage.is_local(uri):
-            setattr(data_cfg, key, str(Path(storage.local_path(uri)).resolve()))
-    train = ShardSet.open(data_cfg.train, "train", storage_cfg)
+    def absolute(uri):
+        return str(Path(storage.local_path(uri)).resolve()) if uri and storage.is_local(uri) else uri
+
+    train_uri = absolute(data_cfg.train or ensure_demo_shards(workdir))
+    train = ShardSet.open(train_uri, "train", storage_cfg)
     if not with_val:
         return DataPlan(train, None)
     if data_cfg.val:
-        val_uri = data_cfg.val
+        val_uri = absolute(data_cfg.val)
         val_split = "val" if read_manifest(val_uri, storage_cfg) is not None else None
     else:  # the val split of the shard set the training split belongs to
-        val_uri, val_split = train.root or data_cfg.train, "val"
+        val_uri, val_split = train.root or train_uri, "val"
     return DataPlan(train, ShardSet(val_uri, storage_cfg, val_split))
 
 
@@ -388,33 +386,6 @@ def epoch_samples(shardset: "ShardSet", train_cfg: Any, data_cfg: Any) -> int:
     patch = train_cfg.epoch_patch or data_cfg.patch
     stride = train_cfg.epoch_stride or patch
     return sum(n * patches_per_image(w, h, patch, stride) for w, h, n in sizes)
-
-
-def resolve_schedule(cfg: Any, world: int, shardset: Optional["ShardSet"]) -> Tuple[Any, int]:
-    """``(cfg', steps_per_epoch)``: a copy of the run config whose ``train.steps`` and
-    ``optim.lr_step`` are the iterations of ``train.epochs`` / ``optim.lr_step_epochs`` when
-    those are set, for ``world`` workers of ``data.batch``; and the iterations of one epoch
-    (for ``train.pretrain_epochs``, see ``GANEngine.set_pretraining``).
-
-    The training data is only read (its manifest) when an epoch-valued key needs it;
-    otherwise ``steps_per_epoch`` is 0 and nothing uses it.
-    """
-    t, o = cfg.train, cfg.optim
-    needs = (t.epochs is not None or o.lr_step_epochs is not None
-             or (t.pretrain_steps is None and t.pretrain_epochs > 0))
-    if not needs:
-        return cfg, 0
-    if shardset is None:
-        raise ValueError("resolve_schedule: epoch-valued keys need the training ShardSet")
-    spe = steps_per_epoch(epoch_samples(shardset, t, cfg.data), cfg.data.batch, world)
-    cfg = copy.deepcopy(cfg)
-    if t.epochs is not None:
-        cfg.train.steps = max(1, int(math.ceil(t.epochs * spe)))
-    if o.lr_step_epochs is not None:
-        cfg.optim.lr_step = max(1, int(math.ceil(o.lr_step_epochs * spe)))
-    return cfg, spe
-
-
 
 
 class _SkipLog:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -69,7 +70,8 @@ def train_curve(name, config, overrides, minutes, eval_every, sets, workdir, ran
     """Train one variant for ``minutes`` (rank 0's clock, stopped while scoring) and return
     its curve; with ``world`` > 1 this is one DDP rank of the preset's own layout."""
     import raygan.models  # noqa: F401  (registers the families: a spawned rank starts bare)
-    from raygan.datasets.pipeline import make_train_loader, resolve_data, resolve_schedule
+    from raygan.datasets.pipeline import make_train_loader, resolve_data
+    from raygan.platform.plan import resolve_schedule
     from raygan.platform.core.config import load_config
     from raygan.platform.engine import GANEngine, count_parameters
 
@@ -77,17 +79,15 @@ def train_curve(name, config, overrides, minutes, eval_every, sets, workdir, ran
     cfg = load_config(config, ["train.lpips_weights=off", f"workdir={workdir}", *overrides])
     torch.manual_seed(cfg.seed + rank)
     plan = resolve_data(cfg.data, cfg.storage, cfg.workdir, with_val=False)
-    cfg, epoch_steps = resolve_schedule(cfg, world, plan.train)
+    schedule = resolve_schedule(cfg, world, plan.train)
     wrap = None
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
 
         def wrap(model, parallel_strategy_kwargs=None):  # ray.train.torch.prepare_model's signature
             return DistributedDataParallel(model, **(parallel_strategy_kwargs or {}))
-    engine = GANEngine(cfg, device=torch.device("cpu"), wrap_model=wrap)
-    engine.set_pretraining(epoch_steps)
-    val_cfg = cfg.data
-    val_cfg.val_crop = None
+    engine = GANEngine(cfg, device=torch.device("cpu"), wrap_model=wrap, schedule=schedule)
+    val_cfg = dataclasses.replace(cfg.data, val_crop=None)  # whole photos; cfg is left as loaded
     photos = whole_photos(sets, val_cfg) if rank == 0 else []
     batches = iter(make_train_loader(plan, cfg.data, rank, world, seed=cfg.seed))
     curve = []
@@ -96,13 +96,13 @@ def train_curve(name, config, overrides, minutes, eval_every, sets, workdir, ran
                       **dict(zip(("gain_y", "gain_rgb"), gains(engine.eval_generator(), photos)))})
         print(f"{name}: {config} ({count_parameters(engine.generator):,} G parameters, {world} "
               f"process(es) x {torch.get_num_threads()} threads, batch {cfg.data.batch} x "
-              f"{cfg.data.patch}px each, {cfg.train.steps} steps)", flush=True)
+              f"{cfg.data.patch}px each, {schedule.steps} steps)", flush=True)
     clock, next_eval = 0.0, eval_every * 60
     while True:
         t0 = time.perf_counter()
         engine.train_step(next(batches))
         clock += time.perf_counter() - t0
-        done = clock >= minutes * 60 or engine.step >= cfg.train.steps
+        done = clock >= minutes * 60 or engine.step >= schedule.steps
         score = done or clock >= next_eval
         if dist is not None:  # every rank follows rank 0's clock
             flags = torch.tensor([score, done], dtype=torch.int32)

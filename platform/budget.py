@@ -17,7 +17,6 @@ assumed sustained throughput.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
@@ -90,12 +89,11 @@ def flops_per_iteration(cfg: Any) -> Dict[str, float]:
 
     from raygan.platform.engine import GANEngine
 
-    cfg = copy.deepcopy(cfg)
+    from raygan.platform.plan import with_settings
+
     batch_size = int(cfg.data.batch)
-    cfg.data.batch = 1
-    cfg.train.perceptual_weights = "random"
-    cfg.train.ema_decay = 0.0
-    cfg.train.amp = "none"
+    cfg = with_settings(cfg, **{"data.batch": 1, "train.perceptual_weights": "random",
+                                "train.ema_decay": 0.0, "train.amp": "none"})
     torch.manual_seed(0)
     engine = GANEngine(cfg, device=torch.device("cpu"))
     out = {}
@@ -151,18 +149,16 @@ def estimate(config: str, overrides, dataset: Optional[str], tflops: float) -> D
     or given in iterations when None), FLOPs per iteration and GPU-hours at ``tflops``."""
     import raygan.datasets.tasks  # noqa: F401  (the registries the config names)
     import raygan.models  # noqa: F401
-    from raygan.datasets.pipeline import resolve_schedule
     from raygan.platform.core.config import load_config
+    from raygan.platform.plan import resolve_schedule
 
     cfg = load_config(config, ["train.init_from=null", *overrides])
     shards = _Sizes(DATASETS[dataset]) if dataset else None
-    resolved, spe = resolve_schedule(cfg, 1, shards)
-    t = resolved.train
-    pre = t.pretrain_steps if t.pretrain_steps is not None else int(math.ceil(t.pretrain_epochs * spe))
-    pre = min(pre, t.steps)
-    flops = flops_per_iteration(resolved)
-    hours = gpu_hours(flops["adversarial"], t.steps - pre, tflops, flops["pretrain"], pre)
-    return {"iterations": t.steps, "pretrain_iterations": pre, "iterations_per_epoch": spe,
+    s = resolve_schedule(cfg, 1, shards)
+    pre = min(s.pretrain_steps, s.steps)
+    flops = flops_per_iteration(cfg)
+    hours = gpu_hours(flops["adversarial"], s.steps - pre, tflops, flops["pretrain"], pre)
+    return {"iterations": s.steps, "pretrain_iterations": pre, "iterations_per_epoch": s.steps_per_epoch,
             "gflop_pretrain": flops["pretrain"] / 1e9, "gflop_adversarial": flops["adversarial"] / 1e9,
             "gpu_hours": hours}
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -288,7 +289,7 @@ def evaluate(models: Sequence[str], sets: Sequence[str], data_cfg: DataConfig, *
         raise EvaluationError(f"protocol {protocol} resizes the target only; task {data_cfg.task} "
                               f"carries {', '.join(task.spatial_fields)} too")
     tiling, tile_why = resolve_tile(tile, overlap, loaded)
-    data_cfg.channels = proto.channels
+    data_cfg = dataclasses.replace(data_cfg, channels=proto.channels)  # the caller's is left as it was
     for ev in loaded:
         if _is_baseline(ev.name):
             ev.channels = data_cfg.channels  # baselines work on any channel count

@@ -10,18 +10,18 @@ best generator and returns the JSON summary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from PIL import Image
 
-from raygan.datasets.pipeline import (DataPlan, make_train_loader, make_val_loader, resolve_data,
-                                      resolve_schedule)
+from raygan.datasets.pipeline import DataPlan, make_train_loader, make_val_loader
 from raygan.platform.core import metrics as M
 from raygan.platform.core import counters, storage, submitted_code
 from raygan.platform import tracking
@@ -30,6 +30,7 @@ from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_co
 from raygan.platform.core.config import RunConfigSpec, build_config, flatten, to_dict
 from raygan.platform.core.errors import CapacityError, ConfigError
 from raygan.platform.engine import GANEngine, build_family, count_parameters
+from raygan.platform.plan import RunPlan, resolve_run_plan, resolve_schedule, with_settings
 from raygan.platform.tracking import RunLogger, fetch_checkpoint, run_tracking_uri
 
 
@@ -39,30 +40,30 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"
                  "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_DISABLE_TELEMETRY", "TORCH_HOME")
 
 
-def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
+def run_loop(run: Union[RunPlan, RunConfigSpec], *, rank: int = 0, world: int = 1,
              device: Optional[torch.device] = None, wrap_model=None,
              restore_dir: Optional[str] = None, logger=None,
              report: Optional[Callable[[Dict[str, Any], Optional[str]], None]] = None,
              checkpoint_root: Optional[str] = None, plan: Optional[DataPlan] = None) -> Dict[str, Any]:
     """The training loop shared by Ray workers and plain single-process runs.
 
+    ``run`` is the driver's :class:`~raygan.platform.plan.RunPlan` (a config alone is resolved
+    into one here, over ``plan`` or the data its config names); the loop takes its iterations,
+    generator-only phase and cadence from the plan's schedule and never changes the config.
     ``report(metrics, checkpoint_dir_or_None)`` is called after every validation (Ray:
-    ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory; ``plan`` is
-    the driver's :func:`~raygan.datasets.pipeline.resolve_data` (resolved here when None).
+    ``ray.train.report``); ``restore_dir`` resumes from a checkpoint directory.
     The counters (:mod:`~raygan.platform.core.counters`): what the training stream counted,
     carried in its batches, plus what this process's other storage calls (MLflow logging,
     Ray's checkpoint I/O, validation reads) counted since the run started.
     """
     process_at_start = counters.PROCESS.copy()
-    if plan is None:
-        plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
+    if not isinstance(run, RunPlan):
+        run = resolve_run_plan(run, world, plan)
+    elif run.world != world:  # an elastic run started with fewer workers: epochs count for these
+        run = dataclasses.replace(run, schedule=resolve_schedule(run.cfg(), world, run.data.train), world=world)
+    cfg, schedule, plan = run.cfg(), run.schedule, run.data
     torch.manual_seed(cfg.seed + rank)
-    # Epoch-valued keys (train.epochs, optim.lr_step_epochs, train.pretrain_epochs) become
-    # iterations in the unit of train.epoch_unit (images, or patches from the manifest's
-    # image sizes); cfg is a resolved copy from here on (its train.steps is the real total).
-    cfg, epoch_steps = resolve_schedule(cfg, world, plan.train)
-    engine = GANEngine(cfg, device=device, wrap_model=wrap_model)
-    engine.set_pretraining(epoch_steps)
+    engine = GANEngine(cfg, device=device, wrap_model=wrap_model, schedule=schedule)
     resumed_from = 0
     if restore_dir is not None:
         load_checkpoint(restore_dir, engine)
@@ -107,7 +108,7 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
         if report is not None:
             report(metrics, ckpt_dir)
 
-    while engine.step < cfg.train.steps:
+    while engine.step < schedule.steps:
         batch = next(batches)
         streamed.merge(batch.pop("counters", {}))
         logs = engine.train_step(batch)
@@ -115,17 +116,17 @@ def run_loop(cfg: RunConfigSpec, *, rank: int = 0, world: int = 1,
         for k, v in logs.items():
             running[k] = running.get(k, 0.0) + v
         n_running += 1
-        if engine.step % cfg.train.log_every == 0:
+        if engine.step % schedule.log_every == 0:
             means = {k: v / n_running for k, v in running.items()}
             if logger is not None:
                 logger.metrics({f"train_{k}": v for k, v in means.items()}, step=engine.step)
                 mine = streamed.copy().merge(counters.PROCESS.since(process_at_start))  # rank 0's
                 logger.metrics({f"{k}_rank0": v for k, v in mine.values.items()}, step=engine.step)
             if rank == 0:
-                print(progress_line(engine.step, cfg.train.steps, means, images * world,
+                print(progress_line(engine.step, schedule.steps, means, images * world,
                                     time.time() - t0, resumed_from), flush=True)
             running, n_running = {}, 0
-        if engine.step % cfg.train.val_every == 0 or engine.step == cfg.train.steps:
+        if engine.step % schedule.val_every == 0 or engine.step == schedule.steps:
             validate_and_report()
     if not last:  # resumed at the final step: validate once more so the run has metrics
         validate_and_report()
@@ -188,8 +189,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    cfg = build_config(loop_config["cfg"])
-    plan = DataPlan.from_dict(loop_config["data"], cfg.storage)
+    run = RunPlan.from_dict(loop_config["run"])  # the driver's, resolved once
+    cfg = run.cfg()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if loop_config.get("threads"):  # Ray sets OMP_NUM_THREADS; torch may have read another
@@ -227,15 +228,15 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             elif restore_dir is not None and rank == 0:
                 print(f"raygan: resuming from {Path(checkpoint.path).name} in {loop_config['run_storage']} "
                       f"(step {known}) on {world} worker(s)", flush=True)
-        _run_worker(cfg, plan, rank, world, logger, report, restore_dir)
+        _run_worker(run, rank, world, logger, report, restore_dir)
 
 
-def _run_worker(cfg, plan, rank, world, logger, report, restore_dir):
+def _run_worker(run, rank, world, logger, report, restore_dir):
     import ray.train.torch
 
-    run_loop(cfg, rank=rank, world=world, device=ray.train.torch.get_device(),
+    run_loop(run, rank=rank, world=world, device=ray.train.torch.get_device(),
              wrap_model=ray.train.torch.prepare_model, restore_dir=restore_dir,
-             logger=logger, report=report, plan=plan)
+             logger=logger, report=report)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -394,18 +395,19 @@ def local_tracking_path(uri: str) -> Optional[str]:
     return None if "://" in uri else uri
 
 
-def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[str]:
-    """For the driver of a submitted Ray job: move the default workdir to
-    :func:`stable_workdir` and refuse workdir, storage or MLflow paths that fall inside the
-    job's temporary working-dir copy (ConfigError). Returns a line to print, or None when
-    this is not a submitted job."""
+def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Tuple[RunConfigSpec, Optional[str]]:
+    """For the driver of a submitted Ray job: the default workdir moves to
+    :func:`stable_workdir` (a new config; ``cfg`` is left as it was), and workdir, storage or
+    MLflow paths that fall inside the job's temporary working-dir copy are refused
+    (ConfigError). Returns ``(config, line to print)``; the line is None when this is not a
+    submitted job."""
     environ = os.environ if environ is None else environ
     if RAY_JOB_ENV not in environ:
-        return None
+        return cfg, None
     base = Path(cwd or os.getcwd()).resolve()
     note = ""
     if cfg.workdir == RunConfigSpec.workdir:
-        cfg.workdir = str(stable_workdir(environ))
+        cfg = with_settings(cfg, workdir=str(stable_workdir(environ)))
         note = f" (the default for submitted jobs; set --workdir or ${RAYGAN_HOME_ENV} to change it)"
     copy = ray_job_copy(environ, base)
     if copy is not None:
@@ -423,7 +425,7 @@ def place_job_outputs(cfg: RunConfigSpec, environ=None, cwd=None) -> Optional[st
                     "which is deleted with the Ray session: give --workdir an absolute path (or "
                     f"leave it out for {stable_workdir(environ)}), --storage s3://... or an "
                     "absolute path, and MLFLOW_TRACKING_URI an MLflow server or an absolute sqlite path")
-    return f"raygan: submitted Ray job; workdir {cfg.workdir}{note}"
+    return cfg, f"raygan: submitted Ray job; workdir {cfg.workdir}{note}"
 
 
 def check_node_local_storage(storage_uri: str, nodes: int, shared_storage: bool,
@@ -463,9 +465,8 @@ def prepare_run(cfg: RunConfigSpec) -> Dict[str, Any]:
     (missing shards, manifests that cannot count epochs) and the resolved schedule."""
     family = build_family(cfg)
     family.setup(torch.device("cpu"))
-    plan = resolve_data(cfg.data, cfg.storage, cfg.workdir)
-    schedule, _ = resolve_schedule(cfg, cfg.ray.workers, plan.train)
-    return {"family": family, "plan": plan, "schedule": schedule,
+    run = resolve_run_plan(cfg, cfg.ray.workers)
+    return {"family": family, "run": run, "plan": run.data, "schedule": run.schedule,
             "params_generator": count_parameters(family.build_generator()),
             "params_discriminator": count_parameters(family.build_discriminator())}
 
@@ -476,7 +477,7 @@ def check_run(cfg: RunConfigSpec) -> Dict[str, Any]:
     plan, schedule = prepared["plan"], prepared["schedule"]
     return {"check": "ok", "family": cfg.family, "preset": cfg.preset, "task": cfg.data.task,
             "train": plan.train.uri, "train_records": plan.train.count, "val": plan.val.uri,
-            "steps": schedule.train.steps, "lr_step": schedule.optim.lr_step,
+            "steps": schedule.steps, "lr_step": schedule.lr_step,
             "workers": cfg.ray.workers, "perceptual_init": prepared["family"].perceptual_init,
             "init_from": cfg.train.init_from,
             "params_generator": prepared["params_generator"],
@@ -547,11 +548,12 @@ def capacity_error(cfg: RunConfigSpec, exc: BaseException) -> Optional[CapacityE
 
 
 def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, Any]:
-    """Train ``cfg`` on Ray; returns the summary printed by the jobs."""
-    job_note = place_job_outputs(cfg)
+    """Train ``cfg`` on Ray; returns the summary printed by the jobs. ``cfg`` is not changed:
+    what the driver settles (the work folder, the storage path, the run name) goes into the
+    run's own config, and with the data and the schedule into its :class:`RunPlan`."""
+    cfg, job_note = place_job_outputs(cfg)
     workdir = Path(cfg.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg.workdir = str(workdir)
     runs_dir = workdir / "runs"
     runs_dir.mkdir(exist_ok=True)
     if resume == "latest":
@@ -560,16 +562,17 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
             raise ValueError(f"--resume: no earlier {cfg.family} run recorded in {runs_dir}; "
                              "name the run: --resume NAME")
         resume = latest.read_text().strip()
-    # Fail fast, in the driver (clear errors, no Ray noise); the data is resolved once, here,
-    # and handed to the workers; the resolved iterations go into the params.
-    prepared = prepare_run(cfg)
-    family, plan, schedule = prepared["family"], prepared["plan"], prepared["schedule"]
-    params_g, params_d = prepared["params_generator"], prepared["params_discriminator"]
-    if cfg.ray.storage and storage.is_local(cfg.ray.storage):
-        cfg.ray.storage = str(Path(storage.local_path(cfg.ray.storage)).resolve())
-
     name = resume or _run_name(cfg)
-    cfg.ray.name = name
+    settings = {"workdir": str(workdir), "ray.name": name}
+    if cfg.ray.storage and storage.is_local(cfg.ray.storage):
+        settings["ray.storage"] = str(Path(storage.local_path(cfg.ray.storage)).resolve())
+    cfg = with_settings(cfg, **settings)
+    # Fail fast, in the driver (clear errors, no Ray noise); the run plan (data, schedule) is
+    # resolved once, here, and handed to the workers; the resolved iterations go into the params.
+    prepared = prepare_run(cfg)
+    family, run, schedule = prepared["family"], prepared["run"], prepared["schedule"]
+    cfg = run.cfg()  # the run's config: the data it resolved recorded in it
+    params_g, params_d = prepared["params_generator"], prepared["params_discriminator"]
     (runs_dir / f"latest-{cfg.family}.txt").write_text(name)
 
     storage_uri = cfg.ray.storage or str(workdir / "ray_results")
@@ -587,11 +590,12 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     params.update({"params_generator": params_g, "params_discriminator": params_d,
                    "resolved_cpus_per_worker": cpus, "resolved_threads_per_worker": threads,
                    "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights),
-                   "resolved_steps": schedule.train.steps, "resolved_lr_step": schedule.optim.lr_step})
+                   "resolved_steps": schedule.steps, "resolved_lr_step": schedule.lr_step,
+                   "resolved_pretrain_steps": schedule.pretrain_steps})
     run_id = tracking.start_run(cfg, name, resume is not None, params)
 
     trainer = build_torch_trainer(
-        cfg, {"cfg": to_dict(cfg), "data": plan.to_dict(), "mlflow_run_id": run_id,
+        cfg, {"run": run.to_dict(), "mlflow_run_id": run_id,
               "tracking_uri": tracking_uri}, storage_path, filesystem, cpus_per_worker=cpus)
     logger = tracking.RunLogger(tracking_uri, run_id, cfg.storage)
     try:

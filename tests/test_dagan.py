@@ -255,7 +255,6 @@ def test_engine_train_step():
         "loss.pixel=0.5", "loss.perceptual=0.5",  # the preset: MSE alone (no pretrained VGG offline)
     ])
     engine = GANEngine(cfg)
-    engine.set_pretraining(10)
     target = torch.rand(2, 3, 16, 16)
     batch = {"input": (target * 15).round() / 15, "target": target}
     pre = engine.train_step(batch)

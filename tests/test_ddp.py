@@ -58,7 +58,6 @@ def ddp_worker(config):
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     eng = GANEngine(cfg, wrap_model=ray.train.torch.prepare_model)
-    eng.set_pretraining(0)
     for step in range(PRETRAIN):
         eng.train_step(half(global_batch(step), rank))
     save_file({k: v.contiguous() for k, v in eng.generator.state_dict().items()}, str(out / f"g_pre_{rank}.safetensors"))
@@ -125,7 +124,6 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(ddp_run):
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     single = GANEngine(cfg)
-    single.set_pretraining(0)
     for step in range(PRETRAIN):
         single.train_step(global_batch(step))
     ranks = [load_file(str(out / f"g_pre_{r}.safetensors")) for r in range(2)]

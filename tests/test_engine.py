@@ -35,7 +35,6 @@ def params(module):
 def test_pretraining_touches_only_g_then_d_and_g_alternate():
     torch.manual_seed(0)
     eng = GANEngine(tiny_cfg())
-    eng.set_pretraining(steps_per_epoch=10)  # pretrain_steps=1 overrides the epochs
     assert eng.pretrain_steps == 1
     d0 = params(eng.discriminator)
     logs = eng.train_step(batch())
@@ -48,8 +47,13 @@ def test_pretraining_touches_only_g_then_d_and_g_alternate():
 
 
 def test_pretraining_from_epochs():
-    eng = GANEngine(tiny_cfg("train.pretrain_steps=null", "train.pretrain_epochs=2.5"))
-    eng.set_pretraining(steps_per_epoch=4)
+    from types import SimpleNamespace
+
+    from raygan.platform.plan import resolve_schedule
+
+    cfg = tiny_cfg("train.pretrain_steps=null", "train.pretrain_epochs=2.5", "train.epoch_unit=images")
+    four_epoch_steps = SimpleNamespace(count=4 * cfg.data.batch)  # images: 4 steps an epoch
+    eng = GANEngine(cfg, schedule=resolve_schedule(cfg, 1, four_epoch_steps))
     assert eng.pretrain_steps == 10
 
 
@@ -67,7 +71,6 @@ def test_schedules_start_with_the_adversarial_phase():
     (WCDGAN: 2e-4 / 1e-4), and both count adversarial steps only."""
     torch.manual_seed(0)
     eng = GANEngine(tiny_cfg("optim.lr_step=1", "optim.lr_gamma=0.5", "train.pretrain_steps=3"))
-    eng.set_pretraining(steps_per_epoch=10)
     lr_g, lr_d = eng.cfg.optim.lr_g, eng.cfg.optim.lr_d
     assert eng.cfg.optim.lr_schedule_start == "adversarial"
     for i in range(3):
@@ -89,7 +92,6 @@ def test_schedule_start_pretraining_counts_g_pretraining_steps():
     torch.manual_seed(0)
     eng = GANEngine(tiny_cfg("optim.lr_step=1", "optim.lr_gamma=0.5", "train.pretrain_steps=3",
                              "optim.lr_schedule_start=pretraining"))
-    eng.set_pretraining(steps_per_epoch=10)
     lr_g, lr_d = eng.cfg.optim.lr_g, eng.cfg.optim.lr_d
     for i in range(3):
         eng.train_step(batch(i))
@@ -109,7 +111,6 @@ def test_cosine_spans_the_steps_each_schedule_counts():
     for start, g_span in (("adversarial", 7), ("pretraining", 10)):
         eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=10", "train.pretrain_steps=3",
                                  f"optim.lr_schedule_start={start}"))
-        eng.set_pretraining(steps_per_epoch=10)
         assert (eng.sched_g.T_max, eng.sched_d.T_max) == (g_span, 7)
 
 
@@ -264,7 +265,6 @@ def test_cosine_schedule_spans_g_over_the_run_and_d_over_its_adversarial_phase()
 
     eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "optim.lr_schedule_start=pretraining",
                              "train.steps=6", "train.pretrain_steps=2", "optim.lr_g=1e-3", "optim.lr_d=2e-3"))
-    eng.set_pretraining(steps_per_epoch=1)
     assert eng.sched_d.T_max == 4
     g_lrs, d_lrs = [], []
     for i in range(6):

@@ -153,7 +153,6 @@ def test_configs_load_and_engine_runs_both_variants():
     torch.manual_seed(0)
     for name in ("facesr_cnn.yaml", "facesr_gan.yaml"):
         eng = GANEngine(load_config(CONFIGS / name, tiny))
-        eng.set_pretraining(10)
         for _ in range(2):
             logs = eng.train_step(face_batch())
         assert np.isfinite(logs["g_total"])

@@ -20,7 +20,7 @@ FLOORS = {
         "raygan.platform.core.submitted_code"],
     2: ["raygan.datasets.*"],
     3: ["raygan.models.*"],
-    4: ["raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
+    4: ["raygan.platform.plan", "raygan.platform.engine", "raygan.platform.checkpoint", "raygan.platform.tracking",
         "raygan.platform.restorer", "raygan.platform.mlflow_model", "raygan.platform.evaluation",
         "raygan.platform.distributed", "raygan.platform.trainer", "raygan.platform.cli",
         "raygan.platform.sweep", "raygan.platform.sweep.*", "raygan.platform.budget",

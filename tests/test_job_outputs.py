@@ -60,7 +60,7 @@ def test_local_tracking_path():
 
 def test_not_a_job_changes_nothing(copy_dir):
     cfg = cfg_with()
-    assert place_job_outputs(cfg, environ={}, cwd=copy_dir) is None
+    assert place_job_outputs(cfg, environ={}, cwd=copy_dir) == (cfg, None)
     assert cfg.workdir == ".raygan"
     assert ray_job_copy({}, copy_dir) is None
 
@@ -68,9 +68,10 @@ def test_not_a_job_changes_nothing(copy_dir):
 def test_job_default_workdir_moves_to_stable_home(copy_dir, tmp_path):
     env = {RAY_JOB_ENV: JOB_ENV, "RAYGAN_HOME": str(tmp_path / "home")}
     assert ray_job_copy(env, copy_dir) == copy_dir.resolve()
-    cfg = cfg_with()
-    note = place_job_outputs(cfg, environ=env, cwd=copy_dir)
+    loaded = cfg_with()
+    cfg, note = place_job_outputs(loaded, environ=env, cwd=copy_dir)
     assert cfg.workdir == str((tmp_path / "home").resolve())
+    assert loaded.workdir == ".raygan"  # a new config: the loaded one is left as it was
     assert str((tmp_path / "home").resolve()) in note and "RAYGAN_HOME" in note
     assert stable_workdir({}).name == ".raygan"
 
@@ -78,7 +79,7 @@ def test_job_default_workdir_moves_to_stable_home(copy_dir, tmp_path):
 def test_job_keeps_explicit_paths_outside_the_copy(copy_dir, tmp_path):
     env = {RAY_JOB_ENV: JOB_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
     cfg = cfg_with(f"workdir={tmp_path / 'w'}", f"ray.storage={tmp_path / 'ray'}")
-    place_job_outputs(cfg, environ=env, cwd=copy_dir)
+    cfg, _ = place_job_outputs(cfg, environ=env, cwd=copy_dir)
     assert cfg.workdir == str(tmp_path / "w")
 
 
@@ -102,8 +103,7 @@ def test_job_refuses_paths_inside_the_temporary_copy(copy_dir, overrides, env_ex
 def test_job_without_working_dir_only_moves_the_default(tmp_path):
     env = {RAY_JOB_ENV: json.dumps({"runtime_env": {}, "metadata": {}}), "RAYGAN_HOME": str(tmp_path / "h")}
     assert ray_job_copy(env, tmp_path) is None
-    cfg = cfg_with("ray.storage=rel")
-    place_job_outputs(cfg, environ=env, cwd=tmp_path)
+    cfg, _ = place_job_outputs(cfg_with("ray.storage=rel"), environ=env, cwd=tmp_path)
     assert cfg.workdir == str((tmp_path / "h").resolve())
 
 

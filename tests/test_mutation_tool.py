@@ -51,8 +51,10 @@ def test_globs_take_exactly_their_areas_mutants():
                for g in losses)
     assert not any(fnmatch.fnmatchcase("raygan.platform.core.metrics.x_psnr__mutmut_1", g) for g in losses)
     sched = mutate.mutant_globs("schedule")
-    assert any(fnmatch.fnmatchcase("raygan.datasets.pipeline.x_resolve_schedule__mutmut_9", g) for g in sched)
+    assert any(fnmatch.fnmatchcase("raygan.datasets.pipeline.x_epoch_samples__mutmut_9", g) for g in sched)
     assert not any(fnmatch.fnmatchcase("raygan.datasets.pipeline.x_resolve_data__mutmut_9", g) for g in sched)
+    plan = mutate.mutant_globs("run plan")
+    assert any(fnmatch.fnmatchcase("raygan.platform.plan.x_resolve_schedule__mutmut_9", g) for g in plan)
 
 
 def test_score_counts_timeouts_as_caught_and_untested_as_survived():

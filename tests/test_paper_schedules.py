@@ -9,7 +9,8 @@ import pytest
 
 import raygan.datasets.tasks  # noqa: F401
 import raygan.models  # noqa: F401
-from raygan.datasets.pipeline import ShardSet, epoch_samples, resolve_schedule
+from raygan.datasets.pipeline import ShardSet, epoch_samples
+from raygan.platform.plan import resolve_schedule
 from raygan.datasets.shards import FORMAT
 from raygan.platform.budget import ASSUMED_GPU, flops_per_iteration, gpu_hours, implied_tflops
 from raygan.platform.core.config import load_config
@@ -38,15 +39,15 @@ def test_dagan_epochs_count_64px_patches_of_div2k(tmp_path):
         80, "patches", 64, 64)
     div2k = manifest(tmp_path, [(2040, 1356, 800)])
     assert epoch_samples(div2k, cfg.train, cfg.data) == 800 * 21 * 31 == 520_800
-    resolved, spe = resolve_schedule(cfg, 1, div2k)
-    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (32_550, 2_604_000, 325_500)
-    resolved, spe = resolve_schedule(cfg, 2, div2k)
-    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (16_275, 1_302_000, 162_750)
+    s = resolve_schedule(cfg, 1, div2k)
+    assert (s.steps_per_epoch, s.steps, s.lr_step) == (32_550, 2_604_000, 325_500)
+    s = resolve_schedule(cfg, 2, div2k)
+    assert (s.steps_per_epoch, s.steps, s.lr_step) == (16_275, 1_302_000, 162_750)
     # mixed sizes, by hand: a portrait image has the same grid transposed; 2040x1152 gives
     # (floor(1088/64)+1 = 18) x 31; a 50x50 image (below the patch) counts once
     mixed = manifest(tmp_path, [(2040, 1356, 3), (1356, 2040, 1), (2040, 1152, 1), (50, 50, 1)], "mixed")
     assert epoch_samples(mixed, cfg.train, cfg.data) == 4 * 651 + 18 * 31 + 1 == 3163
-    assert resolve_schedule(cfg, 1, mixed)[1] == 3163 // 16
+    assert resolve_schedule(cfg, 1, mixed).steps_per_epoch == 3163 // 16
     # the 2-hour check of the config's comment: 32,550 iterations in 2 h is 4.5 it/s
     assert 32_550 / 7200 == pytest.approx(4.52, abs=0.01)
 
@@ -64,13 +65,14 @@ def test_wcdgan_table_configs_share_the_papers_schedule(tmp_path):
         cfg = load_config(CONFIGS / f"{name}.yaml")
         table, q = name.split("_")[1], int(name.split("_q")[1])
         assert cfg.data.quality == q and cfg.data.channels == (1 if table == "y" else 3)
-        resolved, spe = resolve_schedule(cfg, 1, div2k)
-        assert (spe, resolved.train.steps) == (800 * 486 // 16, 200_000)
+        s = resolve_schedule(cfg, 1, div2k)
+        assert (s.steps_per_epoch, s.steps) == (800 * 486 // 16, 200_000)
+        assert s.pretrain_steps == 4 * 24_300 == 97_200
         assert (cfg.train.pretrain_epochs, cfg.optim.lr_schedule_start) == (4, "adversarial")
         seen[name] = cfg.family
     assert set(seen.values()) == {"wcdgan"}
-    engine = GANEngine(load_config(CONFIGS / "wcdgan_y_q10.yaml", tiny))
-    engine.set_pretraining(800 * 486 // 16)
+    cfg = load_config(CONFIGS / "wcdgan_y_q10.yaml", tiny)
+    engine = GANEngine(cfg, schedule=resolve_schedule(cfg, 1, div2k))
     assert engine.pretrain_steps == 4 * 24_300 == 97_200
     assert not engine.g_schedule_counts_pretraining  # G enters the GAN phase at lr_g
 
@@ -79,8 +81,8 @@ def test_dequantizer_runs_are_50_epochs_of_8000_images(tmp_path):
     images = manifest(tmp_path, [(500, 375, 8000)])
     for name in ("dequantizer_alef", "dequantizer_gimel", "dequantizer_beta", "dequantizer_phi"):
         cfg = load_config(CONFIGS / f"{name}.yaml", ["train.init_from=null"])
-        resolved, spe = resolve_schedule(cfg, 1, images)
-        assert (spe, resolved.train.steps) == (500, 25_000), name
+        s = resolve_schedule(cfg, 1, images)
+        assert (s.steps_per_epoch, s.steps) == (500, 25_000), name
         assert cfg.data.crop == "center_square_resize" and cfg.data.patch == 96
 
 
@@ -89,9 +91,9 @@ def test_pan_inpainting_trains_5_epochs_of_celeba(tmp_path):
     cfg = load_config(CONFIGS / "pan_inpaint.yaml")
     assert (cfg.train.epochs, cfg.train.epoch_unit, cfg.data.batch) == (5, "images", 1)
     celeba = manifest(tmp_path, [(178, 218, 162_770)])
-    resolved, spe = resolve_schedule(cfg, 1, celeba)
-    assert (spe, resolved.train.steps) == (162_770, 813_850)
-    assert resolve_schedule(cfg, 2, celeba)[0].train.steps == 5 * (162_770 // 2)
+    s = resolve_schedule(cfg, 1, celeba)
+    assert (s.steps_per_epoch, s.steps) == (162_770, 813_850)
+    assert resolve_schedule(cfg, 2, celeba).steps == 5 * (162_770 // 2)
     cpu = load_config(CONFIGS / "pan_inpaint_cpu.yaml")  # the CPU preset keeps its steps
     assert (cpu.train.epochs, cpu.train.steps) == (None, 120)
 
@@ -100,7 +102,8 @@ def test_fixed_step_schedules_read_no_data():
     """Face SR and PAN SR are given in iterations (ours): nothing epoch-valued to resolve."""
     for name, steps in (("facesr_cnn", 100_000), ("facesr_gan", 100_000), ("pan_sr", 200_000)):
         cfg = load_config(CONFIGS / f"{name}.yaml")
-        assert resolve_schedule(cfg, 1, None) == (cfg, 0) and cfg.train.steps == steps
+        s = resolve_schedule(cfg, 1, None)
+        assert (s.steps, s.steps_per_epoch) == (steps, 0) and cfg.train.steps == steps
 
 
 def test_every_paper_config_starts_its_schedules_with_the_adversarial_phase():

@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import random_image
 from raygan.platform.core.counters import Counters
 from raygan.datasets import pipeline as pl
+from raygan.platform.plan import resolve_schedule
 from raygan.datasets.shards import ShardError, ShardSetWriter, write_shards
 from raygan.platform.core.config import DataConfig, StorageConfig
 from raygan.platform.core.errors import StorageError, StorageUnavailable
@@ -296,7 +297,7 @@ def test_demo_shards_build_offline(tmp_path, monkeypatch):
     # data.train unset -> the demo shards in the workdir
     demo_cfg = _cfg(patch=48, val_crop=64)
     plan = pl.resolve_data(demo_cfg, None, workdir=str(tmp_path))
-    assert demo_cfg.train == uri  # data.train unset: the demo shards, recorded in the config
+    assert plan.train.uri == uri and demo_cfg.train is None  # the demo shards; the config only read
     loader = pl.make_train_loader(plan, demo_cfg)
     assert next(iter(loader))["target"].shape == (2, 3, 48, 48)
     assert len(list(pl.make_val_loader(plan, demo_cfg))) == val.count
@@ -383,17 +384,17 @@ def test_patch_epochs_count_patches_from_the_manifest_sizes(tmp_path):
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null"])
     assert (cfg.train.epoch_unit, cfg.train.epoch_patch, cfg.train.epoch_stride) == ("patches", 80, 75)
     assert pl.epoch_samples(ss, cfg.train, cfg.data) == expected == 2484
-    resolved, spe = pl.resolve_schedule(cfg, 1, ss)
-    assert spe == expected // 16 == 155
+    sched = resolve_schedule(cfg, 1, ss)
+    assert sched.steps_per_epoch == expected // 16 == 155
+    assert sched.pretrain_steps == 4 * 155  # WCDGAN: 4 epochs of patches
     from raygan.platform.engine import GANEngine
-    eng = GANEngine(load_config(CONFIGS / "wcdgan.yaml", TINY_WCDGAN))
-    eng.set_pretraining(spe)
-    assert eng.pretrain_steps == 4 * 155  # WCDGAN: 4 epochs of patches
-    assert pl.resolve_schedule(cfg, 2, ss)[1] == expected // 32
+    tiny = load_config(CONFIGS / "wcdgan.yaml", TINY_WCDGAN)
+    assert GANEngine(tiny, schedule=resolve_schedule(tiny, 1, ss)).pretrain_steps == 4 * 155
+    assert resolve_schedule(cfg, 2, ss).steps_per_epoch == expected // 32
     # DIV2K-like: 800 images of 2040x1356 give ~389k patches, ~97k iterations for 4 epochs
     div2k = _sized_shards(tmp_path, [(2040, 1356, 800)], "div2k")
     assert pl.epoch_samples(div2k, cfg.train, cfg.data) == 800 * 486
-    assert 4 * pl.resolve_schedule(cfg, 1, div2k)[1] == 4 * (800 * 486 // 16) == 97200
+    assert resolve_schedule(cfg, 1, div2k).pretrain_steps == 4 * (800 * 486 // 16) == 97200
     # epoch_unit images: the image count; stride defaults to the patch (no overlap)
     images = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null", "train.epoch_unit=images"])
     assert pl.epoch_samples(ss, images.train, images.data) == 5
@@ -408,22 +409,23 @@ def test_epochs_resolve_total_steps_and_lr_steps_from_the_data(tmp_path):
     cfg = load_config(CONFIGS / "dagan.yaml")
     assert (cfg.train.epochs, cfg.optim.lr_step_epochs, cfg.optim.lr_gamma) == (80, 10, 0.1)
     # DAGAN counts 64x64 patches at stride 64: 651 per image, 32,550 iterations an epoch
-    resolved, spe = pl.resolve_schedule(cfg, 1, ss)
-    assert spe == 32550 and resolved.train.steps == 2604000 and resolved.optim.lr_step == 325500
-    assert cfg.train.steps != 2604000  # the caller's config is left as it was
-    resolved, spe = pl.resolve_schedule(cfg, 2, ss)
-    assert (spe, resolved.train.steps, resolved.optim.lr_step) == (16275, 1302000, 162750)
+    sched = resolve_schedule(cfg, 1, ss)
+    assert (sched.steps_per_epoch, sched.steps, sched.lr_step) == (32550, 2604000, 325500)
+    assert cfg.train.steps != 2604000 and cfg.optim.lr_step != 325500  # the config is only read
+    sched = resolve_schedule(cfg, 2, ss)
+    assert (sched.steps_per_epoch, sched.steps, sched.lr_step) == (16275, 1302000, 162750)
     # in images (one crop per image), the same keys give 50 iterations an epoch
     images = load_config(CONFIGS / "dagan.yaml", ["train.epoch_unit=images"])
-    assert pl.resolve_schedule(images, 1, ss)[0].train.steps == 4000
+    assert resolve_schedule(images, 1, ss).steps == 4000
     # iterations given last win: the CPU preset and --steps keep their step counts
     cpu = load_config(CONFIGS / "dagan_cpu.yaml")
     assert cpu.train.epochs is None and cpu.optim.lr_step_epochs is None
-    assert pl.resolve_schedule(cpu, 2, ss) == (cpu, 0)  # nothing epoch-valued: data not read
+    sched = resolve_schedule(cpu, 2, None)  # nothing epoch-valued: no data needed
+    assert (sched.steps, sched.lr_step, sched.steps_per_epoch) == (cpu.train.steps, cpu.optim.lr_step, 0)
     assert load_config(CONFIGS / "dagan.yaml", ["train.steps=300"]).train.epochs is None
     # DequantizerNet: 50 epochs of 8,000 images at batch 16 = 25,000 iterations
     deq = load_config(CONFIGS / "dequantizer.yaml")
-    assert pl.resolve_schedule(deq, 1, _sized_shards(tmp_path, [(96, 96, 8000)], "deq"))[0].train.steps == 25000
+    assert resolve_schedule(deq, 1, _sized_shards(tmp_path, [(96, 96, 8000)], "deq")).steps == 25000
 
 
 def test_patch_epochs_without_manifest_sizes_name_the_fix(tmp_path):
@@ -439,10 +441,10 @@ def test_patch_epochs_without_manifest_sizes_name_the_fix(tmp_path):
     assert old.image_sizes is None and ss.image_sizes == [(100, 100, 4)]
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null"])
     with pytest.raises(ShardError, match="re-run jobs/make_shards.py.*train.epoch_unit=images"):
-        pl.resolve_schedule(cfg, 1, old)
+        resolve_schedule(cfg, 1, old)
     # explicit iterations need no sizes
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=40"])
-    assert pl.resolve_schedule(cfg, 1, old)[1] == 0
+    assert resolve_schedule(cfg, 1, old).steps_per_epoch == 0
 
 
 def test_crops_per_record_cuts_several_patches_from_each_decoded_record(image_folder, tmp_path, monkeypatch):
@@ -519,16 +521,16 @@ def test_schedule_edges_one_step_at_least_and_the_defaults_of_older_configs(tmp_
     cfg = load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null", "train.epoch_unit=images",
                                                 "train.pretrain_epochs=1", "data.batch=2"])
     assert cfg.train.epochs is None and cfg.optim.lr_step_epochs is None
-    assert pl.resolve_schedule(cfg, 1, ss)[1] == 2  # one pretraining epoch alone needs the data
+    assert resolve_schedule(cfg, 1, ss).steps_per_epoch == 2  # one pretraining epoch alone needs the data
     cfg.data.crops_per_record = 2
-    assert pl.resolve_schedule(cfg, 1, ss)[1] == 4
+    assert resolve_schedule(cfg, 1, ss).steps_per_epoch == 4
     cfg.train.epochs, cfg.optim.lr_step_epochs = 0.01, 0.01
-    resolved, _ = pl.resolve_schedule(cfg, 1, ss)
-    assert (resolved.train.steps, resolved.optim.lr_step) == (1, 1)  # a fraction of a step is one
+    sched = resolve_schedule(cfg, 1, ss)
+    assert (sched.steps, sched.lr_step) == (1, 1)  # a fraction of a step is one
     with pytest.raises(ValueError, match="epoch_unit"):
         pl.epoch_samples(ss, SimpleNamespace(epoch_unit="minutes"), SimpleNamespace())
     with pytest.raises(ValueError, match="need the training ShardSet"):
-        pl.resolve_schedule(cfg, 1, None)
+        resolve_schedule(cfg, 1, None)
 
 
 def test_patch_epochs_name_a_shard_set_without_a_manifest():

@@ -103,7 +103,6 @@ def test_cpu_demo_preset_restores_photos_it_never_saw():
     cfg.data.batch *= cfg.ray.workers  # one process takes the workers' global batch
     cfg.train.steps = DEMO_TEST_STEPS
     engine = GANEngine(cfg, device=torch.device("cpu"))
-    engine.set_pretraining(steps_per_epoch=1)
     task, rng = get_task("jpeg"), np.random.default_rng(0)
     train = _photos([n for n in DEMO_TRAIN])
     assert not set(DEMO_TRAIN) & set(DEMO_VAL)

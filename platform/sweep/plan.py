@@ -18,6 +18,7 @@ from raygan.platform.core.config import apply_overrides, build_config, load_conf
 from raygan.platform.core.errors import ConfigError
 from raygan.platform.core.metrics import LPIPSMetric
 from raygan.platform.sweep.space import SweepSpace, load_space, sample_points, trial_key
+from raygan.platform.plan import with_settings
 from raygan.platform.trainer import RAY_JOB_ENV, place_job_outputs, prepare_run, stable_workdir
 
 #: --metric -> the reported key and Tune's mode
@@ -70,8 +71,8 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     cfg = load_config(args.config, overrides, family=None if args.config else args.family)
     if cfg.family != args.family:
         raise ConfigError(f"--config {args.config} is a {cfg.family} config, not {args.family}")
-    cfg.ray.storage = args.storage
-    job_note = place_job_outputs(cfg)  # a submitted job: outputs outside Ray's temporary copy
+    cfg = with_settings(cfg, **{"ray.storage": args.storage})
+    cfg, job_note = place_job_outputs(cfg)  # a submitted job: outputs outside Ray's temporary copy
     if job_note:
         print(job_note, flush=True)
     if args.trials < 1 or args.reports < 1:
@@ -87,9 +88,8 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
         raw = to_dict(cfg)
         apply_overrides(raw, [f"train.steps={args.steps_per_trial}"] + scaled)
         cfg = build_config(raw)
-    prepared = prepare_run(cfg)
-    steps = prepared["schedule"].train.steps
-    cfg.train.val_every = max(1, steps // args.reports)
+    prepared = prepare_run(cfg)  # the data plan is the same for every trial; the cadence is not
+    cfg = with_settings(cfg, **{"train.val_every": max(1, prepared["schedule"].steps // args.reports)})
     if args.metric == "lpips" and not LPIPSMetric(cfg.train.lpips_weights).available:
         raise ConfigError("--metric lpips: no LPIPS weights (train.lpips_weights="
                           f"{cfg.train.lpips_weights!r}); place them or rank by psnr/ssim")
@@ -99,7 +99,7 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     label = Path(args.space).stem if space.name.endswith((".yaml", ".yml")) else args.space.replace(",", "+")
     name = args.name or f"{cfg.family}-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir = Path(cfg.workdir).resolve()
-    cfg.workdir = str(workdir)
+    cfg = with_settings(cfg, workdir=str(workdir))
     store = args.storage or str(workdir / "ray_results")
     if storage.is_local(store):
         store = str(Path(storage.local_path(store)).resolve())

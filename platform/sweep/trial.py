@@ -12,6 +12,7 @@ from raygan.platform.core.config import flatten, to_dict
 from raygan.platform.core.errors import ConfigError
 from raygan.platform.sweep.plan import SWEEP_TAG, TRIAL_TAG
 from raygan.platform.sweep.space import VARIANT, trial_config, trial_values
+from raygan.platform.plan import RunPlan, resolve_run_plan, with_settings
 from raygan.platform.trainer import build_torch_trainer
 
 #: the CPU a trial's own process (Tune function + Train controller) reserves; its workers
@@ -40,6 +41,14 @@ def size_trials(cluster_cpus: float, workers: int, cpus_per_worker: float,
 # ------------------------------------------------------------------------------ trials
 
 
+def trial_run(cfg: Any, data: Dict[str, Any]) -> RunPlan:
+    """A trial's run plan: the sweep's data plan (resolved once, by the sweep's driver) and
+    the trial config's own schedule."""
+    from raygan.datasets.pipeline import DataPlan
+
+    return resolve_run_plan(cfg, cfg.ray.workers, DataPlan.from_dict(data, cfg.storage))
+
+
 def sweep_trial(config: Dict[str, Any], setup: Dict[str, Any]) -> None:
     """One trial (a Tune function trainable): the run's TorchTrainer, reporting to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -47,8 +56,7 @@ def sweep_trial(config: Dict[str, Any], setup: Dict[str, Any]) -> None:
     key = config["trial"]
     point = setup["points"][key]
     values = trial_values(point, setup["variants"])
-    cfg = trial_config(setup["base"], values)
-    cfg.ray.name = f"trial_{key}"
+    cfg = with_settings(trial_config(setup["base"], values), **{"ray.name": f"trial_{key}"})
     label = point.get(VARIANT) or ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     params = flatten(to_dict(cfg))
     params.update({f"sweep.{k}": v for k, v in values.items()})
@@ -59,7 +67,7 @@ def sweep_trial(config: Dict[str, Any], setup: Dict[str, Any]) -> None:
          "raygan.trial_label": label}, params)
     storage_path, filesystem = storage.ray_storage(setup["trial_storage"], cfg.storage)
     trainer = build_torch_trainer(
-        cfg, {"cfg": to_dict(cfg), "data": setup["data"], "mlflow_run_id": run_id,
+        cfg, {"run": trial_run(cfg, setup["data"]).to_dict(), "mlflow_run_id": run_id,
               "tracking_uri": setup["tracking_uri"]},
         storage_path, filesystem, callbacks=[TuneReportCallback()],
         score=setup["metric_key"], score_order=setup["mode"], cpus_per_worker=setup["cpus_per_worker"])
