@@ -112,6 +112,8 @@ def test_cosine_spans_the_steps_each_schedule_counts():
         eng = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=10", "train.pretrain_steps=3",
                                  f"optim.lr_schedule_start={start}"))
         assert (eng.sched_g.T_max, eng.sched_d.T_max) == (g_span, 7)
+    one = GANEngine(tiny_cfg("optim.lr_schedule=cosine", "train.steps=4", "train.pretrain_steps=3"))
+    assert (one.sched_g.T_max, one.sched_d.T_max) == (1, 1)  # a one-step adversarial phase
 
 
 def test_g_step_leaves_discriminator_frozen_and_without_grads():

@@ -47,3 +47,17 @@ def test_settings_make_a_new_config():
     assert (cfg.ray.name, cfg.workdir) == (load_config(CONFIGS / "wcdgan_cpu_demo.yaml").ray.name, ".raygan")
     with pytest.raises(Exception, match="train.val_every"):
         with_settings(cfg, **{"train.val_every": 0})  # validated like a loaded config
+
+
+def test_iteration_valued_keys_are_taken_as_they_are():
+    """What an engine built without a plan follows, and what a run resolves when nothing is
+    counted in epochs: the config's own numbers, no data read."""
+    from raygan.platform.plan import resolve_schedule
+
+    cfg = load_config(CONFIGS / "wcdgan_cpu_demo.yaml", ["train.pretrain_steps=40", "train.steps=90",
+                                                         "optim.lr_step=30", "train.log_every=5",
+                                                         "train.val_every=45"])
+    want = Schedule(steps=90, pretrain_steps=40, lr_step=30, steps_per_epoch=0, log_every=5, val_every=45)
+    assert iteration_schedule(cfg) == resolve_schedule(cfg, 2, None) == want
+    assert want.adversarial_steps == 50 and Schedule.from_dict(want.to_dict()) == want
+    assert iteration_schedule(load_config(CONFIGS / "wcdgan.yaml", ["train.pretrain_steps=null"])).pretrain_steps == 0

@@ -58,7 +58,8 @@ AREAS = {
                  ["tests/test_pipeline.py", "tests/test_paper_schedules.py"]),
     # the run plan's schedule: epochs -> iterations, resolved once on the driver
     "run plan": ("platform/plan.py", ["resolve_schedule", "iteration_schedule", "Schedule.*"],
-                 ["tests/test_pipeline.py", "tests/test_paper_schedules.py", "tests/test_engine.py"]),
+                 ["tests/test_plan.py", "tests/test_pipeline.py", "tests/test_paper_schedules.py",
+                  "tests/test_engine.py"]),
     "engine schedule": ("platform/engine.py", ["_make_scheduler",
                                                "GANEngine.g_schedule_counts_pretraining",
                                                "GANEngine.pretraining"],
