@@ -222,8 +222,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             if newer is not None:
                 if rank == 0:
                     print(f"raygan: resuming from {newer.name} in {loop_config['run_storage']}"
-                          f" (Ray's run record {'ends at step %d' % known if known >= 0 else 'has none'})",
-                          flush=True)
+                          f" (Ray's run record {'ends at step %d' % known if known >= 0 else 'has none'})"
+                          f" on {world} worker(s)", flush=True)
                 restore_dir = str(newer)
             elif restore_dir is not None and rank == 0:
                 print(f"raygan: resuming from {Path(checkpoint.path).name} in {loop_config['run_storage']} "
