@@ -115,3 +115,22 @@ def test_twenty_minute_recipes_are_the_scripts_and_use_every_core():
         assert cfg.optim.lr_schedule == "cosine" and cfg.optim.lr_schedule_start == "pretraining", name
         assert 0.8 * cfg.train.steps <= cfg.train.pretrain_steps < cfg.train.steps, name
         assert cfg.mlflow.alias is None, name  # never moves the demo's champion
+
+
+def test_wide_demo_variant_is_the_demo_at_the_papers_widths():
+    """wcdgan_cpu_demo_wide.yaml (measured against the demo, not the demo): the paper's widths
+    in one block, channels-last, and a schedule that fills the demo's minutes; nothing else
+    differs from the demo, so a comparison of the two measures the generator."""
+    paper = load_config(CONFIGS / "wcdgan.yaml")
+    demo = load_config(CONFIGS / "wcdgan_cpu_demo.yaml")
+    wide = load_config(CONFIGS / "wcdgan_cpu_demo_wide.yaml")
+    assert wide.preset == "cpu-demo-wide"
+    assert (wide.model.features, wide.model.mixed_width) == (paper.model.features, paper.model.mixed_width)
+    assert wide.model.blocks == 1 < paper.model.blocks
+    changed = {k for k, v in to_dict(wide.model).items() if to_dict(demo.model)[k] != v}
+    assert changed == {"features", "mixed_width", "blocks"}
+    changed = {k for k, v in to_dict(wide.train).items() if to_dict(demo.train)[k] != v}
+    assert changed == {"steps", "pretrain_steps", "val_every", "channels_last"}
+    assert wide.train.channels_last and not demo.train.channels_last
+    for section in ("data", "loss", "optim", "ray"):
+        assert to_dict(getattr(wide, section)) == to_dict(getattr(demo, section)), section

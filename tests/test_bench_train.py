@@ -1,0 +1,40 @@
+"""jobs/bench_train.py's ratio of step to conv peak: the median of interleaved rounds, and the
+stricter fastest step over the highest peak of any round."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def rounds(monkeypatch):
+    """``rounds(peaks, steps)``: step_vs_peak over rounds whose peak (FLOP/s) and fastest
+    step (s) are given, for a step of 100 FLOP."""
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))
+    import bench_train
+
+    class Engine:
+        def train_step(self, batch):
+            pass
+
+    def run(peaks, steps):
+        peaks, steps = iter(peaks), iter(steps)
+        monkeypatch.setattr(bench_train, "conv_peak_flops", lambda threads, repeats: next(peaks))
+        monkeypatch.setattr(bench_train, "time_steps", lambda engine, batch, n, warmup: [next(steps)])
+        return bench_train.step_vs_peak(Engine(), None, flops=100, threads=1, rounds=3)
+
+    return run
+
+
+def test_step_vs_peak_pairs_each_step_with_its_own_rounds_peak(rounds):
+    # per round: 100/1/100, 100/0.5/200, 100/2/50: each 1.0, though peaks and steps moved 4x
+    median, low, high, peak, strict = rounds([100.0, 200.0, 50.0], [1.0, 0.5, 2.0])
+    assert (median, low, high, peak) == (1.0, 1.0, 1.0, 100.0)
+    assert strict == pytest.approx(1.0)  # the fastest step (0.5 s) over the highest peak (200)
+
+
+def test_strict_ratio_takes_the_fastest_step_and_the_highest_peak_of_any_round(rounds):
+    median, low, high, peak, strict = rounds([200.0, 100.0, 100.0], [1.0, 1.0, 0.25])
+    assert (low, median, high, peak) == (0.5, 1.0, 4.0, 100.0)
+    assert strict == pytest.approx(100 / 0.25 / 200)  # 2.0, from two different rounds
