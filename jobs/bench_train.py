@@ -62,9 +62,12 @@ def time_steps(engine, batch, steps, warmup=2):
     return times
 
 
-def gan_phase(cfg):
-    cfg.train.pretrain_steps = 0
-    return cfg
+def gan_phase(cfg, **settings):
+    """A new config (the loaded one is left as it was): ``cfg`` in its adversarial phase from
+    step 0, with any other dotted ``settings``."""
+    from raygan.platform.plan import with_settings
+
+    return with_settings(cfg, **{"train.pretrain_steps": 0, **settings})
 
 
 # ------------------------------------------------------------------------- 1. pipeline
@@ -77,6 +80,7 @@ def bench_pipeline(cfg, images: int):
     from raygan.datasets.pipeline import TrainStream, ShardSet
     from raygan.datasets.samples import demo_image_paths
     from raygan.datasets.shards import write_shards
+    from raygan.platform.plan import with_settings
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -103,7 +107,7 @@ def bench_pipeline(cfg, images: int):
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-        cfg.storage.endpoint_url = endpoint
+        cfg = with_settings(cfg, **{"storage.endpoint_url": endpoint})
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "src"
             src.mkdir()
@@ -114,10 +118,9 @@ def bench_pipeline(cfg, images: int):
                 im.save(src / f"img{i:04d}.png")
             write_shards([str(src)], "s3://bench/shards", shard_size=max(1, images // 4),
                          val_fraction=0.0, parallel="none", storage_cfg=cfg.storage, progress=False)
-            cfg.data.train = "s3://bench/shards"
             # one patch per decoded record on both sides: the baseline decodes a photo per
             # image, so a preset's data.crops_per_record > 1 would count each decode N times
-            cfg.data.crops_per_record = 1
+            cfg = with_settings(cfg, **{"data.train": "s3://bench/shards", "data.crops_per_record": 1})
             task = get_task(cfg.data.task)
             files = sorted(src.glob("*.png"))
 
@@ -176,7 +179,7 @@ def _ray_bench_loop(config):
     from raygan.platform.engine import GANEngine
 
     torch.set_num_threads(1)
-    cfg = gan_phase(build_config(config["cfg"]))
+    cfg = build_config(config["cfg"])  # the driver's config, already in its adversarial phase
     engine = GANEngine(cfg, device=ray.train.torch.get_device(), wrap_model=ray.train.torch.prepare_model)
     rank = ray.train.get_context().get_world_rank()
     times = time_steps(engine, synthetic_batch(cfg, seed=rank), config["steps"])
@@ -265,14 +268,14 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=48, help="images for the pipeline benchmark")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    cfg = gan_phase(load_config(args.config, ["train.perceptual_weights=random", *args.overrides]))
+    preset = load_config(args.config, ["train.perceptual_weights=random", *args.overrides])
     # The layouts compared share the preset's global batch (data.batch x ray.workers): 2 DDP
     # workers of one thread take half each, one process with every core takes it whole.
-    global_batch = cfg.data.batch * cfg.ray.workers
-    cfg.data.batch = max(1, global_batch // 2)
+    half = max(1, preset.data.batch * preset.ray.workers // 2)
+    cfg = gan_phase(preset, **{"data.batch": half})
     torch.set_num_threads(1)
 
-    local_rate, s3_rate, s3_inline_rate = bench_pipeline(load_config(args.config, ["train.perceptual_weights=random", *args.overrides]), args.images)
+    local_rate, s3_rate, s3_inline_rate = bench_pipeline(preset, args.images)
 
     engine = GANEngine(cfg)
     batch = synthetic_batch(cfg)
@@ -287,9 +290,7 @@ def main(argv=None) -> int:
     try:
         ray1 = bench_ray(cfg, 1, args.steps)
         ray2 = bench_ray(cfg, 2, args.steps)
-        cfg.train.ddp_compression = "bf16"
-        ray2_bf16 = bench_ray(cfg, 2, args.steps)
-        cfg.train.ddp_compression = "none"
+        ray2_bf16 = bench_ray(with_settings(cfg, **{"train.ddp_compression": "bf16"}), 2, args.steps)
         plain_again = statistics.median(time_steps(engine, batch, args.steps))
     finally:
         ray.shutdown()
@@ -299,8 +300,7 @@ def main(argv=None) -> int:
     # run gets now): is DDP over the cores or intra-op threads the faster for this preset?
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
-    wide = gan_phase(load_config(args.config, ["train.perceptual_weights=random", *args.overrides]))
-    wide.data.batch = 2 * cfg.data.batch
+    wide = gan_phase(preset, **{"data.batch": 2 * half})
     wide_engine = GANEngine(wide)
     threaded = statistics.median(time_steps(wide_engine, synthetic_batch(wide), args.steps))
     wide_flops = step_flops(wide_engine, synthetic_batch(wide))
@@ -308,8 +308,7 @@ def main(argv=None) -> int:
         wide_engine, synthetic_batch(wide), wide_flops, cores)
     # The preset's L1-only step (generator alone), which is most of a CPU recipe's steps
     # (the demo: train.pretrain_steps of train.steps), the same way.
-    l1 = load_config(args.config, ["train.perceptual_weights=random", *args.overrides])
-    l1 = with_settings(l1, **{"data.batch": 2 * cfg.data.batch, "train.pretrain_steps": 10**9})  # every step L1
+    l1 = with_settings(preset, **{"data.batch": 2 * half, "train.pretrain_steps": 10**9})  # every step L1
     l1_engine = GANEngine(l1)
     l1_flops = step_flops(l1_engine, synthetic_batch(l1))
     l1_vs_peak, l1_lo, l1_hi, _, l1_strict = step_vs_peak(l1_engine, synthetic_batch(l1), l1_flops, cores)
