@@ -13,8 +13,10 @@ Measures, in one run on this machine (ratios are what matter; the machine is sha
   4. achieved conv FLOP/s of the GAN step vs a measured conv peak (a large 3x3 conv), at 1
      thread and at every core, and of the preset's L1-only step at every core (most of a
      CPU recipe's steps), each in rounds that interleave the peak and the step (the median
-     ratio over the rounds, its range, and the stricter best step over the highest peak).
-Every timed section uses one thread per worker, so 1 vs 2 workers compares like with like.
+     ratio over the rounds, its range, and the stricter best step over the highest peak);
+  5. the preset's L1-only and GAN steps with their batch split over a thread per core
+     (train.batch_threads) against the same steps on that many intra-op threads.
+The worker comparisons use one thread per worker, so 1 vs 2 workers compares like with like.
 Prints a table and a final JSON line.
 """
 
@@ -250,11 +252,37 @@ def step_vs_peak(engine, batch, flops: int, threads: int, rounds: int = 7):
 
 
 def step_flops(engine, batch) -> int:
+    """The step's FLOPs, counted on this thread (a counter sees only its own thread): an
+    engine that splits its batch over threads (train.batch_threads) is counted unsplit,
+    the same FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        engine.train_step(batch)
+    split, engine.batch_threads = engine.batch_threads, 1
+    try:
+        with FlopCounterMode(display=False) as counter:
+            engine.train_step(batch)
+    finally:
+        engine.batch_threads = split
     return counter.get_total_flops()
+
+
+def split_vs_whole(cfg, threads: int, rounds: int = 7, steps: int = 3) -> float:
+    """Speed of ``cfg``'s step with its batch split over ``threads`` threads
+    (train.batch_threads) over the same step unsplit on ``threads`` intra-op threads: the
+    median over ``rounds`` interleaved rounds of the best of ``steps`` steps each."""
+    from raygan.platform.engine import GANEngine
+    from raygan.platform.plan import with_settings
+
+    torch.set_num_threads(threads)
+    batch = synthetic_batch(cfg)
+    engines = {k: GANEngine(with_settings(cfg, **{"train.batch_threads": k})) for k in (1, threads)}
+    for engine in engines.values():
+        time_steps(engine, batch, 1)
+    ratios = []
+    for _ in range(rounds):
+        best = {k: min(time_steps(engine, batch, steps, warmup=0)) for k, engine in engines.items()}
+        ratios.append(best[1] / best[threads])
+    return statistics.median(ratios)
 
 
 def main(argv=None) -> int:
@@ -272,7 +300,8 @@ def main(argv=None) -> int:
     # The layouts compared share the preset's global batch (data.batch x ray.workers): 2 DDP
     # workers of one thread take half each, one process with every core takes it whole.
     half = max(1, preset.data.batch * preset.ray.workers // 2)
-    cfg = gan_phase(preset, **{"data.batch": half})
+    # (a worker of one thread has nothing to split its batch over; DDP refuses a split)
+    cfg = gan_phase(preset, **{"data.batch": half, "train.batch_threads": 1})
     torch.set_num_threads(1)
 
     local_rate, s3_rate, s3_inline_rate = bench_pipeline(preset, args.images)
@@ -312,6 +341,10 @@ def main(argv=None) -> int:
     l1_engine = GANEngine(l1)
     l1_flops = step_flops(l1_engine, synthetic_batch(l1))
     l1_vs_peak, l1_lo, l1_hi, _, l1_strict = step_vs_peak(l1_engine, synthetic_batch(l1), l1_flops, cores)
+    # One process, its batch split over a thread per core (train.batch_threads) against the
+    # same step on as many intra-op threads, for both phases
+    split_l1 = split_vs_whole(l1, cores)
+    split_gan = split_vs_whole(wide, cores)
     torch.set_num_threads(1)
 
     b = cfg.data.batch
@@ -343,6 +376,9 @@ def main(argv=None) -> int:
         f"l1_step_achieved_vs_peak_{cores}_threads": l1_vs_peak,
         f"l1_step_achieved_vs_peak_{cores}_threads_range": [l1_lo, l1_hi],
         f"l1_step_achieved_vs_highest_peak_{cores}_threads_best_step": l1_strict,
+        f"l1_step_batch_threads_{cores}_vs_1": split_l1,
+        f"gan_step_batch_threads_{cores}_vs_1": split_gan,
+        "preset_batch_threads": preset.train.batch_threads,
         "config": args.config,
         "patch": cfg.data.patch,
         "batch_per_worker": b,

@@ -24,7 +24,11 @@ broadcast so every rank validates with rank 0's statistics.
 from __future__ import annotations
 
 import copy
+import queue
 import random
+import threading
+import weakref
+from concurrent.futures import Future, wait
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -39,6 +43,7 @@ import raygan.models  # noqa: F401  (registers the built-in families)
 from raygan.models.base import GANFamily
 from raygan.platform.core import metrics as M
 from raygan.platform.core.config import RunConfigSpec
+from raygan.platform.core.errors import ConfigError
 from raygan.platform.core.registry import FAMILIES
 from raygan.platform.plan import Schedule, iteration_schedule
 
@@ -119,6 +124,81 @@ def _make_scheduler(opt: torch.optim.Optimizer, optim_cfg, steps: int, lr_step: 
     return torch.optim.lr_scheduler.StepLR(opt, lr_step, optim_cfg.lr_gamma)
 
 
+#: the fewest samples a shard of a split batch holds: one sample's BatchNorm statistics in D
+#: are degenerate (at 1 x 1 pixels, an error), and a thread is not worth less
+MIN_SHARD = 2
+
+
+def resolve_batch_threads(batch_threads: int, workers: int, threads: int, use_gpu: bool, batch: int) -> int:
+    """The threads a worker splits each step's batch over (``train.batch_threads``): a lone
+    CPU worker's, at most one per torch thread and one per :data:`MIN_SHARD` samples; DDP
+    workers and GPUs step their batch whole."""
+    if workers > 1 or use_gpu:
+        return 1
+    return max(1, min(batch_threads, threads, batch // MIN_SHARD))
+
+
+class ShardThreads:
+    """``count`` long-lived threads that each run torch ops on their own share of the
+    process's intra-op threads (``torch.get_num_threads() // count`` when made, at least 1).
+
+    Why threads that live: a thread's OpenMP thread count is fixed when it first runs a
+    parallel op, so each of these sets its own once, and the calling thread keeps every
+    core for what runs between the shards (the optimizer, validation). Setting the count
+    around every step instead clears oneDNN's cache of compiled convolutions each time
+    (measured: slower than not splitting at all)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        outer = torch.get_num_threads()
+        inner = max(1, outer // count)
+        ready = threading.Barrier(count + 1)
+        self._inboxes: List["queue.SimpleQueue"] = [queue.SimpleQueue() for _ in range(count)]
+
+        def serve(inbox: "queue.SimpleQueue") -> None:
+            torch.set_num_threads(inner)
+            torch.get_num_threads()  # this thread's count is fixed from here on
+            ready.wait()
+            while True:
+                job = inbox.get()
+                if job is None:
+                    return
+                fn, future = job
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # raised on the calling thread by run()
+                    future.set_exception(exc)
+
+        self._threads = [threading.Thread(target=serve, args=(inbox,), name=f"raygan-shard-{i}", daemon=True)
+                         for i, inbox in enumerate(self._inboxes)]
+        for t in self._threads:
+            t.start()
+        ready.wait()
+        torch.set_num_threads(outer)  # the process's (and this thread's) count, as it was
+        self._closed = weakref.finalize(self, ShardThreads._stop, self._inboxes, self._threads)
+
+    @staticmethod
+    def _stop(inboxes: List["queue.SimpleQueue"], threads: List[threading.Thread]) -> None:
+        for inbox in inboxes:
+            inbox.put(None)
+        for t in threads:
+            t.join(timeout=10)
+
+    def run(self, fns: List[Callable[[], Any]]) -> List[Any]:
+        """``fn()`` of each of ``fns`` (at most ``count``) on its own thread, in parallel;
+        their results in order, or the first one's exception."""
+        futures = []
+        for inbox, fn in zip(self._inboxes, fns):
+            future: Future = Future()
+            inbox.put((fn, future))
+            futures.append(future)
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._closed()
+
+
 class GANEngine:
     """Builds a family's G and D, their optimizers and schedulers, and trains them."""
 
@@ -153,6 +233,9 @@ class GANEngine:
                                                     "find_unused_parameters": find_unused})
                   if d is not None else None)
 
+        self.batch_threads = cfg.train.batch_threads
+        self._shard_threads: Optional[ShardThreads] = None  # made by the first split step
+        self._check_batch_threads()
         if cfg.train.ddp_compression != "none":
             self._compress_gradients(cfg.train.ddp_compression)
 
@@ -215,20 +298,80 @@ class GANEngine:
 
         return {k: (move(v) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
-    def _optimize(self, loss: torch.Tensor, opt: torch.optim.Optimizer, model: nn.Module) -> None:
-        if not torch.isfinite(loss.detach()):
-            if self.scaler.is_enabled():
-                pass  # fp16 overflow: GradScaler skips the step and lowers the scale
-            else:
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at step {self.step}: lower the learning rate, "
-                    "check the data, or try train.amp=none")
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()) and not self.scaler.is_enabled():
+            # (fp16: an overflow is GradScaler's to handle: it skips the step, lowers the scale)
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {self.step}: lower the learning rate, "
+                "check the data, or try train.amp=none")
+
+    def _step(self, opt: torch.optim.Optimizer, model: nn.Module) -> None:
+        """The optimizer step on the gradients the shards' backward passes added up."""
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), self.cfg.optim.grad_clip)
         self.scaler.step(opt)
+
+    # ------------------------------------------------------------ batch-split threads
+    def _check_batch_threads(self) -> None:
+        """The split ``train.batch_threads`` asks for, where it is safe and has cores
+        (:func:`resolve_batch_threads`; DDP workers step their batch whole).
+        A model the split would change is refused: Dropout (two threads' draws would
+        interleave, so a run could not be repeated exactly) and BatchNorm in G (its running
+        statistics, used at validation, would be updated by two threads at once). BatchNorm
+        in D is allowed: D always trains, its running statistics are never used, and its
+        batch statistics are each shard's, as they are each worker's under DDP."""
+        ddp = self.G is not unwrap(self.G) or (self.D is not None and self.D is not unwrap(self.D))
+        self.batch_threads = resolve_batch_threads(self.batch_threads, 2 if ddp else 1, torch.get_num_threads(),
+                                                   self.device.type != "cpu", self.cfg.data.batch)
+        if self.batch_threads == 1:
+            return
+        refused = {"generator": (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd),
+                   "discriminator": (nn.modules.dropout._DropoutNd,)}
+        for name, model in (("generator", self.generator), ("discriminator", self.discriminator)):
+            for module_name, module in (model.named_modules() if model is not None else ()):
+                if isinstance(module, refused[name]):
+                    raise ConfigError(
+                        f"train.batch_threads > 1 splits each step's batch over threads of one "
+                        f"process, and the {name}'s {module_name} ({type(module).__name__}) would be "
+                        "shared by threads that update its statistics or draw random numbers: use 1")
+
+    def _shards(self, batch: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """``batch`` in ``self.batch_threads`` parts along its first axis (fewer for a batch
+        of fewer than :data:`MIN_SHARD` samples a part); values that are not per-sample (not
+        of the batch's length) go to every part."""
+        n = batch["input"].shape[0]
+        k = max(1, min(self.batch_threads, n // MIN_SHARD))
+        if k == 1:
+            return [batch]
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+
+        def part(v, i):
+            if (torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n) or (isinstance(v, list) and len(v) == n):
+                return v[bounds[i]:bounds[i + 1]]
+            return v
+
+        return [{key: part(v, i) for key, v in batch.items()} for i in range(k)]
+
+    def _each_shard(self, fn: Callable[[int, Dict[str, Any], float], Any],
+                    shards: List[Dict[str, Any]]) -> List[Any]:
+        """``fn(i, shard, weight)`` for every shard, each on a thread of its own with its share
+        of the torch threads (:class:`ShardThreads`); ``weight`` is the shard's fraction of
+        the batch (mean losses times it add up to the whole batch's gradient). One shard:
+        just ``fn(0, batch, 1.0)`` on this thread. An exception in any shard is raised here."""
+        if len(shards) == 1:
+            return [fn(0, shards[0], 1.0)]
+        if self._shard_threads is None or self._shard_threads.count < len(shards):
+            if self._shard_threads is not None:
+                self._shard_threads.close()
+            self._shard_threads = ShardThreads(len(shards))
+        n = sum(s["input"].shape[0] for s in shards)
+        return self._shard_threads.run([
+            (lambda i=i: fn(i, shards[i], shards[i]["input"].shape[0] / n)) for i in range(len(shards))])
+
+    @staticmethod
+    def _mean_logs(parts: List[Dict[str, float]], weights: List[float]) -> Dict[str, float]:
+        return {k: sum(w * p[k] for p, w in zip(parts, weights)) for k in parts[0]}
 
     # -------------------------------------------------------------------- training step
     @property
@@ -236,31 +379,60 @@ class GANEngine:
         return self.step < self.pretrain_steps
 
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, float]:
-        """One iteration: generator-only while pretraining, else one D and one G step."""
+        """One iteration: generator-only while pretraining, else one D and one G step.
+
+        With ``train.batch_threads`` k > 1 the batch is split in k shards, each run forward
+        and backward on its own thread; their gradients add up in the parameters' ``.grad``
+        (each shard's mean loss weighted by its share of the batch, so the sum is the whole
+        batch's gradient) and each optimizer steps once, as for the whole batch."""
         self.G.train()
         batch = self._to_device(batch)
         fam = self.family
         pretraining = self.pretraining  # of the step being taken
-        with self._autocast():
-            out = fam.generator_forward(self.G, batch)
+        shards = self._shards(batch)
+        weights = [s["input"].shape[0] / batch["input"].shape[0] for s in shards]
+
+        def backward(loss: torch.Tensor, weight: float) -> None:
+            self._check_finite(loss)
+            self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
+
+        outs: List[Any] = [None] * len(shards)  # the adversarial phase's G outputs, per shard
+
+        def generator_step(i, shard, weight):
+            out = outs[i]
+            with self._autocast():
+                if out is None:
+                    out = fam.generator_forward(self.G, shard)
+                loss, logs = (fam.content_loss(out, shard) if pretraining
+                              else fam.generator_loss(self.discriminator, out, shard))
+            backward(loss, weight)
+            return {**logs, "g_total": float(loss.detach())}
+
         logs: Dict[str, float] = {}
         if pretraining:
-            with self._autocast():
-                loss_g, logs = fam.content_loss(out, batch)
-            self._optimize(loss_g, self.opt_g, self.G)
+            self.opt_g.zero_grad(set_to_none=True)
+            logs.update(self._mean_logs(self._each_shard(generator_step, shards), weights))
+            self._step(self.opt_g, self.G)
         else:
             if self.D is not None:
                 _set_requires_grad(self.discriminator, True)
-                with self._autocast():
-                    loss_d, d_logs = fam.discriminator_loss(self.D, fam.restored(out).detach(), batch)
-                self._optimize(loss_d, self.opt_d, self.D)
+
+                def discriminator_step(i, shard, weight):
+                    with self._autocast():
+                        out = fam.generator_forward(self.G, shard)
+                        loss, d_logs = fam.discriminator_loss(self.D, fam.restored(out).detach(), shard)
+                    backward(loss, weight)
+                    outs[i] = out
+                    return {**d_logs, "d_total": float(loss.detach())}
+
+                self.opt_d.zero_grad(set_to_none=True)
+                d_parts = self._each_shard(discriminator_step, shards)
+                self._step(self.opt_d, self.D)
                 _set_requires_grad(self.discriminator, False)
-                logs.update(d_logs)
-                logs["d_total"] = float(loss_d.detach())
-            with self._autocast():
-                loss_g, g_logs = fam.generator_loss(self.discriminator, out, batch)
-            self._optimize(loss_g, self.opt_g, self.G)
-            logs.update(g_logs)
+                logs.update(self._mean_logs(d_parts, weights))
+            self.opt_g.zero_grad(set_to_none=True)
+            logs.update(self._mean_logs(self._each_shard(generator_step, shards), weights))
+            self._step(self.opt_g, self.G)
         self.scaler.update()
         # Schedules count the steps they train in: D's the adversarial ones; G's those too
         # unless optim.lr_schedule_start is "pretraining" (then every step from step 0).
@@ -271,7 +443,6 @@ class GANEngine:
         if self.ema is not None:
             self.ema.update(self.generator)
         self.step += 1
-        logs["g_total"] = float(loss_g.detach())
         logs["lr_g"] = self.opt_g.param_groups[0]["lr"]
         logs["pretraining"] = float(pretraining)  # the step just taken
         return logs

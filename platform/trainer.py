@@ -29,7 +29,7 @@ from raygan.platform.checkpoint import (load_checkpoint, load_weights, newest_co
                                         save_checkpoint)
 from raygan.platform.core.config import RunConfigSpec, build_config, flatten, to_dict
 from raygan.platform.core.errors import CapacityError, ConfigError
-from raygan.platform.engine import GANEngine, build_family, count_parameters
+from raygan.platform.engine import GANEngine, build_family, count_parameters, resolve_batch_threads
 from raygan.platform.plan import RunPlan, resolve_run_plan, resolve_schedule, with_settings
 from raygan.platform.tracking import RunLogger, fetch_checkpoint, run_tracking_uri
 
@@ -202,7 +202,10 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             f"rank {rank} on node {me['node']} runs raygan {me['code']} from {me['path']}, not the "
             f"driver's {loop_config['code']}")
     if rank == 0:
-        print(f"raygan: {world} worker(s) x {torch.get_num_threads()} torch thread(s)", flush=True)
+        split = resolve_batch_threads(cfg.train.batch_threads, world, torch.get_num_threads(),
+                                      cfg.ray.use_gpu, cfg.data.batch)
+        print(f"raygan: {world} worker(s) x {torch.get_num_threads()} torch thread(s)"
+              + (f", each step's batch split over {split} threads" if split > 1 else ""), flush=True)
     logger = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
         logger = RunLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"], cfg.storage)
@@ -589,6 +592,8 @@ def run_training(cfg: RunConfigSpec, resume: Optional[str] = None) -> Dict[str, 
     params = flatten(to_dict(cfg))
     params.update({"params_generator": params_g, "params_discriminator": params_d,
                    "resolved_cpus_per_worker": cpus, "resolved_threads_per_worker": threads,
+                   "resolved_batch_threads": resolve_batch_threads(cfg.train.batch_threads, cfg.ray.workers,
+                                                                   threads, cfg.ray.use_gpu, cfg.data.batch),
                    "perceptual_init": getattr(family, "perceptual_init", cfg.train.perceptual_weights),
                    "resolved_steps": schedule.steps, "resolved_lr_step": schedule.lr_step,
                    "resolved_pretrain_steps": schedule.pretrain_steps})

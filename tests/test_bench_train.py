@@ -3,6 +3,7 @@ stricter fastest step over the highest peak of any round."""
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,3 +39,20 @@ def test_strict_ratio_takes_the_fastest_step_and_the_highest_peak_of_any_round(r
     median, low, high, peak, strict = rounds([200.0, 100.0, 100.0], [1.0, 1.0, 0.25])
     assert (low, median, high, peak) == (0.5, 1.0, 4.0, 100.0)
     assert strict == pytest.approx(100 / 0.25 / 200)  # 2.0, from two different rounds
+
+
+def test_step_flops_counts_a_split_step_whole(monkeypatch):
+    # a FLOP counter sees only its own thread: a step split over threads (train.batch_threads)
+    # would count nothing without bench_train turning the split off while it counts
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))
+    import bench_train
+    from test_engine import batch, tiny_cfg
+
+    from raygan.platform.engine import GANEngine
+
+    torch.set_num_threads(2)  # (a split needs a torch thread per shard)
+    whole = bench_train.step_flops(GANEngine(tiny_cfg("data.batch=4")), batch(n=4))
+    split_engine = GANEngine(tiny_cfg("data.batch=4", "train.batch_threads=2"))
+    assert split_engine.batch_threads == 2
+    assert bench_train.step_flops(split_engine, batch(n=4)) == whole > 0
+    assert split_engine.batch_threads == 2  # and the engine splits again after counting

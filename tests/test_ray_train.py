@@ -165,7 +165,7 @@ def test_local_defaults_demo_path(tmp_path):
     validation PSNR keeps the 2 best checkpoints plus the latest."""
     proc = subprocess.Popen([sys.executable, "jobs/train_wcdgan.py", "--workdir", str(tmp_path / "w"),
                              "--workers", "2", "--steps", "4", *TINY, "train.val_every=1",
-                             "ray.keep_checkpoints=2", "--name", "local-demo",
+                             "ray.keep_checkpoints=2", "--name", "local-demo", "train.batch_threads=2",
                              "--score-sets", str(tmp_path / "w" / "demo_shards_v2"),
                              "mlflow.alias=champion"],
                             cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -215,6 +215,10 @@ def test_local_defaults_demo_path(tmp_path):
     cpus = max(1, (os.cpu_count() or 1) // 2)
     assert (float(params["resolved_cpus_per_worker"]), int(params["resolved_threads_per_worker"])) == (cpus, cpus)
     assert f"2 worker(s) x {cpus} torch thread(s)" in stdout
+    # DDP workers step their batch whole, whatever train.batch_threads asks (a split batch's
+    # two backward passes would each start DDP's all-reduce)
+    assert params["train.batch_threads"] == "2" and params["resolved_batch_threads"] == "1"
+    assert "batch split over" not in stdout
     # mlflow.alias (the demo preset's champion): the registered version carries it
     champion = MlflowClient(summary["mlflow_tracking_uri"]).get_model_version_by_alias(
         summary["registered_model"], "champion")
@@ -293,11 +297,13 @@ def test_submitted_job_outputs_outlive_the_job(ray_head, tmp_path, demo_shards):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head["dashboard"],
            "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": {"RAYGAN_HOME": str(home)}}),
            "--", "python", "jobs/train_wcdgan.py", "--data", demo_shards, "--workers", "1",
-           "--steps", "2", "--name", "outlives", "train.val_every=2", *TINY]
+           "--steps", "2", "--name", "outlives", "train.val_every=2", *TINY, "train.batch_threads=2", "data.batch=4"]
     job = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, (job.stdout + job.stderr)[-6000:]
     summary = summary_from(job.stdout)
     assert f"raygan: submitted Ray job; workdir {home} (the default" in job.stdout
+    # a lone worker with the head's 4 CPUs splits each step's batch over 2 threads
+    assert "1 worker(s) x 4 torch thread(s), each step's batch split over 2 threads" in job.stdout
     assert f"raygan: checkpoints -> {home / 'ray_results' / 'outlives'}, MLflow -> sqlite:///{home / 'mlflow.db'}" in job.stdout
     best = Path(summary["best_checkpoint"])
     assert best.parent == home / "ray_results" / "outlives" and (best / "generator.safetensors").is_file()

@@ -139,6 +139,14 @@ class TrainConfig:
     amp: str = "none"          # none | bf16 | fp16
     compile: bool = False      # torch.compile G and D (in place; pays on GPUs, first steps slower)
     channels_last: bool = False  # channels-last weights and batches (pays on GPU tensor cores)
+    #: split each step's batch over this many threads of the one process, each running its
+    #: part forward and backward on torch threads / batch_threads intra-op threads; the
+    #: gradients add up and each optimizer steps once (the same update as the whole batch).
+    #: Used where a split is safe and has cores to use: on a CPU, in a run of one worker (DDP
+    #: workers step their batch whole), at most one thread per torch thread; a generator with
+    #: BatchNorm or Dropout is refused. Small convolutions split over intra-op threads
+    #: poorly; split over the batch they keep every core busy (jobs/bench_train.py)
+    batch_threads: int = 1
     #: DDP gradient all-reduce compression: none | fp16 | bf16 (halves the bytes sent)
     ddp_compression: str = "none"
     log_every: int = 50        # log losses (rank 0 prints a progress line) every N steps
@@ -418,7 +426,7 @@ _CHOICES = {
 }
 _POSITIVE = (
     "data.patch", "data.batch", "data.scale", "data.shuffle_buffer", "data.crops_per_record", "train.steps",
-    "train.log_every", "train.val_every", "optim.lr_step", "ray.workers",
+    "train.log_every", "train.val_every", "train.batch_threads", "optim.lr_step", "ray.workers",
     "ray.keep_checkpoints", "storage.max_attempts", "storage.outage_budget_s", "storage.retry_max_s",
 )
 
