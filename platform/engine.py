@@ -354,7 +354,7 @@ class GANEngine:
         return [{key: part(v, i) for key, v in batch.items()} for i in range(k)]
 
     def _each_shard(self, fn: Callable[[int, Dict[str, Any], float], Any],
-                    shards: List[Dict[str, Any]]) -> List[Any]:
+                    shards: List[Dict[str, Any]], weights: List[float]) -> List[Any]:
         """``fn(i, shard, weight)`` for every shard, each on a thread of its own with its share
         of the torch threads (:class:`ShardThreads`); ``weight`` is the shard's fraction of
         the batch (mean losses times it add up to the whole batch's gradient). One shard:
@@ -365,9 +365,7 @@ class GANEngine:
             if self._shard_threads is not None:
                 self._shard_threads.close()
             self._shard_threads = ShardThreads(len(shards))
-        n = sum(s["input"].shape[0] for s in shards)
-        return self._shard_threads.run([
-            (lambda i=i: fn(i, shards[i], shards[i]["input"].shape[0] / n)) for i in range(len(shards))])
+        return self._shard_threads.run([(lambda i=i: fn(i, shards[i], weights[i])) for i in range(len(shards))])
 
     @staticmethod
     def _mean_logs(parts: List[Dict[str, float]], weights: List[float]) -> Dict[str, float]:
@@ -390,7 +388,7 @@ class GANEngine:
         fam = self.family
         pretraining = self.pretraining  # of the step being taken
         shards = self._shards(batch)
-        weights = [s["input"].shape[0] / batch["input"].shape[0] for s in shards]
+        weights = [s["input"].shape[0] / batch["input"].shape[0] for s in shards]  # of the batch
 
         def backward(loss: torch.Tensor, weight: float) -> None:
             self._check_finite(loss)
@@ -411,7 +409,7 @@ class GANEngine:
         logs: Dict[str, float] = {}
         if pretraining:
             self.opt_g.zero_grad(set_to_none=True)
-            logs.update(self._mean_logs(self._each_shard(generator_step, shards), weights))
+            logs.update(self._mean_logs(self._each_shard(generator_step, shards, weights), weights))
             self._step(self.opt_g, self.G)
         else:
             if self.D is not None:
@@ -426,12 +424,12 @@ class GANEngine:
                     return {**d_logs, "d_total": float(loss.detach())}
 
                 self.opt_d.zero_grad(set_to_none=True)
-                d_parts = self._each_shard(discriminator_step, shards)
+                d_parts = self._each_shard(discriminator_step, shards, weights)
                 self._step(self.opt_d, self.D)
                 _set_requires_grad(self.discriminator, False)
                 logs.update(self._mean_logs(d_parts, weights))
             self.opt_g.zero_grad(set_to_none=True)
-            logs.update(self._mean_logs(self._each_shard(generator_step, shards), weights))
+            logs.update(self._mean_logs(self._each_shard(generator_step, shards, weights), weights))
             self._step(self.opt_g, self.G)
         self.scaler.update()
         # Schedules count the steps they train in: D's the adversarial ones; G's those too
