@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     # The layouts compared share the preset's global batch (data.batch x ray.workers): 2 DDP
     # workers of one thread take half each, one process with every core takes it whole.
     half = max(1, preset.data.batch * preset.ray.workers // 2)
-    # (a worker of one thread has nothing to split its batch over; DDP refuses a split)
+    # (a worker of one thread has nothing to split its batch over, and DDP workers step whole)
     cfg = gan_phase(preset, **{"data.batch": half, "train.batch_threads": 1})
     torch.set_num_threads(1)
 

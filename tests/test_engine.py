@@ -40,9 +40,11 @@ def test_pretraining_touches_only_g_then_d_and_g_alternate():
     logs = eng.train_step(batch())
     assert "d_total" not in logs
     assert all(torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
+    g1 = params(eng.generator)
     logs = eng.train_step(batch(1))
     assert "d_total" in logs and "g_adversarial" in logs
     assert any(not torch.equal(a, b) for a, b in zip(d0, params(eng.discriminator)))
+    assert any(not torch.equal(a, b) for a, b in zip(g1, params(eng.generator)))  # G steps too
     assert eng.step == 2
 
 
