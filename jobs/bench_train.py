@@ -17,6 +17,8 @@ Measures, in one run on this machine (ratios are what matter; the machine is sha
   5. the preset's L1-only and GAN steps with their batch split over a thread per core
      (train.batch_threads) against the same steps on that many intra-op threads.
 The worker comparisons use one thread per worker, so 1 vs 2 workers compares like with like.
+Every process that times a step or the conv peak (this one after the pipeline section, and
+the Ray workers) serves large tensors from glibc's heap (:func:`steady_allocator`).
 Prints a table and a final JSON line.
 """
 
@@ -39,6 +41,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
+
+# glibc's own variables (read when a process starts; mallopt in steady_allocator is the same
+# setting for a process already running): tensors up to 256 MiB come from the heap, and the heap
+# is trimmed only past 512 MiB free.
+STEADY_ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"pipeline_vs_local": (">=", 0.95), "ray_vs_plain_step": ("<=", 1.05),
@@ -70,6 +77,31 @@ def gan_phase(cfg, **settings):
     from raygan.platform.plan import with_settings
 
     return with_settings(cfg, **{"train.pretrain_steps": 0, **settings})
+
+
+def steady_allocator() -> bool:
+    """Serve this process's large tensors from glibc's heap instead of fresh mmaps, so a
+    timed conv does not also time the kernel zeroing its output's pages. Returns False where
+    it cannot (not glibc).
+
+    Why (measured 2026-12-06): glibc mmaps each block over a threshold that it raises only
+    after freeing a larger block, so whether the conv peak's 9 MiB output pays for fresh
+    pages depended on what the process had freed before. The same 64->64 conv ran at
+    125-148 GFLOP/s on 2 threads in a fresh process and at 190-206 after a Ray start and
+    stop, and at 105 against 68-78 on one thread; with this setting at 199-204 and 104-105
+    from the start. The demo's steps took the same time either way (133-140 ms for the
+    GAN step), so the old ratios were taken against a peak that was low at times."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(STEADY_ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"]))
+                and mallopt(m_trim_threshold, int(STEADY_ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"])))
 
 
 # ------------------------------------------------------------------------- 1. pipeline
@@ -305,6 +337,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     local_rate, s3_rate, s3_inline_rate = bench_pipeline(preset, args.images)
+    # from here on every timed step and conv peak (the Ray workers get the same at start)
+    steady = steady_allocator()
 
     engine = GANEngine(cfg)
     batch = synthetic_batch(cfg)
@@ -315,7 +349,8 @@ def main(argv=None) -> int:
     import ray
 
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-             num_cpus=max(2, os.cpu_count() or 2))
+             num_cpus=max(2, os.cpu_count() or 2),
+             runtime_env={"env_vars": STEADY_ALLOCATOR_ENV} if steady else None)
     try:
         ray1 = bench_ray(cfg, 1, args.steps)
         ray2 = bench_ray(cfg, 2, args.steps)
@@ -379,6 +414,7 @@ def main(argv=None) -> int:
         f"l1_step_batch_threads_{cores}_vs_1": split_l1,
         f"gan_step_batch_threads_{cores}_vs_1": split_gan,
         "preset_batch_threads": preset.train.batch_threads,
+        "steady_allocator": steady,
         "config": args.config,
         "patch": cfg.data.patch,
         "batch_per_worker": b,

@@ -1,5 +1,6 @@
-"""jobs/bench_train.py's ratio of step to conv peak: the median of interleaved rounds, and the
-stricter fastest step over the highest peak of any round."""
+"""jobs/bench_train.py: its ratio of step to conv peak (the median of interleaved rounds, and the
+stricter fastest step over the highest peak of any round), its FLOP count, and the allocator
+setting that keeps its conv peak from paying for fresh pages."""
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,48 @@ def test_step_flops_counts_a_split_step_whole(monkeypatch):
     assert split_engine.batch_threads == 2
     assert bench_train.step_flops(split_engine, batch(n=4)) == whole > 0
     assert split_engine.batch_threads == 2  # and the engine splits again after counting
+
+
+# A 16 MiB tensor, then glibc's bytes in mmapped blocks (mallinfo2's hblkhd) while it lives
+# and after it is freed, printed by a fresh process (mallopt is process-wide: not this one's).
+_MMAPPED_PROBE = """
+import ctypes, json, sys
+sys.path.insert(0, {jobs!r})
+import torch
+import bench_train
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+steady = bench_train.steady_allocator() if sys.argv[1] == "steady" else None
+before = libc.mallinfo2().hblkhd
+x = torch.ones(16 << 20, dtype=torch.uint8)
+during = libc.mallinfo2().hblkhd
+print(json.dumps({{"steady": steady, "mmapped_for_tensor": during - before}}))
+"""
+
+
+def _mmapped_for_a_tensor(mode: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    if not hasattr(__import__("ctypes").CDLL("libc.so.6"), "mallinfo2"):
+        pytest.skip("glibc without mallinfo2 (< 2.33)")
+    out = subprocess.run([sys.executable, "-c", _MMAPPED_PROBE.format(jobs=str(ROOT / "jobs")), mode],
+                         capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_steady_allocator_serves_a_large_tensor_from_the_heap():
+    # without it glibc maps a fresh 16 MiB block (the conv peak's output paid for fresh pages
+    # at every call, depending on what the process had freed before: a peak 1.5x too low)
+    plain = _mmapped_for_a_tensor("plain")
+    assert plain["mmapped_for_tensor"] >= 16 << 20
+    steady = _mmapped_for_a_tensor("steady")
+    assert steady["steady"] is True
+    assert steady["mmapped_for_tensor"] == 0
+
