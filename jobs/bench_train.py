@@ -15,7 +15,11 @@ Measures, in one run on this machine (ratios are what matter; the machine is sha
      CPU recipe's steps), each in rounds that interleave the peak and the step (the median
      ratio over the rounds, its range, and the stricter best step over the highest peak);
   5. the preset's L1-only and GAN steps with their batch split over a thread per core
-     (train.batch_threads) against the same steps on that many intra-op threads.
+     (train.batch_threads) against the same steps on that many intra-op threads;
+  6. the GAN step at every core taken apart (unsplit): each of its convolutions and FC
+     products run alone at its shapes, their speed over the conv peak (what the kernels
+     reach at these shapes), and the share of the step's time they would take so (the
+     rest: elementwise ops, concatenations, the optimizer, kernels slower in the step).
 The worker comparisons use one thread per worker, so 1 vs 2 workers compares like with like.
 Every process that times a step or the conv peak (this one after the pipeline section, and
 the Ray workers) serves large tensors from glibc's heap (:func:`steady_allocator`).
@@ -298,6 +302,94 @@ def step_flops(engine, batch) -> int:
     return counter.get_total_flops()
 
 
+#: the kernels :func:`kernels_alone` replays: convolutions (forward and backward) and the
+#: matrix products of FC layers, the ops whose FLOPs the ratios count
+KERNEL_OPS = ("convolution.default", "convolution_backward.default", "mm.default", "addmm.default", "bmm.default")
+
+
+def record_kernels(engine, batch) -> dict:
+    """The step's kernel calls (:data:`KERNEL_OPS`), seen below autograd on this thread with
+    the batch unsplit: ``{signature: (op, args, kwargs, count)}``, tensors kept as their
+    (shape, stride, dtype) so that :func:`kernels_alone` can run each call again alone."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    wanted = {getattr(torch.ops.aten, name.split(".")[0]).default for name in KERNEL_OPS}
+
+    def spec(v):
+        if torch.is_tensor(v):
+            return ("tensor", tuple(v.shape), tuple(v.stride()), v.dtype)
+        return tuple(spec(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    calls: dict = {}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in wanted:
+                key = (str(func), spec(args), spec(sorted(kwargs.items())))
+                op, a, k, n = calls.get(key, (func, spec(args), spec(kwargs), 0))
+                calls[key] = (op, a, k, n + 1)
+            return func(*args, **kwargs)
+
+    split, engine.batch_threads = engine.batch_threads, 1
+    try:
+        with Recorder():
+            engine.train_step(batch)
+    finally:
+        engine.batch_threads = split
+    return calls
+
+
+def kernels_alone(calls: dict, repeats: int = 5):
+    """Each recorded kernel call run alone on random tensors of its shapes and strides, at
+    this thread count: (the FLOPs of all the calls, the sum over calls of each one's best
+    time of ``repeats``). What the step would take if it were nothing but its kernels,
+    each as fast as it runs by itself."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def build(v):
+        if isinstance(v, tuple) and v and v[0] == "tensor":
+            return torch.empty_strided(v[1], v[2], dtype=v[3]).normal_()
+        return type(v)(build(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    flops, seconds = 0, 0.0
+    with torch.no_grad():
+        for op, args, kwargs, count in calls.values():
+            a, k = build(args), build(kwargs)
+            with FlopCounterMode(display=False) as counter:
+                op(*a, **k)
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                op(*a, **k)
+                best = min(best, time.perf_counter() - t0)
+            flops += count * counter.get_total_flops()
+            seconds += count * best
+    return flops, seconds
+
+
+def step_vs_kernels_alone(engine, batch, threads: int, rounds: int = 3):
+    """The step (unsplit, ``threads`` intra-op threads) taken apart: its kernels' own speed
+    alone at their shapes over the conv peak, and the share of the step's time that those
+    kernels alone would take (the rest is everything else: elementwise ops, concatenations,
+    the optimizer, and the kernels running slower inside the step than alone). The product of
+    the two is about the step's ratio to the peak. Best of ``rounds`` rounds each."""
+    torch.set_num_threads(threads)
+    calls = record_kernels(engine, batch)
+    split, engine.batch_threads = engine.batch_threads, 1
+    try:
+        time_steps(engine, batch, 1)
+        best_step, best_kernels, best_peak, flops = float("inf"), float("inf"), 0.0, 0
+        for _ in range(rounds):
+            best_peak = max(best_peak, conv_peak_flops(threads, repeats=3))
+            best_step = min(best_step, min(time_steps(engine, batch, 2, warmup=0)))
+            flops, seconds = kernels_alone(calls)
+            best_kernels = min(best_kernels, seconds)
+    finally:
+        engine.batch_threads = split
+    return flops / best_kernels / best_peak, best_kernels / best_step
+
+
 def split_vs_whole(cfg, threads: int, rounds: int = 7, steps: int = 3) -> float:
     """Speed of ``cfg``'s step with its batch split over ``threads`` threads
     (train.batch_threads) over the same step unsplit on ``threads`` intra-op threads: the
@@ -376,6 +468,8 @@ def main(argv=None) -> int:
     l1_engine = GANEngine(l1)
     l1_flops = step_flops(l1_engine, synthetic_batch(l1))
     l1_vs_peak, l1_lo, l1_hi, _, l1_strict = step_vs_peak(l1_engine, synthetic_batch(l1), l1_flops, cores)
+    # Where the GAN step's time goes: its own kernels alone at their shapes, and the rest
+    kernels_vs_peak, kernels_share = step_vs_kernels_alone(wide_engine, synthetic_batch(wide), cores)
     # One process, its batch split over a thread per core (train.batch_threads) against the
     # same step on as many intra-op threads, for both phases
     split_l1 = split_vs_whole(l1, cores)
@@ -407,6 +501,8 @@ def main(argv=None) -> int:
         f"achieved_vs_peak_{cores}_threads": wide_vs_peak,
         f"achieved_vs_peak_{cores}_threads_range": [wide_lo, wide_hi],
         f"achieved_vs_highest_peak_{cores}_threads_best_step": wide_strict,
+        f"gan_step_kernels_alone_vs_peak_{cores}_threads": kernels_vs_peak,
+        f"gan_step_share_of_its_kernels_alone_{cores}_threads": kernels_share,
         "l1_step_gflop": l1_flops / 1e9,
         f"l1_step_achieved_vs_peak_{cores}_threads": l1_vs_peak,
         f"l1_step_achieved_vs_peak_{cores}_threads_range": [l1_lo, l1_hi],

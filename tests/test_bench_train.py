@@ -1,6 +1,7 @@
 """jobs/bench_train.py: its ratio of step to conv peak (the median of interleaved rounds, and the
-stricter fastest step over the highest peak of any round), its FLOP count, and the allocator
-setting that keeps its conv peak from paying for fresh pages."""
+stricter fastest step over the highest peak of any round), its FLOP count, the step's kernels
+replayed alone, and the allocator setting that keeps its conv peak from paying for fresh
+pages."""
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,31 @@ def test_step_flops_counts_a_split_step_whole(monkeypatch):
     assert split_engine.batch_threads == 2
     assert bench_train.step_flops(split_engine, batch(n=4)) == whole > 0
     assert split_engine.batch_threads == 2  # and the engine splits again after counting
+
+
+def test_kernels_alone_replays_every_kernel_the_step_counts(monkeypatch):
+    # the step taken apart: each recorded convolution and FC product, run again alone on
+    # tensors of its shapes, adds up to the FLOPs the step's counter counts (a kernel missed,
+    # counted once instead of per call, or replayed at another shape would differ)
+    monkeypatch.syspath_prepend(str(ROOT / "jobs"))
+    import bench_train
+    from test_engine import batch, tiny_cfg
+
+    from raygan.platform.engine import GANEngine
+    from raygan.platform.plan import with_settings
+
+    torch.set_num_threads(2)
+    engine = GANEngine(bench_train.gan_phase(tiny_cfg("data.batch=4", "train.batch_threads=2")))
+    calls = bench_train.record_kernels(engine, batch(n=4))
+    ops = {str(op) for op, *_ in calls.values()}
+    assert {"aten.convolution.default", "aten.convolution_backward.default"} <= ops
+    assert any(n > 1 for *_, n in calls.values())  # the same call twice: one signature, counted twice
+    assert engine.batch_threads == 2  # recorded unsplit (a split's threads are not seen), then split again
+    flops, seconds = bench_train.kernels_alone(calls, repeats=1)
+    assert flops == bench_train.step_flops(engine, batch(n=4)) > 0 and seconds > 0
+    l1 = GANEngine(with_settings(tiny_cfg("data.batch=4"), **{"train.pretrain_steps": 10**9}))
+    l1_flops, _ = bench_train.kernels_alone(bench_train.record_kernels(l1, batch(n=4)), repeats=1)
+    assert 0 < l1_flops == bench_train.step_flops(l1, batch(n=4)) < flops  # no D in an L1 step
 
 
 # A 16 MiB tensor, then glibc's bytes in mmapped blocks (mallinfo2's hblkhd) while it lives

@@ -33,7 +33,10 @@ def test_demo_preset_is_named_and_inherits_the_paper_model():
     # the paper's structure, narrower, plus the input skip the preset declares (nothing else)
     changed = {k for k, v in to_dict(demo.model).items() if to_dict(paper.model)[k] != v}
     assert changed == {"global_residual", "features", "mixed_width", "blocks", "d_features",
-                       "d_max_features", "d_fc"}
+                       "d_max_features", "d_fc", "d_pool"}
+    # D's four stride-2 layers leave patch / 16 pixels a side: flattened as they are (SRGAN's
+    # head), as the paper's 5 is for its 80 px patches, not resampled for a larger FC
+    assert (paper.model.d_pool, demo.model.d_pool) == (paper.data.patch // 16, demo.data.patch // 16)
     assert not demo.model.identity_init  # it kept G at its input for ~500 steps (measured)
     assert demo.loss.perceptual == 0  # no random VGG term; weights "auto" are never loaded
 
@@ -115,6 +118,9 @@ def test_twenty_minute_recipes_are_the_scripts_and_use_every_core():
         assert cfg.optim.lr_schedule == "cosine" and cfg.optim.lr_schedule_start == "pretraining", name
         assert 0.8 * cfg.train.steps <= cfg.train.pretrain_steps < cfg.train.steps, name
         assert cfg.mlflow.alias is None, name  # never moves the demo's champion
+    # the WCDGAN recipe builds on the demo but keeps what its README row was measured with
+    wcdgan = load_config(CONFIGS / "wcdgan_cpu_20min.yaml")
+    assert (wcdgan.train.batch_threads, wcdgan.model.d_pool) == (1, 5)
 
 
 def test_wide_demo_variant_is_the_demo_at_the_papers_widths():
