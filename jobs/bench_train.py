@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import _checkout  # noqa: F401,I001  (this checkout's raygan, not an installed one: jobs/_checkout.py)
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -287,18 +288,26 @@ def step_vs_peak(engine, batch, flops: int, threads: int, rounds: int = 7):
             best_vs_highest)
 
 
+@contextlib.contextmanager
+def unsplit(engine):
+    """The engine's steps unsplit (train.batch_threads 1) inside, split again after: a split
+    step's shards run on threads that a FLOP counter or dispatch mode on this thread does not
+    see."""
+    split, engine.batch_threads = engine.batch_threads, 1
+    try:
+        yield engine
+    finally:
+        engine.batch_threads = split
+
+
 def step_flops(engine, batch) -> int:
     """The step's FLOPs, counted on this thread (a counter sees only its own thread): an
     engine that splits its batch over threads (train.batch_threads) is counted unsplit,
     the same FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    split, engine.batch_threads = engine.batch_threads, 1
-    try:
-        with FlopCounterMode(display=False) as counter:
-            engine.train_step(batch)
-    finally:
-        engine.batch_threads = split
+    with unsplit(engine), FlopCounterMode(display=False) as counter:
+        engine.train_step(batch)
     return counter.get_total_flops()
 
 
@@ -331,12 +340,8 @@ def record_kernels(engine, batch) -> dict:
                 calls[key] = (op, a, k, n + 1)
             return func(*args, **kwargs)
 
-    split, engine.batch_threads = engine.batch_threads, 1
-    try:
-        with Recorder():
-            engine.train_step(batch)
-    finally:
-        engine.batch_threads = split
+    with unsplit(engine), Recorder():
+        engine.train_step(batch)
     return calls
 
 
@@ -376,8 +381,7 @@ def step_vs_kernels_alone(engine, batch, threads: int, rounds: int = 3):
     the two is about the step's ratio to the peak. Best of ``rounds`` rounds each."""
     torch.set_num_threads(threads)
     calls = record_kernels(engine, batch)
-    split, engine.batch_threads = engine.batch_threads, 1
-    try:
+    with unsplit(engine):
         time_steps(engine, batch, 1)
         best_step, best_kernels, best_peak, flops = float("inf"), float("inf"), 0.0, 0
         for _ in range(rounds):
@@ -385,8 +389,6 @@ def step_vs_kernels_alone(engine, batch, threads: int, rounds: int = 3):
             best_step = min(best_step, min(time_steps(engine, batch, 2, warmup=0)))
             flops, seconds = kernels_alone(calls)
             best_kernels = min(best_kernels, seconds)
-    finally:
-        engine.batch_threads = split
     return flops / best_kernels / best_peak, best_kernels / best_step
 
 

@@ -65,8 +65,7 @@ patch size: for 80x80 patches it is the identity (the plain flattened SRGAN head
 sizes (e.g. 32x32 -> 2x2) are resampled to 5x5, unless ``d_pool`` is set to their map size
 (patch / 16): the demo preset and those based on it (32 px patches) set 2, SRGAN's
 flattened head, not an FC 6.25x larger over a resampled map. The output is a raw score (no
-sigmoid):
-the least-squares GAN loss acts on it directly.
+sigmoid): the least-squares GAN loss acts on it directly.
 
 Schedule (``wcdgan.yaml``): G alone is pretrained for 4 epochs over 80x80 patches cut at
 stride 75 from DIV2K's 800 images (``train.epoch_unit: patches``, counted from the
