@@ -47,7 +47,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) jobs/bench_train.py
 
-# Gain on whole Set14 photos against training minutes, this demo preset beside the previous one
+# Gain on whole Set14 photos against training minutes, this demo preset beside the previous (narrow) one
 bench-quality: $(STAMP)
 	$(PY) jobs/bench_quality.py
 

@@ -4,7 +4,7 @@
         [--variant NAME=CONFIG ...] [--out docs/quality_vs_minutes.png] [key=value ...]
 
 Trains each variant (default: today's demo preset ``wcdgan_cpu_demo.yaml`` beside the
-previous one, ``wcdgan_cpu_demo_v2.yaml``) in this one process, one after the other, on the
+previous one, ``wcdgan_cpu_demo_narrow.yaml``) in this one process, one after the other, on the
 demo's shards through the real training pipeline, in the preset's own layout: one process
 with every core as torch threads, or ``ray.workers`` DDP processes over gloo sharing the
 cores (as ``make demo`` runs it, without Ray). Every
@@ -32,7 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_SET14 = ROOT.parent / "shared" / "data" / "val" / "set14"
-DEFAULT_VARIANTS = ("cpu-demo=wcdgan_cpu_demo.yaml", "cpu-demo-v2=wcdgan_cpu_demo_v2.yaml")
+DEFAULT_VARIANTS = ("cpu-demo=wcdgan_cpu_demo.yaml", "cpu-demo-narrow=wcdgan_cpu_demo_narrow.yaml")
 
 
 def whole_photos(sets, data_cfg):
