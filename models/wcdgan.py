@@ -63,7 +63,7 @@ Four stride-2 layers reduce an 80x80 paper patch to 5x5. ``AdaptiveAvgPool2d(d_p
 then makes the FC input size (512*5*5 -> ``d_fc`` = 1024 -> ReLU -> 1) independent of the
 patch size: for 80x80 patches it is the identity (the plain flattened SRGAN head); other
 sizes (e.g. 32x32 -> 2x2) are resampled to 5x5, unless ``d_pool`` is set to their map size
-(patch / 16): the demo preset and those based on it (32 px patches) set 2, SRGAN's
+(patch / 16): the demo presets (32 px patches) set 2, SRGAN's
 flattened head, not an FC 6.25x larger over a resampled map. The output is a raw score (no
 sigmoid): the least-squares GAN loss acts on it directly.
 
